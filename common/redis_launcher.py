@@ -104,7 +104,9 @@ class RedisServer:
                         return
                 except redis.exceptions.BusyLoadingError:
                     pass
-                except redis.exceptions.ConnectionError:
+                except redis.exceptions.RedisError:
+                    # Refused, timed out, or garbage from someone else's server on this port:
+                    # if our process has died, its log says why.
                     if not self.alive():
                         break
                 if time.monotonic() > deadline:
