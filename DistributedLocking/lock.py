@@ -1,0 +1,404 @@
+"""A Redis lease lock that hands out fencing tokens — and says exactly what it guarantees.
+
+    lock = RedisLock(client, "invoice:42", ttl_ms=10_000)
+    with lock as token:                 # token: an int that grows with every acquisition
+        resource.write(token, data)     # the resource rejects writes older than one it has seen
+
+What it does (each step is one atomic Lua script on one Redis server):
+
+* acquire: ``SET lock:<name> <owner> NX PX <ttl>`` and, only if that succeeded, ``INCR`` the per-lock
+  counter ``lock-token:<name>``; the new counter value is the fencing token. SET with NX and PX together
+  is one command, so there is no moment when the key exists without an expiry (the old SETNX-then-
+  EXPIRE pattern leaves an immortal lock if the client dies between the two commands).
+* release: delete the key only if it still holds *our* owner value (compare-and-delete), then push
+  one element onto ``lock-wake:<name>`` so one blocked waiter wakes up at once.
+* extend: reset the expiry only if the key still holds our owner value (compare-and-extend); an
+  expired lock is never resurrected. With ``auto_renew`` a per-process watchdog thread extends every
+  held lock at about ttl/3 and stops at release.
+* blocking acquire: either BLPOP on the wake list (default, see ``WAIT_WAKEUP``) or capped exponential
+  backoff with full jitter (``WAIT_BACKOFF``). Both wait at most until the holder's lease would expire,
+  so a crashed holder delays others by at most its TTL.
+
+What it does NOT guarantee — read this before you rely on it:
+
+* Mutual exclusion holds only while the holder is running. A lease is a promise about *time*: if the
+  holder's process is paused (GC, swapping, SIGSTOP, a VM migration) or its network is slow for longer
+  than the TTL, the key expires and another client acquires the lock while the first still believes it
+  holds it. The watchdog cannot help — it is paused too. ``release()`` then returns False, after the
+  fact. The only protection is on the resource side: pass the fencing token with every write and let
+  the resource reject a token lower than one it has already accepted (see ``fencing.py``).
+* The random owner value is NOT a fencing token. It only lets ``release``/``extend`` recognise their
+  own lock; a resource cannot order two random values, so a stale holder's write still goes through.
+* One Redis server is a single point of failure. If it restarts without persistence (or a replica that
+  missed the last writes is promoted) the lock key AND the token counter are lost: two clients can
+  hold the lock, and tokens restart from 1 — a resource that remembers a higher token will then reject
+  every write until the counter catches up. Run Redis with AOF ``appendfsync always`` if the counter
+  must survive a crash, or take tokens from a consensus system (etcd revision, ZooKeeper zxid).
+* Expiry is measured by the Redis server's clock; the client's own view of "I still hold it" is
+  ``owned()`` at the moment you ask, no later.
+* Not re-entrant, and one ``RedisLock`` object belongs to one holder at a time (create one object per
+  thread or process that competes for the lock; they coordinate through Redis).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import random
+import secrets
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from types import TracebackType
+
+import redis
+
+log = logging.getLogger(__name__)
+
+WAIT_WAKEUP = "wakeup"
+WAIT_BACKOFF = "backoff"
+WAIT_STRATEGIES = (WAIT_WAKEUP, WAIT_BACKOFF)
+
+# How long a release notification may sit in the wake list when nobody is waiting for it.
+_WAKE_KEY_TTL_MS = 60_000
+# A waiter never sleeps longer than this in one round, whatever the lock's TTL says; it bounds the
+# damage of a lost notification (e.g. the wake list vanished in a Redis restart).
+_MAX_WAIT_ROUND_S = 1.0
+
+
+class LockError(Exception):
+    """Base class of this module's errors."""
+
+
+class LockNotAcquired(LockError):
+    """The lock was not acquired within the timeout (raised by the context manager)."""
+
+
+class LockLost(LockError):
+    """The `with` block finished, but the lease had expired: another client may have held the lock.
+
+    Writes made inside the block without a fencing token may have overlapped with that client's.
+    """
+
+
+class LockBackendUnavailable(LockError):
+    """Redis could not be reached; the lock's state is unknown. Retry when Redis is back."""
+
+
+# KEYS[1] lock key, KEYS[2] token counter; ARGV[1] owner value, ARGV[2] ttl in ms.
+# Returns {1, token} when acquired, {0, pttl_of_current_holder} when busy.
+# SET NX PX and INCR run in one script, so a token is issued if and only if the lock was taken, and
+# tokens are ordered exactly like the acquisitions (Redis runs scripts one at a time).
+_ACQUIRE_LUA = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    return {1, redis.call('INCR', KEYS[2])}
+end
+return {0, redis.call('PTTL', KEYS[1])}
+"""
+
+# KEYS[1] lock key, KEYS[2] wake list; ARGV[1] owner value, ARGV[2] wake-list ttl in ms.
+# Compare-and-delete: a GET followed by a DEL from the client could delete a lock that expired
+# between the two commands and now belongs to someone else.
+# The wake list holds at most one element (DEL then RPUSH): one release wakes one waiter.
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+    return 0
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('RPUSH', KEYS[2], '1')
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
+# KEYS[1] lock key; ARGV[1] owner value, ARGV[2] new ttl in ms. Never recreates an expired key.
+_EXTEND_LUA = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+    return 0
+end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+
+
+def backoff_delays(base_s: float = 0.001, cap_s: float = 0.05,
+                   rng: random.Random | None = None) -> Iterator[float]:
+    """Capped exponential backoff with full jitter: uniform(0, min(cap, base * 2**attempt)).
+
+    Full jitter (rather than a fixed doubling) spreads competing waiters out so they do not retry in
+    lock-step; the cap keeps a long wait from turning into multi-second sleeps after the lock is free.
+    """
+    if base_s <= 0 or cap_s < base_s:
+        raise ValueError("need 0 < base_s <= cap_s")
+    rng = rng or random.Random()
+    attempt = 0
+    while True:
+        yield rng.uniform(0.0, min(cap_s, base_s * (2 ** attempt)))
+        attempt = min(attempt + 1, 30)  # 2**30 * base is far past any cap; stop the int growing
+
+
+class RedisLock:
+    """A lease lock on one Redis server whose ``acquire`` returns a fencing token (see module doc)."""
+
+    def __init__(self, client: redis.Redis, name: str, *, ttl_ms: int = 10_000, auto_renew: bool = True,
+                 wait: str = WAIT_WAKEUP, blocking_timeout: float | None = None):
+        if not isinstance(name, str) or not name:
+            raise ValueError("lock name must be a non-empty string")
+        if isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) or ttl_ms <= 0:
+            raise ValueError(f"ttl_ms must be a positive integer of milliseconds, got {ttl_ms!r}")
+        if wait not in WAIT_STRATEGIES:
+            raise ValueError(f"wait must be one of {WAIT_STRATEGIES}, got {wait!r}")
+        if blocking_timeout is not None and blocking_timeout < 0:
+            raise ValueError("blocking_timeout must be >= 0 seconds or None (wait forever)")
+        self.client = client
+        self.name = name
+        self.key = f"lock:{name}"
+        self.token_key = f"lock-token:{name}"
+        self.wake_key = f"lock-wake:{name}"
+        self.ttl_ms = ttl_ms
+        self.auto_renew = auto_renew
+        self.wait = wait
+        self.blocking_timeout = blocking_timeout
+        self.token: int | None = None      # fencing token of the current acquisition
+        self.renewals = 0                  # successful watchdog extensions (observable in tests)
+        self._owner: str | None = None     # random value that marks the key as ours
+        self._scripts = _scripts_for(client)
+        self._backoff_rng = random.Random()
+
+    # -- acquire -------------------------------------------------------------------------------
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> int | None:
+        """Take the lock; return its fencing token, or None if not acquired (non-blocking / timeout).
+
+        ``timeout`` (seconds) bounds a blocking wait; None waits forever.
+        """
+        if self._owner is not None:
+            raise RuntimeError(f"{self.key} is already held by this RedisLock object; it is not "
+                               "re-entrant — use one RedisLock object per holder")
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout must be >= 0 seconds or None")
+        owner = secrets.token_hex(16)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delays = backoff_delays(rng=self._backoff_rng)
+        while True:
+            acquired, value = self._try_acquire(owner)
+            if acquired:
+                self._owner, self.token = owner, value
+                if self.auto_renew:
+                    _watchdog().watch(self)
+                return value
+            if not blocking:
+                return None
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            # Never wait past the holder's expiry: a crashed holder sends no wake-up.
+            limit = _MAX_WAIT_ROUND_S if value < 0 else min(_MAX_WAIT_ROUND_S, max(value, 1) / 1000)
+            if remaining is not None:
+                limit = min(limit, remaining)
+            if self.wait == WAIT_WAKEUP:
+                self._wait_for_release(limit)
+            else:
+                time.sleep(min(next(delays), limit))
+
+    def _try_acquire(self, owner: str) -> tuple[bool, int]:
+        try:
+            ok, value = self._scripts.run("acquire", (self.key, self.token_key), (owner, self.ttl_ms))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise LockBackendUnavailable(
+                f"cannot acquire {self.key}: Redis unreachable ({exc}); retry when it is back") from exc
+        return bool(ok), int(value)
+
+    def _wait_for_release(self, limit_s: float) -> None:
+        """Block on the wake list until a release pushes to it, or `limit_s` passes."""
+        # BLPOP's timeout has 1 ms resolution and 0 means "forever": never send 0.
+        wait_s = max(0.001, min(limit_s, self._socket_budget()))
+        try:
+            self.client.blpop([self.wake_key], timeout=round(wait_s, 3))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise LockBackendUnavailable(
+                f"lost Redis while waiting for {self.key} ({exc}); retry when it is back") from exc
+
+    def _socket_budget(self) -> float:
+        # A blocking command must return before the client's socket timeout fires.
+        socket_timeout = self.client.connection_pool.connection_kwargs.get("socket_timeout")
+        return _MAX_WAIT_ROUND_S if not socket_timeout else socket_timeout / 2
+
+    # -- release / extend ----------------------------------------------------------------------
+
+    def release(self) -> bool:
+        """Release the lock. False if it was no longer ours (expired, maybe taken by someone else)."""
+        owner = self._owner
+        if owner is None:
+            return False
+        # Forget the lock first: the watchdog must not renew it once we have decided to let go.
+        self._owner = None
+        try:
+            return bool(self._scripts.run("release", (self.key, self.wake_key), (owner, _WAKE_KEY_TTL_MS)))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise LockBackendUnavailable(
+                f"cannot release {self.key}: Redis unreachable ({exc}); if it is still there it expires "
+                f"within {self.ttl_ms} ms") from exc
+
+    def extend(self, ttl_ms: int | None = None) -> bool:
+        """Reset the lease to `ttl_ms` (default: the lock's ttl) if still ours; False otherwise."""
+        if ttl_ms is not None and (isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) or ttl_ms <= 0):
+            raise ValueError(f"ttl_ms must be a positive integer of milliseconds, got {ttl_ms!r}")
+        owner = self._owner
+        if owner is None:
+            return False
+        try:
+            return bool(self._scripts.run("extend", (self.key,), (owner, ttl_ms or self.ttl_ms)))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise LockBackendUnavailable(f"cannot extend {self.key}: Redis unreachable ({exc})") from exc
+
+    def owned(self) -> bool:
+        """Does Redis say the lock is ours right now? (True can be stale a moment later.)"""
+        owner = self._owner
+        if owner is None:
+            return False
+        current = self.client.get(self.key)
+        return current is not None and (current == owner or current == owner.encode())
+
+    def locked(self) -> bool:
+        """Is the lock held by anyone right now?"""
+        return bool(self.client.exists(self.key))
+
+    # -- context manager -----------------------------------------------------------------------
+
+    def __enter__(self) -> int:
+        token = self.acquire(blocking=True, timeout=self.blocking_timeout)
+        if token is None:
+            raise LockNotAcquired(f"could not acquire {self.key} within {self.blocking_timeout} s; "
+                                  "another holder kept it — retry later or raise blocking_timeout")
+        return token
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        released = self.release()
+        if not released and exc_type is None:
+            raise LockLost(f"{self.key} (token {self.token}) expired before the block finished; "
+                           "another client may have held it — protect the resource with the fencing token")
+
+    def __repr__(self) -> str:
+        state = f"held, token {self.token}" if self._owner else "not held"
+        return f"<RedisLock {self.key} ttl={self.ttl_ms}ms {state}>"
+
+
+# -- scripts -------------------------------------------------------------------------------------
+
+class _Scripts:
+    """EVALSHA with a fallback to EVAL: after a Redis restart the script cache is empty (NOSCRIPT)."""
+
+    SOURCES = {"acquire": _ACQUIRE_LUA, "release": _RELEASE_LUA, "extend": _EXTEND_LUA}
+
+    def __init__(self, client: redis.Redis):
+        self.client = client
+        self.shas = {name: _sha1(src) for name, src in self.SOURCES.items()}
+
+    def run(self, name: str, keys: tuple, args: tuple):
+        try:
+            return self.client.evalsha(self.shas[name], len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            return self.client.eval(self.SOURCES[name], len(keys), *keys, *args)
+
+
+def _sha1(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+_scripts_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _scripts_for(client: redis.Redis) -> _Scripts:
+    scripts = _scripts_cache.get(client)
+    if scripts is None:
+        scripts = _scripts_cache[client] = _Scripts(client)
+    return scripts
+
+
+# -- the watchdog ----------------------------------------------------------------------------------
+
+class _Watchdog:
+    """One daemon thread per process that extends every auto-renewed lock at about ttl/3.
+
+    One thread for all locks (not a thread per acquisition) keeps acquire cheap. Entries are
+    (due, seq, lock, owner): a renewal applies only while the lock still has that owner value, so a
+    release — or a later acquisition by the same object — silently retires the old entry.
+    """
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self._heap: list[tuple[float, int, RedisLock, str]] = []
+        self._seq = 0
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="redis-lock-watchdog", daemon=True)
+        self._thread.start()
+
+    def watch(self, lock: RedisLock) -> None:
+        due = time.monotonic() + lock.ttl_ms / 3000
+        with self._cond:
+            self._seq += 1
+            wake = not self._heap or due < self._heap[0][0]
+            heapq.heappush(self._heap, (due, self._seq, lock, lock._owner))
+            if wake:  # only when the new entry is the earliest: no thread switch per acquire
+                self._cond.notify()
+
+    def active(self) -> int:
+        """How many locks are currently being renewed (entries whose owner is still current)."""
+        with self._cond:
+            return sum(1 for _, _, lock, owner in self._heap if lock._owner == owner)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    timeout = None if not self._heap else self._heap[0][0] - time.monotonic()
+                    self._cond.wait(timeout)
+                _, _, lock, owner = heapq.heappop(self._heap)
+            if lock._owner != owner:
+                continue  # released (or re-acquired with a new owner value) since: stop renewing
+            self._renew(lock, owner)
+
+    def _renew(self, lock: RedisLock, owner: str) -> None:
+        try:
+            extended = lock._scripts.run("extend", (lock.key,), (owner, lock.ttl_ms))
+        except redis.RedisError as exc:
+            # Keep trying until the lease runs out; if Redis is back in time, the lock survives.
+            log.warning("watchdog could not extend %s: %s", lock.key, exc)
+            extended = None
+        if extended == 0:
+            log.warning("watchdog: %s (token %s) was lost — the lease had expired", lock.key, lock.token)
+            return
+        if extended:
+            lock.renewals += 1
+        with self._cond:
+            if lock._owner == owner:
+                self._seq += 1
+                heapq.heappush(self._heap, (time.monotonic() + lock.ttl_ms / 3000, self._seq, lock, owner))
+
+
+_watchdog_instance: _Watchdog | None = None
+_watchdog_guard = threading.Lock()
+
+
+def _watchdog() -> _Watchdog:
+    """The process's watchdog; a forked child gets its own (threads do not survive fork)."""
+    global _watchdog_instance, _watchdog_guard
+    instance = _watchdog_instance
+    if instance is not None and instance.pid == os.getpid():
+        return instance
+    if instance is not None:  # forked: the guard may have been copied in a locked state
+        _watchdog_guard = threading.Lock()
+    with _watchdog_guard:
+        if _watchdog_instance is None or _watchdog_instance.pid != os.getpid():
+            _watchdog_instance = _Watchdog()
+        return _watchdog_instance
+
+
+def watchdog_active_count() -> int:
+    """Locks this process is renewing right now (0 if the watchdog never started)."""
+    instance = _watchdog_instance
+    return 0 if instance is None or instance.pid != os.getpid() else instance.active()
