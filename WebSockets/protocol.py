@@ -1,0 +1,645 @@
+"""RFC 6455 WebSocket protocol, sans-I/O: bytes in, events and bytes out, no sockets anywhere.
+
+Why sans-I/O: the protocol is a pure function of the bytes seen so far, so it can be unit-tested and
+property-tested without a network, and the same code serves the asyncio server and the blocking
+client (the design of `websockets` and `wsproto`). What lives here:
+
+- the opening handshake (§4): validating a client's request, computing `Sec-WebSocket-Accept`,
+  building the client's request and checking the server's answer;
+- frames (§5.2): `encode_frame` and the incremental `FrameDecoder` (FIN, RSV1-3, opcode,
+  7/16/64-bit lengths, masking with a whole-buffer integer XOR);
+- `WebSocketConnection`: message assembly from fragments (§5.4), control frames (§5.5), the close
+  handshake with close-code validation (§7.4), incremental UTF-8 validation of text (§8.1), and
+  the mapping of every failure to a close code: 1002 protocol error, 1007 invalid data, 1009 too big.
+
+Roles (§5.1, §5.3): a client masks every frame it sends with a fresh random key; a server never
+masks. Each side fails the connection with 1002 when its peer breaks that rule.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import hashlib
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum, IntEnum
+from typing import NamedTuple
+
+# §1.3: the fixed GUID appended to the client's key before hashing.
+WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+DEFAULT_MAX_SIZE = 1 << 20  # 1 MiB: the largest message we accept by default
+MAX_CONTROL_PAYLOAD = 125  # §5.5: control frames carry at most 125 bytes
+MAX_HEADER_BYTES = 16 * 1024  # a request head larger than this is refused: it is not a browser's
+
+
+class Opcode(IntEnum):
+    """§5.2 opcodes. 0x3-0x7 and 0xB-0xF are reserved and fail the connection with 1002."""
+
+    CONTINUATION = 0x0
+    TEXT = 0x1
+    BINARY = 0x2
+    CLOSE = 0x8
+    PING = 0x9
+    PONG = 0xA
+
+    @property
+    def is_control(self) -> bool:
+        return self >= 0x8
+
+
+class CloseCode(IntEnum):
+    """§7.4.1 close codes this module sends or names."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    NO_STATUS = 1005  # never on the wire: "the close frame had no code"
+    ABNORMAL = 1006  # never on the wire: "the TCP connection dropped without a close frame"
+    INVALID_DATA = 1007
+    POLICY_VIOLATION = 1008
+    TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+
+
+# §7.4.1-7.4.2: the codes a peer may put on the wire. 1004 is reserved, 1005/1006/1015 are only
+# ever reported locally, 1016-2999 are reserved for future RFCs, 3000-4999 belong to
+# libraries and applications. 1012-1014 were registered with IANA after the RFC.
+_VALID_RECEIVED_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
+
+
+def is_valid_close_code(code: int) -> bool:
+    """May a peer send this close code (RFC 6455 §7.4)?"""
+    return code in _VALID_RECEIVED_CODES or 3000 <= code <= 4999
+
+
+# ---------------------------------------------------------------------------------------- errors
+
+
+class WebSocketError(Exception):
+    """Base class of every error raised by this package."""
+
+
+class ProtocolError(WebSocketError):
+    """The peer broke RFC 6455; `code` is the close code to fail the connection with."""
+
+    def __init__(self, code: int, reason: str):
+        super().__init__(f"{reason} (close code {code})")
+        self.code = code
+        self.reason = reason
+
+
+class HandshakeError(WebSocketError):
+    """The opening handshake is invalid. `status` and `headers` are the HTTP answer to send."""
+
+    def __init__(self, status: int, reason: str, headers: tuple[tuple[str, str], ...] = ()):
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+
+
+class ConnectionClosed(WebSocketError):
+    """The connection is closed (or closing): open a new one. `code`/`reason` say how it ended."""
+
+    def __init__(self, code: int | None, reason: str = ""):
+        super().__init__(f"the WebSocket connection is closed (code {code}{', ' + reason if reason else ''})")
+        self.code = code
+        self.reason = reason
+
+
+# ------------------------------------------------------------------------------------ handshake
+
+
+def accept_key(key: str) -> str:
+    """§4.2.2: Sec-WebSocket-Accept = base64(SHA-1(key + GUID)). Proves the server read the key."""
+    digest = hashlib.sha1((key + WEBSOCKET_GUID).encode("ascii")).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def generate_key() -> str:
+    """A client's Sec-WebSocket-Key: a fresh random 16-byte nonce, base64-encoded (§4.1)."""
+    return base64.b64encode(os.urandom(16)).decode("ascii")
+
+
+@dataclass(frozen=True)
+class HttpMessage:
+    """An HTTP request or response head. `headers` keys are lower-case; repeated headers are joined."""
+
+    start_line: str
+    headers: dict[str, str]
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+def parse_http_head(head: bytes) -> HttpMessage:
+    """Parse an HTTP/1.1 head (everything before the blank line). Raises HandshakeError(400)."""
+    try:
+        text = head.decode("ascii")
+    except UnicodeDecodeError:
+        raise HandshakeError(400, "the HTTP head is not ASCII") from None
+    lines = text.split("\r\n")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            raise HandshakeError(400, f"malformed header line {line[:60]!r}")
+        key = name.lower()
+        # RFC 9110 §5.3: repeated fields are equivalent to one comma-separated field.
+        headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
+    return HttpMessage(lines[0], headers)
+
+
+def _tokens(value: str | None) -> set[str]:
+    """A comma-separated header as a set of lower-case tokens ("keep-alive, Upgrade" -> both)."""
+    return {token.strip().lower() for token in (value or "").split(",") if token.strip()}
+
+
+@dataclass(frozen=True)
+class HandshakeRequest:
+    """A valid client opening handshake."""
+
+    path: str
+    key: str
+    headers: dict[str, str]
+
+
+def validate_client_request(head: bytes) -> HandshakeRequest:
+    """Check a client's opening handshake (§4.2.1). Raises HandshakeError with the status to send.
+
+    400 for anything malformed, 405 for a method other than GET, 426 when the request is not a
+    WebSocket upgrade or asks for another protocol version (§4.4: answer with the version we speak).
+    """
+    request = parse_http_head(head)
+    parts = request.start_line.split(" ")
+    if len(parts) != 3:
+        raise HandshakeError(400, f"malformed request line {request.start_line[:60]!r}")
+    method, path, version = parts
+    if version != "HTTP/1.1":
+        raise HandshakeError(400, f"WebSocket needs HTTP/1.1, got {version[:20]!r}")
+    if method != "GET":
+        raise HandshakeError(405, f"WebSocket handshakes use GET, not {method[:20]}", (("Allow", "GET"),))
+    if request.header("host") is None:
+        raise HandshakeError(400, "missing Host header")
+    upgrade_required = (("Upgrade", "websocket"), ("Connection", "Upgrade"))
+    if "websocket" not in _tokens(request.header("upgrade")):
+        raise HandshakeError(426, "this is a WebSocket server: send Upgrade: websocket", upgrade_required)
+    if "upgrade" not in _tokens(request.header("connection")):
+        raise HandshakeError(426, "missing Connection: Upgrade", upgrade_required)
+    if request.header("sec-websocket-version") != "13":
+        raise HandshakeError(426, "unsupported Sec-WebSocket-Version: this server speaks 13",
+                             (("Sec-WebSocket-Version", "13"),))
+    key = request.header("sec-websocket-key")
+    if key is None:
+        raise HandshakeError(400, "missing Sec-WebSocket-Key")
+    try:
+        nonce = base64.b64decode(key.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        nonce = b""
+    if len(nonce) != 16:
+        raise HandshakeError(400, "Sec-WebSocket-Key must be a base64-encoded 16-byte nonce")
+    return HandshakeRequest(path, key, request.headers)
+
+
+def build_server_response(request: HandshakeRequest) -> bytes:
+    """The 101 answer to a valid request. We offer no extensions and no subprotocol (§4.2.2)."""
+    return (
+        "HTTP/1.1 101 Switching Protocols\r\n"
+        "Upgrade: websocket\r\n"
+        "Connection: Upgrade\r\n"
+        f"Sec-WebSocket-Accept: {accept_key(request.key)}\r\n"
+        "\r\n"
+    ).encode("ascii")
+
+
+_STATUS_TEXT = {400: "Bad Request", 405: "Method Not Allowed", 426: "Upgrade Required",
+                431: "Request Header Fields Too Large", 408: "Request Timeout"}
+
+
+def build_error_response(error: HandshakeError) -> bytes:
+    """An HTTP error answer with a short plain-text body that says what went wrong."""
+    body = (error.reason + "\n").encode("utf-8")
+    lines = [f"HTTP/1.1 {error.status} {_STATUS_TEXT.get(error.status, 'Error')}",
+             "Content-Type: text/plain; charset=utf-8", f"Content-Length: {len(body)}",
+             "Connection: close"]
+    lines += [f"{name}: {value}" for name, value in error.headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + body
+
+
+def build_client_request(host: str, path: str, key: str) -> bytes:
+    """A client's opening handshake (§4.1)."""
+    return (
+        f"GET {path} HTTP/1.1\r\n"
+        f"Host: {host}\r\n"
+        "Upgrade: websocket\r\n"
+        "Connection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n"
+        "\r\n"
+    ).encode("ascii")
+
+
+def validate_server_response(head: bytes, key: str) -> HttpMessage:
+    """Check the server's answer (§4.1, "the client MUST validate"). Raises HandshakeError."""
+    response = parse_http_head(head)
+    parts = response.start_line.split(" ", 2)
+    if len(parts) < 2 or parts[1] != "101":
+        raise HandshakeError(502, f"the server refused the upgrade: {response.start_line[:80]!r}")
+    if "websocket" not in _tokens(response.header("upgrade")):
+        raise HandshakeError(502, "the server's answer lacks Upgrade: websocket")
+    if "upgrade" not in _tokens(response.header("connection")):
+        raise HandshakeError(502, "the server's answer lacks Connection: Upgrade")
+    if response.header("sec-websocket-accept") != accept_key(key):
+        raise HandshakeError(502, "wrong Sec-WebSocket-Accept: the server did not read our key")
+    if response.header("sec-websocket-extensions") or response.header("sec-websocket-protocol"):
+        raise HandshakeError(502, "the server chose an extension or subprotocol we never offered")
+    return response
+
+
+# --------------------------------------------------------------------------------------- frames
+
+
+class Frame(NamedTuple):
+    """One frame (§5.2). `payload` is always unmasked; `mask` records the key it travelled with."""
+
+    opcode: int
+    payload: bytes
+    fin: bool = True
+    rsv: int = 0  # RSV1-3 as a 3-bit number; non-zero only with a negotiated extension
+    mask: bytes | None = None
+
+
+def apply_mask(payload: bytes, mask: bytes) -> bytes:
+    """XOR `payload` with the 4-byte `mask` repeated (§5.3). Masking and unmasking are the same.
+
+    One big-integer XOR runs in C over the whole buffer; a Python loop over the bytes would be
+    ~100x slower and would dominate the cost of a 1 MiB message.
+    """
+    length = len(payload)
+    if length == 0:
+        return b""
+    key = (mask * (length // 4 + 1))[:length]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(length, "little")
+
+
+_PACK_16 = struct.Struct("!BBH")
+_PACK_64 = struct.Struct("!BBQ")
+
+
+def encode_frame(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0,
+                 mask: bytes | None = None) -> bytes:
+    """Serialise one frame. Pass a 4-byte `mask` when sending as a client, None as a server."""
+    first = (0x80 if fin else 0) | (rsv << 4) | opcode
+    mask_bit = 0x80 if mask is not None else 0
+    length = len(payload)
+    # §5.2: the shortest length encoding is mandatory: 7 bits, else 16, else 64.
+    if length < 126:
+        head = bytes((first, mask_bit | length))
+    elif length < 1 << 16:
+        head = _PACK_16.pack(first, mask_bit | 126, length)
+    else:
+        head = _PACK_64.pack(first, mask_bit | 127, length)
+    if mask is None:
+        return head + payload
+    return head + mask + apply_mask(payload, mask)
+
+
+class FrameDecoder:
+    """Incremental frame parser: feed it bytes as they arrive, get whole frames out.
+
+    `expect_masked` is the role rule: a server requires masked frames, a client requires
+    unmasked ones. `max_payload` lets the caller reject an oversized frame from its header alone,
+    before the payload arrives (1009). Violations raise ProtocolError.
+    """
+
+    def __init__(self, *, expect_masked: bool, max_payload: int | None = None):
+        self.expect_masked = expect_masked
+        self.max_payload = max_payload  # the connection lowers it while a fragmented message grows
+        self.max_size_hint = max_payload
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> Iterator[Frame]:
+        """Add bytes; yield every frame now complete. Incomplete bytes wait for the next feed."""
+        buffer = self._buffer
+        buffer += data
+        while True:
+            frame, consumed = self._parse_one(buffer)
+            if frame is None:
+                return
+            # Deleting from the front of a bytearray is cheap (CPython moves a start offset).
+            del buffer[:consumed]
+            yield frame
+
+    def _parse_one(self, buffer: bytearray) -> tuple[Frame | None, int]:
+        available = len(buffer)
+        if available < 2:
+            return None, 0
+        first, second = buffer[0], buffer[1]
+        fin, rsv, opcode = bool(first & 0x80), (first >> 4) & 0x7, first & 0x0F
+        masked, length = bool(second & 0x80), second & 0x7F
+        self._check_header(rsv, opcode, fin, masked, length)
+        offset = 2
+        if length == 126:
+            if available < 4:
+                return None, 0
+            length = int.from_bytes(buffer[2:4], "big")
+            offset = 4
+        elif length == 127:
+            if available < 10:
+                return None, 0
+            length = int.from_bytes(buffer[2:10], "big")
+            if length >> 63:
+                raise ProtocolError(CloseCode.PROTOCOL_ERROR, "64-bit length with the top bit set")
+            offset = 10
+        if self.max_payload is not None and length > self.max_payload and opcode < 0x8:
+            # Rejected from the header alone: we never buffer a payload we would refuse anyway.
+            raise ProtocolError(CloseCode.TOO_BIG, f"a {length}-byte frame takes the message over "
+                                                   f"the {self.max_size_hint} byte limit")
+        mask = None
+        if masked:
+            if available < offset + 4:
+                return None, 0
+            mask = bytes(buffer[offset:offset + 4])
+            offset += 4
+        end = offset + length
+        if available < end:
+            return None, 0
+        payload = bytes(buffer[offset:end])
+        if mask is not None:
+            payload = apply_mask(payload, mask)
+        return Frame(opcode, payload, fin, rsv, mask), end
+
+    def _check_header(self, rsv: int, opcode: int, fin: bool, masked: bool, length: int) -> None:
+        """Everything that can be rejected from the first two bytes, before waiting for more."""
+        if rsv:
+            raise ProtocolError(CloseCode.PROTOCOL_ERROR, f"RSV bits {rsv:03b} set without an extension")
+        if opcode not in _KNOWN_OPCODES:
+            raise ProtocolError(CloseCode.PROTOCOL_ERROR, f"reserved opcode {opcode:#x}")
+        if opcode >= 0x8:
+            if not fin:
+                raise ProtocolError(CloseCode.PROTOCOL_ERROR, "fragmented control frame")
+            if length > MAX_CONTROL_PAYLOAD:
+                raise ProtocolError(CloseCode.PROTOCOL_ERROR, "control frame payload over 125 bytes")
+        if masked != self.expect_masked:
+            who = "client frame is not masked" if self.expect_masked else "server frame is masked"
+            raise ProtocolError(CloseCode.PROTOCOL_ERROR, who)
+
+
+_KNOWN_OPCODES = frozenset(int(op) for op in Opcode)
+
+
+# ------------------------------------------------------------------------------- the connection
+
+
+class Role(Enum):
+    CLIENT = "client"
+    SERVER = "server"
+
+
+class State(Enum):
+    OPEN = "open"
+    CLOSING = "closing"  # we sent a close frame and wait for the peer's
+    CLOSED = "closed"  # both close frames exchanged, or the connection failed
+
+
+class Message(NamedTuple):
+    """A complete data message: str for text, bytes for binary."""
+
+    data: str | bytes
+
+
+class Ping(NamedTuple):
+    payload: bytes
+
+
+class Pong(NamedTuple):
+    payload: bytes
+
+
+class CloseReceived(NamedTuple):
+    """The peer's close frame. `code` is 1005 when it carried none (§7.1.5)."""
+
+    code: int
+    reason: str
+
+
+class ConnectionFailed(NamedTuple):
+    """We failed the connection (§7.1.7) and queued a close frame with `code`; close the TCP now."""
+
+    code: int
+    reason: str
+
+
+Event = Message | Ping | Pong | CloseReceived | ConnectionFailed
+
+
+def parse_close_payload(payload: bytes) -> tuple[int, str]:
+    """Decode a close frame's body (§5.5.1) and validate it (§7.4). Raises ProtocolError."""
+    if not payload:
+        return CloseCode.NO_STATUS, ""
+    if len(payload) == 1:
+        raise ProtocolError(CloseCode.PROTOCOL_ERROR, "close frame with a 1-byte payload")
+    code = int.from_bytes(payload[:2], "big")
+    if not is_valid_close_code(code):
+        raise ProtocolError(CloseCode.PROTOCOL_ERROR, f"invalid close code {code}")
+    try:
+        reason = payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(CloseCode.INVALID_DATA, "close reason is not valid UTF-8") from None
+    return code, reason
+
+
+def build_close_payload(code: int, reason: str = "") -> bytes:
+    """The body of a close frame we send. 1005 means "no code": an empty body."""
+    if code == CloseCode.NO_STATUS:
+        return b""
+    payload = code.to_bytes(2, "big") + reason.encode("utf-8")
+    if len(payload) > MAX_CONTROL_PAYLOAD:
+        raise ValueError("close reason too long: code + reason must fit in 125 bytes")
+    return payload
+
+
+class WebSocketConnection:
+    """One endpoint of an open WebSocket, after the handshake. No I/O: the caller moves the bytes.
+
+    - `receive_data(data)` -> list of events (Message, Ping, Pong, CloseReceived, ConnectionFailed);
+    - `send_text / send_binary / send_ping / send_pong / send_close` queue frames;
+    - `data_to_send()` returns (and clears) the bytes the caller must write to the socket.
+
+    Pings are answered automatically (§5.5.2) and a peer's close is echoed (§5.5.1), so a caller
+    only has to write `data_to_send()` after each call.
+    """
+
+    def __init__(self, role: Role, *, max_size: int | None = DEFAULT_MAX_SIZE):
+        self.role = role
+        self.max_size = max_size
+        self.state = State.OPEN
+        self.close_code: int | None = None  # the code the connection ended with, once closed
+        self.close_reason = ""
+        self._decoder = FrameDecoder(expect_masked=role is Role.SERVER, max_payload=max_size)
+        self._outgoing: list[bytes] = []
+        # Fragmented message in progress: its opcode, parts, size, and the UTF-8 decoder for text.
+        self._message_opcode: int | None = None
+        self._parts: list[bytes] | list[str] = []
+        self._message_size = 0
+        self._utf8 = codecs.getincrementaldecoder("utf-8")("strict")
+
+    # --- sending
+
+    def send_text(self, text: str) -> None:
+        self._send_frame(Opcode.TEXT, text.encode("utf-8"))
+
+    def send_binary(self, data: bytes) -> None:
+        self._send_frame(Opcode.BINARY, bytes(data))
+
+    def send(self, data: str | bytes) -> None:
+        """Text for str, binary for bytes-like."""
+        if isinstance(data, str):
+            self.send_text(data)
+        else:
+            self.send_binary(data)
+
+    def send_fragments(self, parts: list[str] | list[bytes]) -> None:
+        """Send one message as several frames (§5.4), e.g. to stream it. Text parts may split runes."""
+        if not parts:
+            raise ValueError("a fragmented message needs at least one part")
+        opcode = Opcode.TEXT if isinstance(parts[0], str) else Opcode.BINARY
+        for index, part in enumerate(parts):
+            payload = part.encode("utf-8") if isinstance(part, str) else bytes(part)
+            self._send_frame(opcode if index == 0 else Opcode.CONTINUATION, payload,
+                             fin=index == len(parts) - 1)
+
+    def send_ping(self, payload: bytes = b"") -> None:
+        self._send_control(Opcode.PING, payload)
+
+    def send_pong(self, payload: bytes = b"") -> None:
+        self._send_control(Opcode.PONG, payload)
+
+    def send_close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Start the close handshake (§7.1.2). Further sends raise ConnectionClosed."""
+        if self.state is not State.OPEN:
+            return
+        self._send_frame(Opcode.CLOSE, build_close_payload(code, reason))
+        self.state = State.CLOSING
+        self.close_code, self.close_reason = code, reason
+
+    def data_to_send(self) -> bytes:
+        data = b"".join(self._outgoing)
+        self._outgoing.clear()
+        return data
+
+    def _send_control(self, opcode: Opcode, payload: bytes) -> None:
+        if len(payload) > MAX_CONTROL_PAYLOAD:
+            raise ValueError(f"{opcode.name} payload is {len(payload)} bytes; the limit is 125")
+        self._send_frame(opcode, bytes(payload))
+
+    def _send_frame(self, opcode: int, payload: bytes, fin: bool = True) -> None:
+        if self.state is not State.OPEN:
+            raise ConnectionClosed(self.close_code, self.close_reason)
+        # §5.3: a client picks a fresh, unpredictable key per frame; a server never masks.
+        mask = os.urandom(4) if self.role is Role.CLIENT else None
+        self._outgoing.append(encode_frame(opcode, payload, fin=fin, mask=mask))
+
+    # --- receiving
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed bytes from the socket; return the events they complete.
+
+        After a ConnectionFailed or once CLOSED, later bytes are ignored: the caller should write
+        `data_to_send()` (the close frame) and close the TCP connection.
+        """
+        if self.state is State.CLOSED:
+            return []
+        events: list[Event] = []
+        try:
+            for frame in self._decoder.feed(data):
+                event = self._handle_frame(frame)
+                if event is not None:
+                    events.append(event)
+                if self.state is State.CLOSED:
+                    break
+        except ProtocolError as error:
+            events.append(self._fail(error.code, error.reason))
+        return events
+
+    def _fail(self, code: int, reason: str) -> ConnectionFailed:
+        """§7.1.7 Fail the WebSocket Connection: send a close frame (if we still may), then stop."""
+        if self.state is State.OPEN:
+            # Close reasons are limited to 123 bytes; ours are short ASCII messages.
+            self._send_frame(Opcode.CLOSE, build_close_payload(code, reason[:120]))
+        self.state = State.CLOSED
+        self.close_code, self.close_reason = code, reason
+        return ConnectionFailed(code, reason)
+
+    def _handle_frame(self, frame: Frame) -> Event | None:
+        opcode = frame.opcode
+        if opcode == Opcode.TEXT or opcode == Opcode.BINARY or opcode == Opcode.CONTINUATION:
+            return self._handle_data(frame)
+        if opcode == Opcode.PING:
+            if self.state is State.OPEN:
+                self.send_pong(frame.payload)
+            return Ping(frame.payload)
+        if opcode == Opcode.PONG:
+            return Pong(frame.payload)
+        return self._handle_close(frame)
+
+    def _handle_close(self, frame: Frame) -> CloseReceived:
+        code, reason = parse_close_payload(frame.payload)
+        if self.state is State.OPEN:
+            # §5.5.1: echo the status code back; then the handshake is complete on our side.
+            self._send_frame(Opcode.CLOSE, frame.payload[:2])
+            self.close_code, self.close_reason = code, reason
+        self.state = State.CLOSED
+        return CloseReceived(code, reason)
+
+    def _handle_data(self, frame: Frame) -> Message | None:
+        if self.state is not State.OPEN:
+            return None  # §5.5.1: after sending close we may discard data
+        if frame.opcode == Opcode.CONTINUATION:
+            if self._message_opcode is None:
+                raise ProtocolError(CloseCode.PROTOCOL_ERROR, "continuation frame with no message started")
+        elif self._message_opcode is not None:
+            raise ProtocolError(CloseCode.PROTOCOL_ERROR, "new data frame inside a fragmented message")
+        elif frame.fin:
+            return self._whole_message(frame)  # the common case: one frame, one message
+        else:
+            self._message_opcode, self._parts, self._message_size = frame.opcode, [], 0
+            self._utf8.reset()
+        self._add_fragment(frame)
+        if not frame.fin:
+            return None
+        data = "".join(self._parts) if self._message_opcode == Opcode.TEXT else b"".join(self._parts)
+        self._message_opcode, self._parts = None, []
+        self._decoder.max_payload = self.max_size
+        return Message(data)
+
+    def _whole_message(self, frame: Frame) -> Message:
+        if frame.opcode == Opcode.BINARY:
+            return Message(frame.payload)
+        try:
+            return Message(frame.payload.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ProtocolError(CloseCode.INVALID_DATA, "text message is not valid UTF-8") from None
+
+    def _add_fragment(self, frame: Frame) -> None:
+        self._message_size += len(frame.payload)
+        if self.max_size is not None:
+            # The decoder refused any frame that would overflow (it parses lazily, one frame at a
+            # time, so this limit applies to the very next header).
+            self._decoder.max_payload = self.max_size - self._message_size
+        if self._message_opcode == Opcode.BINARY:
+            self._parts.append(frame.payload)
+            return
+        # The incremental decoder keeps an incomplete trailing sequence for the next fragment but
+        # raises as soon as a sequence cannot become valid: fail fast, before the message ends.
+        try:
+            self._parts.append(self._utf8.decode(frame.payload, final=frame.fin))
+        except UnicodeDecodeError:
+            raise ProtocolError(CloseCode.INVALID_DATA, "text message is not valid UTF-8") from None
