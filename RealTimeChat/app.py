@@ -1,0 +1,357 @@
+"""The chat server: Flask serves the page, Flask-SocketIO carries the events.
+
+    python -m RealTimeChat.app [--host 127.0.0.1] [--port 5000] [--db PATH]      one instance
+    python -m RealTimeChat.app --port 5001 --redis redis://127.0.0.1:6379/0       scale-out
+
+Each handler does three things in order: take a token from the connection's rate limiter, parse
+the payload with `rules.py` (which raises `ChatError` on anything wrong), then act on the store and
+emit. A `ChatError` anywhere becomes an `error` {code, message} event to that connection only; the
+connection stays open. See README "Real-Time Chat" for the event protocol.
+
+Async mode: "threading" with simple-websocket. Every connection gets a real WebSocket and its own
+thread; handlers may block (SQLite, Redis) without stalling anyone else, and no monkey-patching is
+needed. `async_handlers=False` runs one connection's events one after another, in the order the
+client sent them — so a sender's messages get increasing ids in the order they were typed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import signal
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, render_template, request
+from flask_socketio import SocketIO, join_room, leave_room
+
+from .rules import (
+    INTERNAL_ERROR,
+    MAX_ROOMS_PER_CONNECTION,
+    NICKNAME_MISMATCH,
+    NICKNAME_TAKEN,
+    NOT_IN_ROOM,
+    NOT_JOINED,
+    RATE_LIMITED,
+    TOO_MANY_ROOMS,
+    UNKNOWN_EVENT,
+    UNKNOWN_USER,
+    ChatError,
+    TokenBucket,
+    nickname_key,
+    parse_join,
+    parse_leave,
+    parse_message,
+    parse_private_message,
+    parse_typing,
+    private_message_payload,
+    utc_timestamp,
+)
+from .store import ChatStore, LocalStore, RedisStore
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_DB = PACKAGE_DIR / "data" / "chat.sqlite3"
+# Engine.IO refuses packets above this size by closing the connection: the only input that costs a
+# client its connection. Anything smaller reaches rules.py and gets a polite `error`.
+MAX_PACKET_BYTES = 1_000_000
+
+log = logging.getLogger("chat")
+
+
+@dataclass
+class Connection:
+    """What the server knows about one Socket.IO connection (it lives on exactly one instance)."""
+    sid: str
+    bucket: TokenBucket
+    typing_bucket: TokenBucket
+    username: str | None = None
+    rooms: set[str] = field(default_factory=set)
+
+
+def user_room(username: str) -> str:
+    """The Socket.IO room that reaches every connection of one user (private messages).
+
+    The '@' cannot appear in a chat room name, so the two namespaces never collide.
+    """
+    return "@" + nickname_key(username)
+
+
+class ChatServer:
+    """The event handlers, and the per-connection state they share."""
+
+    def __init__(self, store: ChatStore, socketio: SocketIO, rate: float = 10.0, burst: int = 20):
+        self.store = store
+        self.socketio = socketio
+        self.rate = rate
+        self.burst = burst
+        self._connections: dict[str, Connection] = {}
+        self._lock = threading.Lock()
+
+    # ---- wiring --------------------------------------------------------------------------------
+
+    def register(self) -> None:
+        on = self.socketio.on
+        on("connect")(self.on_connect)
+        on("disconnect")(self.on_disconnect)
+        on("join")(self._guarded(self.on_join))
+        on("leave")(self._guarded(self.on_leave))
+        on("message")(self._guarded(self.on_message))
+        on("private_message")(self._guarded(self.on_private_message))
+        on("typing")(self._guarded(self.on_typing, limited=False))
+        on("*")(self._guarded(self.on_unknown_event, limited=False))
+
+    def _guarded(self, handler, limited: bool = True):
+        """Wrap a handler: rate limit first, and turn every failure into an `error` event.
+
+        Catching here (rather than letting Flask-SocketIO log and drop the exception) is what keeps
+        a bad payload from costing anything but one `error` reply.
+        """
+        def wrapper(*args: Any) -> None:
+            conn = self._connection(request.sid)
+            if conn is None:
+                return  # raced with disconnect
+            try:
+                if limited and not conn.bucket.try_take():
+                    raise ChatError(RATE_LIMITED, f"slow down: at most {self.rate:g} events/s "
+                                                  f"(bursts of {self.burst})")
+                handler(conn, *args)
+            except ChatError as exc:
+                self._send_error(conn.sid, exc)
+            except Exception:
+                log.exception("handler %s failed", handler.__name__)
+                self._send_error(conn.sid, ChatError(INTERNAL_ERROR, "the server failed to handle "
+                                                                     "that event; try again"))
+        wrapper.__name__ = handler.__name__
+        return wrapper
+
+    def _connection(self, sid: str) -> Connection | None:
+        with self._lock:
+            return self._connections.get(sid)
+
+    def _send_error(self, sid: str, error: ChatError) -> None:
+        self.socketio.emit("error", error.payload(), to=sid)
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+
+    def on_connect(self, auth: Any = None) -> None:
+        conn = Connection(
+            sid=request.sid,
+            bucket=TokenBucket(self.rate, self.burst),
+            # Typing pings are advisory: a separate, small bucket, and excess pings are dropped
+            # silently instead of answered with errors.
+            typing_bucket=TokenBucket(2.0, 4),
+        )
+        with self._lock:
+            self._connections[conn.sid] = conn
+
+    def on_disconnect(self, *reason: Any) -> None:
+        with self._lock:
+            conn = self._connections.pop(request.sid, None)
+        if conn is None or conn.username is None:
+            return
+        for room in sorted(conn.rooms):
+            self._change_presence(room, conn.username, joined=False)
+        self.store.release_nickname(nickname_key(conn.username))
+        log.info("%s disconnected", conn.username)
+
+    def close_all(self) -> None:
+        """On shutdown: release our users' nicknames and presence (matters in scale-out mode)."""
+        with self._lock:
+            connections = list(self._connections.values())
+            self._connections.clear()
+        for conn in connections:
+            if conn.username is None:
+                continue
+            for room in conn.rooms:
+                self.store.remove_from_room(room, conn.username)
+            self.store.release_nickname(nickname_key(conn.username))
+
+    # ---- events --------------------------------------------------------------------------------
+
+    def on_join(self, conn: Connection, *args: Any) -> None:
+        req = parse_join(args)
+        self._claim_nickname(conn, req.username)
+        if req.room not in conn.rooms and len(conn.rooms) >= MAX_ROOMS_PER_CONNECTION:
+            raise ChatError(TOO_MANY_ROOMS, f"a connection may be in at most {MAX_ROOMS_PER_CONNECTION} "
+                                            f"rooms; leave one first")
+        # Subscribe before reading history: a message sent in between then arrives live (and maybe
+        # also in the history); clients merge by id, so nothing falls in a gap.
+        join_room(req.room, sid=conn.sid)
+        conn.rooms.add(req.room)
+        history = [m.payload() for m in self.store.history(req.room)]
+        self.socketio.emit("history", {"room": req.room, "messages": history}, to=conn.sid)
+        self._change_presence(req.room, conn.username, joined=True)
+        log.info("%s joined #%s", conn.username, req.room)
+
+    def _claim_nickname(self, conn: Connection, username: str) -> None:
+        if conn.username is not None:
+            if conn.username != username:
+                raise ChatError(NICKNAME_MISMATCH, f"this connection is already '{conn.username}'; "
+                                                   f"reconnect to use another nickname")
+            return
+        if not self.store.claim_nickname(nickname_key(username)):
+            raise ChatError(NICKNAME_TAKEN, f"the nickname '{username}' is in use; pick another")
+        conn.username = username
+        join_room(user_room(username), sid=conn.sid)
+
+    def on_leave(self, conn: Connection, *args: Any) -> None:
+        room = parse_leave(args)
+        self._require_room(conn, room)
+        leave_room(room, sid=conn.sid)
+        conn.rooms.discard(room)
+        self._change_presence(room, conn.username, joined=False)
+        # The leaver is no longer in the Socket.IO room, so tell them directly too.
+        self.socketio.emit("presence", {"room": room, "users": self.store.presence(room)}, to=conn.sid)
+        log.info("%s left #%s", conn.username, room)
+
+    def on_message(self, conn: Connection, *args: Any) -> None:
+        req = parse_message(args)
+        self._require_room(conn, req.room)
+        message = self.store.append_message(req.room, conn.username, req.text)
+        self.socketio.emit("message", message.payload(), to=req.room)
+
+    def on_private_message(self, conn: Connection, *args: Any) -> None:
+        req = parse_private_message(args)
+        sender = self._require_username(conn)
+        if not self.store.nickname_online(nickname_key(req.to)):
+            raise ChatError(UNKNOWN_USER, f"no user '{req.to}' is online")
+        payload = private_message_payload(self.store.next_private_id(), sender, req.to, req.text,
+                                          utc_timestamp())
+        # One emit to both users' rooms: Socket.IO delivers once per connection, so a message to
+        # yourself is not doubled, and nobody else's connection is in either room.
+        self.socketio.emit("private_message", payload, to=[user_room(req.to), user_room(sender)])
+
+    def on_typing(self, conn: Connection, *args: Any) -> None:
+        room = parse_typing(args)
+        self._require_room(conn, room)
+        if conn.typing_bucket.try_take():
+            self.socketio.emit("typing", {"room": room, "username": conn.username}, to=room,
+                               skip_sid=conn.sid)
+
+    def on_unknown_event(self, conn: Connection, event: Any = None, *args: Any) -> None:
+        raise ChatError(UNKNOWN_EVENT, f"unknown event {str(event)[:40]!r}; the events are join, leave, "
+                                       f"message, private_message, typing")
+
+    # ---- helpers -------------------------------------------------------------------------------
+
+    def _require_username(self, conn: Connection) -> str:
+        if conn.username is None:
+            raise ChatError(NOT_JOINED, "join a room with a nickname first")
+        return conn.username
+
+    def _require_room(self, conn: Connection, room: str) -> None:
+        self._require_username(conn)
+        if room not in conn.rooms:
+            raise ChatError(NOT_IN_ROOM, f"you are not in #{room}; join it first")
+
+    def _change_presence(self, room: str, username: str, joined: bool) -> None:
+        with self.store.presence_lock(room):
+            if joined:
+                self.store.add_to_room(room, username)
+            else:
+                self.store.remove_from_room(room, username)
+            self.socketio.emit("presence", {"room": room, "users": self.store.presence(room)}, to=room)
+
+
+def create_app(store: ChatStore, redis_url: str | None = None, cors_origins: list[str] | None = None,
+               rate: float = 10.0, burst: int = 20) -> tuple[Flask, SocketIO, ChatServer]:
+    """Build the Flask app, its SocketIO server and the chat handlers around `store`."""
+    app = Flask(__name__)
+    # Never a constant in the source: from the environment, else random for this run.
+    app.config["SECRET_KEY"] = os.environ.get("SECRET_KEY") or secrets.token_hex(32)
+    socketio = SocketIO(
+        app,
+        async_mode="threading",
+        message_queue=redis_url,          # None: one instance; a URL: emits fan out through Redis
+        channel="chat-socketio",
+        # Default: only the page's own origin may open a connection (a foreign page cannot make a
+        # visitor's browser chat on their behalf). Non-browser clients send no Origin at all.
+        cors_allowed_origins=own_origin_or(cors_origins) if cors_origins else None,
+        async_handlers=False,
+        max_http_buffer_size=MAX_PACKET_BYTES,
+        logger=False,
+        engineio_logger=False,
+    )
+    chat = ChatServer(store, socketio, rate=rate, burst=burst)
+    chat.register()
+
+    @app.get("/")
+    def index():
+        return render_template("index.html")
+
+    @app.after_request
+    def security_headers(response):
+        # Defence in depth behind textContent: no inline scripts, nothing from other origins.
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+            "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    return app, socketio, chat
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM (from `kill`, systemd, the tests) takes the same clean path as Ctrl-C."""
+    raise KeyboardInterrupt
+
+
+def own_origin_or(extra: list[str]):
+    """Engine.IO origin check: the page's own origin (from the Host header) plus `extra`.
+
+    Passing a fixed list to Engine.IO would drop the own-origin default, so we keep it ourselves.
+    """
+    allowed = set(extra)
+
+    def check(origin: str | None, environ: dict[str, Any]) -> bool:
+        own = f"{environ.get('wsgi.url_scheme', 'http')}://{environ.get('HTTP_HOST', '')}"
+        return origin is None or origin == own or origin in allowed
+    return check
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Real-time chat server (Flask + Flask-SocketIO).")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    parser.add_argument("--redis", metavar="URL",
+                        help="scale-out mode: share rooms, presence and history through this Redis")
+    parser.add_argument("--db", default=str(DEFAULT_DB),
+                        help="SQLite history file when not using --redis (default %(default)s)")
+    parser.add_argument("--cors-origin", action="append", metavar="ORIGIN",
+                        help="also allow this browser origin (repeatable); default: own origin only")
+    parser.add_argument("--rate", type=float, default=10.0, help="events/s per connection (default 10)")
+    parser.add_argument("--burst", type=int, default=20, help="rate-limit burst (default 20)")
+    parser.add_argument("--debug", action="store_true", help="Flask debug mode (never in production)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    store: ChatStore = RedisStore(args.redis) if args.redis else LocalStore(args.db)
+    where = f"redis {args.redis} (instance {store.instance_id})" if args.redis else f"sqlite {args.db}"
+    app, socketio, chat = create_app(store, redis_url=args.redis, cors_origins=args.cors_origin,
+                                     rate=args.rate, burst=args.burst)
+    signal.signal(signal.SIGTERM, _interrupt)
+    # No line per HTTP request, and not the dev-server warning: README explains the server choice.
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    log.info("serving http://%s:%d  state: %s", args.host, args.port, where)
+    try:
+        socketio.run(app, host=args.host, port=args.port, debug=args.debug, use_reloader=False,
+                     log_output=False, allow_unsafe_werkzeug=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        chat.close_all()
+        store.close()
+        log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
