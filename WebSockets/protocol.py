@@ -469,7 +469,7 @@ def build_close_payload(code: int, reason: str = "") -> bytes:
 class WebSocketConnection:
     """One endpoint of an open WebSocket, after the handshake. No I/O: the caller moves the bytes.
 
-    - `receive_data(data)` -> list of events (Message, Ping, Pong, CloseReceived, ConnectionFailed);
+    - `receive_data(data)` -> iterator of events (Message, Ping, Pong, CloseReceived, ConnectionFailed);
     - `send_text / send_binary / send_ping / send_pong / send_close` queue frames;
     - `data_to_send()` returns (and clears) the bytes the caller must write to the socket.
 
@@ -549,25 +549,26 @@ class WebSocketConnection:
 
     # --- receiving
 
-    def receive_data(self, data: bytes) -> list[Event]:
-        """Feed bytes from the socket; return the events they complete.
+    def receive_data(self, data: bytes) -> Iterator[Event]:
+        """Feed bytes from the socket; yield the events they complete, one at a time.
 
-        After a ConnectionFailed or once CLOSED, later bytes are ignored: the caller should write
-        `data_to_send()` (the close frame) and close the TCP connection.
+        Lazy on purpose: the next frame is parsed only after the caller has handled the previous
+        event, so replies keep the order of requests: the echo of a message goes out before the
+        close frame answering a close that arrived right behind it. Consume the iterator fully.
+        After a ConnectionFailed or once CLOSED, later bytes are ignored: the caller writes
+        `data_to_send()` (the close frame) and closes the TCP connection.
         """
         if self.state is State.CLOSED:
-            return []
-        events: list[Event] = []
+            return
         try:
             for frame in self._decoder.feed(data):
                 event = self._handle_frame(frame)
                 if event is not None:
-                    events.append(event)
+                    yield event
                 if self.state is State.CLOSED:
-                    break
+                    return
         except ProtocolError as error:
-            events.append(self._fail(error.code, error.reason))
-        return events
+            yield self._fail(error.code, error.reason)
 
     def _fail(self, code: int, reason: str) -> ConnectionFailed:
         """§7.1.7 Fail the WebSocket Connection: send a close frame (if we still may), then stop."""

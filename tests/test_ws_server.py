@@ -1,0 +1,247 @@
+"""Our server against malformed frames and handshakes sent over raw sockets.
+
+Each case checks the exact close code (or HTTP status) AND that a second, well-behaved client
+connected to the same server the whole time still gets its echo: one bad peer never hurts another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import time
+
+import pytest
+from websockets.sync.client import connect as lib_connect
+
+from common import free_port, spawn_module
+from tests.ws_helpers import frame, http_exchange, open_raw, raw_request, read_frames_until_close
+
+TEXT, BINARY, CONT, CLOSE, PING = 0x1, 0x2, 0x0, 0x8, 0x9
+MAX_SIZE = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One of our servers (echo, 1 MiB limit, 2 s handshake timeout) for the whole module."""
+    port = free_port()
+    child = spawn_module("WebSockets.server", "--port", str(port), "--handshake-timeout", "2",
+                         port=port, log_dir=tmp_path_factory.mktemp("ws-server"))
+    yield port, child
+    child.stop()
+
+
+@pytest.fixture(scope="module")
+def bystander(server):
+    """A well-behaved websockets client that stays connected across every malformed case."""
+    port, _ = server
+    with lib_connect(f"ws://127.0.0.1:{port}/", compression=None, proxy=None, ping_interval=None) as ws:
+        yield ws
+
+
+def assert_bystander_ok(bystander, label: str) -> None:
+    message = f"still here after {label}"
+    bystander.send(message)
+    assert bystander.recv(timeout=10) == message
+
+
+def close_payload(code: int, reason: bytes = b"") -> bytes:
+    return struct.pack("!H", code) + reason
+
+
+# (label, bytes the client sends after the handshake, expected close code)
+MALFORMED = [
+    ("unmasked client frame", frame(TEXT, b"hi", masked=False), 1002),
+    ("RSV1 set", frame(TEXT, b"hi", rsv=0b100), 1002),
+    ("RSV2 set", frame(TEXT, b"hi", rsv=0b010), 1002),
+    ("RSV3 set", frame(BINARY, b"hi", rsv=0b001), 1002),
+    ("reserved data opcode 0x3", frame(0x3, b"hi"), 1002),
+    ("reserved data opcode 0x7", frame(0x7), 1002),
+    ("reserved control opcode 0xB", frame(0xB), 1002),
+    ("reserved control opcode 0xF", frame(0xF, b"x"), 1002),
+    ("ping of 126 bytes", frame(PING, b"p" * 126), 1002),
+    ("close of 126 bytes", frame(CLOSE, close_payload(1000, b"r" * 124)), 1002),
+    ("fragmented ping", frame(PING, b"p", fin=False), 1002),
+    ("continuation with no message started", frame(CONT, b"orphan"), 1002),
+    ("new data frame inside a fragmented message",
+     frame(TEXT, b"part one", fin=False) + frame(TEXT, b"intruder"), 1002),
+    ("invalid UTF-8 in a whole message", frame(TEXT, b"caf\xc3\x28"), 1007),
+    ("UTF-8 sequence split across fragments, invalid",
+     frame(TEXT, b"caf\xc3", fin=False) + frame(CONT, b"\x28"), 1007),
+    ("lone surrogate in UTF-8", frame(TEXT, b"\xed\xa0\x80"), 1007),
+    ("1-byte close payload", frame(CLOSE, b"\x03"), 1002),
+    ("close reason not UTF-8", frame(CLOSE, close_payload(1000, b"\xff\xfe")), 1007),
+    *[(f"close code {code}", frame(CLOSE, close_payload(code)), 1002)
+      for code in (0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535)],
+    ("message over the size limit (header alone)", frame(BINARY, length=MAX_SIZE + 1), 1009),
+    ("fragmented message over the size limit",
+     frame(BINARY, b"a" * 65536, fin=False) + frame(CONT, length=MAX_SIZE), 1009),
+]
+
+
+@pytest.mark.parametrize(("label", "data", "code"), MALFORMED, ids=[case[0] for case in MALFORMED])
+def test_malformed_input_closes_with_the_right_code(server, bystander, label, data, code):
+    port, _ = server
+    with open_raw(port) as sock:
+        sock.sendall(data)
+        received, _, frames = read_frames_until_close(sock)
+    assert received == code, f"{label}: expected close {code}, got {received}"
+    assert frames == [], f"{label}: nothing should be echoed before the close"
+    assert_bystander_ok(bystander, label)
+
+
+def test_invalid_utf8_fails_fast_before_the_message_ends(server, bystander):
+    """The first fragment can never become valid UTF-8: close 1007 without waiting for FIN."""
+    port, _ = server
+    with open_raw(port) as sock:
+        sock.sendall(frame(TEXT, b"ok so far \xf8\x88\x80", fin=False))
+        received, _, _ = read_frames_until_close(sock)  # no further fragment is ever sent
+    assert received == 1007
+    assert_bystander_ok(bystander, "fail-fast UTF-8")
+
+
+def test_valid_utf8_split_inside_a_character_is_reassembled(server, bystander):
+    port, _ = server
+    text = "κόσμε 🌍".encode()
+    with open_raw(port) as sock:
+        # Split inside the 4-byte emoji and inside a 2-byte Greek letter.
+        sock.sendall(frame(TEXT, text[:3], fin=False) + frame(CONT, text[3:-2], fin=False)
+                     + frame(PING, b"interleaved") + frame(CONT, text[-2:])
+                     + frame(CLOSE, close_payload(1000)))
+        code, _, frames = read_frames_until_close(sock)
+    assert frames == [(0xA, b"interleaved"), (TEXT, text)]
+    assert code == 1000
+
+
+@pytest.mark.parametrize("code", [1000, 1001, 1003, 1011, 1012, 3000, 4999])
+def test_valid_close_codes_are_echoed(server, code):
+    port, _ = server
+    with open_raw(port) as sock:
+        sock.sendall(frame(CLOSE, close_payload(code, "au revoir ✓".encode())))
+        received, _, _ = read_frames_until_close(sock)
+    assert received == code
+
+
+def test_empty_close_gets_an_empty_close(server):
+    port, _ = server
+    with open_raw(port) as sock:
+        sock.sendall(frame(CLOSE))
+        received, payload, _ = read_frames_until_close(sock)
+    assert (received, payload) == (None, b"")
+
+
+def test_close_reason_reaches_the_server(server):
+    port, child = server
+    with lib_connect(f"ws://127.0.0.1:{port}/", compression=None, proxy=None) as ws:
+        ws.close(code=4001, reason="done for today")
+        assert ws.close_code == 4001
+    deadline = time.monotonic() + 10
+    while "closed: code 4001 'done for today'" not in child.output():
+        assert time.monotonic() < deadline, child.output()[-2000:]
+        time.sleep(0.05)
+
+
+# ------------------------------------------------------------------------------- handshakes
+
+
+def test_wrong_version_gets_426_with_the_version_we_speak(server, bystander):
+    port, _ = server
+    status, headers, body = http_exchange(port, raw_request(port, version="8"))
+    assert status == 426
+    assert headers["sec-websocket-version"] == "13"
+    assert body
+    assert_bystander_ok(bystander, "wrong version")
+
+
+@pytest.mark.parametrize("key", ["", "not base64!", "c2hvcnQ=", "AAAAAAAAAAAAAAAAAAAAAAAA"],
+                         ids=["missing", "not-base64", "too-short", "18-bytes"])
+def test_missing_or_invalid_key_gets_400(server, bystander, key):
+    port, _ = server
+    status, _, body = http_exchange(port, raw_request(port, key=key))
+    assert status == 400
+    assert b"Sec-WebSocket-Key" in body
+    assert_bystander_ok(bystander, f"key {key!r}")
+
+
+def test_plain_get_gets_an_http_error_with_a_short_body(server, bystander):
+    port, _ = server
+    status, headers, body = http_exchange(port, raw_request(port, upgrade=False))
+    assert status == 426
+    assert headers["upgrade"] == "websocket"
+    assert 0 < len(body) < 200 and b"WebSocket" in body
+    assert int(headers["content-length"]) == len(body)
+    assert_bystander_ok(bystander, "plain GET")
+
+
+def test_post_gets_405(server):
+    port, _ = server
+    status, headers, _ = http_exchange(port, raw_request(port, method="POST"))
+    assert status == 405 and headers["allow"] == "GET"
+
+
+def test_upgrade_and_connection_are_token_lists(server):
+    port, _ = server
+    request = raw_request(port, upgrade=False,
+                          extra="Upgrade: foo, WebSocket\r\nConnection: keep-alive, upgrade\r\n")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 101 ")
+
+
+def test_client_that_never_finishes_the_handshake_is_dropped(server, bystander):
+    port, child = server
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # ... and never the blank line
+        assert_bystander_ok(bystander, "a stalled handshake")  # served while the other one stalls
+        started = time.monotonic()
+        assert sock.recv(4096) == b""  # the server closed it (timeout is 2 s in this fixture)
+        assert time.monotonic() - started < 15
+    assert "no complete handshake within 2.0s" in child.output()
+
+
+# ------------------------------------------------------------------------- concurrency
+
+
+def test_broadcast_reaches_every_client(spawn):
+    port = free_port()
+    spawn("WebSockets.server", "--port", port, "--mode", "broadcast", port=port)
+    url = f"ws://127.0.0.1:{port}/"
+    with contextlib.ExitStack() as stack:
+        clients = [stack.enter_context(lib_connect(url, compression=None, proxy=None)) for _ in range(5)]
+        clients[0].send("to everyone")
+        clients[3].send(b"\x00binary")
+        for ws in clients:
+            assert {ws.recv(timeout=10), ws.recv(timeout=10)} == {"to everyone", b"\x00binary"}
+
+
+def test_client_that_never_reads_does_not_block_others(server, bystander):
+    """Flood echoes at a client that never reads them: only its own coroutine waits (back-pressure)."""
+    port, _ = server
+    with open_raw(port) as hog:
+        hog.settimeout(0.2)
+        payload = frame(BINARY, b"z" * 65536)
+        sent = 0
+        try:
+            for _ in range(400):  # ~26 MiB: far more than the socket buffers hold
+                hog.sendall(payload)
+                sent += 1
+        except TimeoutError:
+            pass  # our send buffer is full too: the server stopped reading from us
+        assert sent < 400, "the server kept reading from a client that does not read its echoes"
+        for round_ in range(20):
+            assert_bystander_ok(bystander, f"a client that never reads (round {round_})")
+
+
+def test_many_concurrent_clients(server):
+    port, _ = server
+    from WebSockets.client import connect
+
+    clients = [connect(f"ws://127.0.0.1:{port}/") for _ in range(50)]
+    try:
+        for index, ws in enumerate(clients):
+            ws.send(f"client {index}")
+        for index, ws in enumerate(clients):
+            assert ws.recv(timeout=10) == f"client {index}"
+    finally:
+        for ws in clients:
+            ws.close()
