@@ -1,0 +1,492 @@
+"""HTTP caching policy for a *shared* cache (RFC 9111), as pure functions: no sockets, no clocks.
+
+Everything the edge decides about caching lives here, so each rule can be unit-tested alone:
+
+- `parse_cache_control`         the Cache-Control field -> {directive: value}
+- `is_storable`                 may a shared cache store this response at all? (RFC 9111 §3)
+- `freshness_lifetime`          s-maxage > max-age > Expires - Date > heuristic (§4.2.1, §4.2.2)
+- `current_age`                 the age calculation of §4.2.3
+- `vary_names` / `variant_key`  which stored variant a request selects (§4.1)
+- `request_needs_revalidation`  request directives no-cache / max-age / min-fresh (§5.2.1)
+- `may_serve_stale_while_revalidate`, `may_serve_stale_on_error`  RFC 5861 extensions
+- `conditional_request_matches` a client's If-None-Match / If-Modified-Since vs the stored copy
+- `strip_hop_by_hop`, `merge_304_headers`  what is stored and how a 304 refreshes it (§3.2, §4.3.4)
+- `normalise_target`            the request target -> a safe, canonical path + query for the cache key
+
+Headers are passed as lists of (name, value) pairs, names in any case, because HTTP allows a field
+to repeat (Set-Cookie, Cache-Control) and a dict would silently drop the repeats.
+
+Set-Cookie policy (a decision RFC 9111 §7.3 leaves to the cache): a response carrying Set-Cookie is
+*not stored* unless it says `public` (or `s-maxage`) explicitly; when it is stored, the Set-Cookie
+field is removed from the stored copy, so one user's session cookie is never replayed to another
+user. The client whose request caused the fetch still receives its cookie. nginx and Varnish refuse
+to cache such responses by default for the same reason.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from email.utils import formatdate, parsedate_to_datetime
+
+Headers = list[tuple[str, str]]
+
+# RFC 9110 §15.1: status codes that are "heuristically cacheable". 206 is left out on purpose: this
+# cache does not combine partial content, so a Range request simply bypasses it.
+HEURISTICALLY_CACHEABLE = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
+# Status codes this cache understands well enough to store with explicit freshness (RFC 9111 §3:
+# "the response status code is final" and "understood by the cache").
+UNDERSTOOD_STATUS = HEURISTICALLY_CACHEABLE | frozenset({302, 303, 307, 403})
+
+# RFC 9110 §7.6.1: connection-specific fields that a proxy must not forward or store.
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
+    "proxy-authenticate", "proxy-authorization",
+})
+
+# RFC 9111 §3.2 / RFC 9110 §15.4.5: a 304 must not change how the stored body is framed.
+NOT_UPDATED_BY_304 = frozenset({"content-length", "content-encoding", "transfer-encoding",
+                                "content-range", "content-type"})
+
+HEURISTIC_FRACTION = 0.1          # RFC 9111 §4.2.2: "10% of the time since Last-Modified" is typical
+HEURISTIC_MAX_SECONDS = 86_400    # ...but never more than a day, so a stale guess cannot last long
+
+_TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+class BadTarget(ValueError):
+    """The request target cannot be used: the server answers 400 with this message."""
+
+
+# ---------------------------------------------------------------------------------------- headers
+
+def header_values(headers: Iterable[tuple[str, str]], name: str) -> list[str]:
+    """Every value of field `name` (case-insensitive), in order."""
+    name = name.lower()
+    return [value for key, value in headers if key.lower() == name]
+
+
+def get_header(headers: Iterable[tuple[str, str]], name: str) -> str | None:
+    """The field's combined value (repeats joined by ', ' as RFC 9110 §5.3 allows), or None."""
+    values = header_values(headers, name)
+    return ", ".join(values) if values else None
+
+
+def without(headers: Iterable[tuple[str, str]], names: Iterable[str]) -> Headers:
+    """A copy of `headers` minus the fields in `names` (case-insensitive)."""
+    drop = {name.lower() for name in names}
+    return [(key, value) for key, value in headers if key.lower() not in drop]
+
+
+def split_list(value: str | None) -> list[str]:
+    """Split a comma-separated list field, ignoring empty elements (RFC 9110 §5.6.1)."""
+    if not value:
+        return []
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def strip_hop_by_hop(headers: Iterable[tuple[str, str]]) -> Headers:
+    """Remove hop-by-hop fields, including those the Connection field names (RFC 9110 §7.6.1)."""
+    headers = list(headers)
+    named = {token.lower() for token in split_list(get_header(headers, "connection"))}
+    return without(headers, HOP_BY_HOP | named)
+
+
+# ----------------------------------------------------------------------------------- Cache-Control
+
+def parse_cache_control(value: str | None) -> dict[str, str | None]:
+    """Parse Cache-Control into {lower-case directive: argument or None}.
+
+    Arguments may be tokens or quoted strings (`no-cache="Set-Cookie"`). Commas inside quotes do not
+    split. If a directive repeats, the first occurrence wins, which is the conservative reading.
+    """
+    directives: dict[str, str | None] = {}
+    if not value:
+        return directives
+    for part in _split_outside_quotes(value):
+        name, sep, argument = part.partition("=")
+        name = name.strip().lower()
+        if not name or not _TOKEN_RE.match(name):
+            continue
+        arg: str | None = argument.strip() if sep else None
+        if arg is not None and len(arg) >= 2 and arg[0] == arg[-1] == '"':
+            arg = arg[1:-1]
+        directives.setdefault(name, arg)
+    return directives
+
+
+def _split_outside_quotes(value: str) -> list[str]:
+    parts, current, quoted = [], [], False
+    for char in value:
+        if char == '"':
+            quoted = not quoted
+        if char == "," and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return [part for part in parts if part.strip()]
+
+
+def delta_seconds(directives: dict[str, str | None], name: str) -> int | None:
+    """The non-negative integer argument of `name` (e.g. max-age), or None if absent or invalid.
+
+    RFC 9111 §1.2.2: an invalid delta-seconds is not a number we may trust; callers treat None as
+    "directive absent" except for max-age, where §4.2.1 says an invalid value means stale (see
+    freshness_lifetime).
+    """
+    arg = directives.get(name)
+    if arg is None or not arg.isdigit():
+        return None
+    return min(int(arg), 2**31)  # §1.2.2: values beyond 2^31 mean "as long as you like"
+
+
+def cache_control(headers: Iterable[tuple[str, str]]) -> dict[str, str | None]:
+    return parse_cache_control(get_header(headers, "cache-control"))
+
+
+# ------------------------------------------------------------------------------------------ dates
+
+def parse_http_date(value: str | None) -> float | None:
+    """An HTTP-date (IMF-fixdate, RFC 850 or asctime) -> POSIX seconds, or None if invalid."""
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed is None:
+        return None
+    if parsed.tzinfo is None:  # HTTP dates are always GMT
+        from datetime import timezone
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()
+
+
+def http_date(seconds: float) -> str:
+    """POSIX seconds -> IMF-fixdate, e.g. 'Sun, 06 Nov 1994 08:49:37 GMT'."""
+    return formatdate(seconds, usegmt=True)
+
+
+# ------------------------------------------------------------------------------------ storability
+
+def is_storable(method: str, status: int, request_headers: Sequence[tuple[str, str]],
+                response_headers: Sequence[tuple[str, str]]) -> tuple[bool, str]:
+    """May a shared cache store this response? Returns (yes/no, reason) — the reason is for logs.
+
+    RFC 9111 §3 plus this cache's Set-Cookie policy (see the module docstring).
+    """
+    if method not in ("GET", "HEAD"):
+        return False, f"method {method} is not cacheable"
+    request_cc = cache_control(request_headers)
+    response_cc = cache_control(response_headers)
+    if "no-store" in request_cc:
+        return False, "request says no-store"
+    if "no-store" in response_cc:
+        return False, "response says no-store"
+    if "private" in response_cc:
+        # Qualified private="field" is treated as unqualified: the conservative reading §5.2.2.7 allows.
+        return False, "response is private"
+    if status not in UNDERSTOOD_STATUS:
+        return False, f"status {status} is not understood by this cache"
+    if "*" in vary_names(response_headers):
+        return False, "Vary: * (the response varies on something outside the request)"
+    explicitly_public = "public" in response_cc or "s-maxage" in response_cc
+    if get_header(request_headers, "authorization") is not None and not (
+            explicitly_public or "must-revalidate" in response_cc):
+        return False, "request carried Authorization and the response is not explicitly shareable"
+    if get_header(response_headers, "set-cookie") is not None and not explicitly_public:
+        return False, "response sets a cookie and is not explicitly public"
+    has_explicit_freshness = (
+        "max-age" in response_cc or "s-maxage" in response_cc
+        or get_header(response_headers, "expires") is not None or "public" in response_cc
+    )
+    if status not in HEURISTICALLY_CACHEABLE and not has_explicit_freshness:
+        return False, f"status {status} is cacheable only with explicit freshness"
+    if not has_explicit_freshness and "no-cache" not in response_cc and not _has_validator(
+            response_headers) and heuristic_lifetime(status, response_headers) <= 0:
+        # Storable in principle, but it would be stale at once with nothing to revalidate it with:
+        # storing it would only waste bytes that useful objects could use.
+        return False, "no freshness information and no validator"
+    return True, "storable"
+
+
+def _has_validator(headers: Sequence[tuple[str, str]]) -> bool:
+    return get_header(headers, "etag") is not None or get_header(headers, "last-modified") is not None
+
+
+def headers_to_store(response_headers: Sequence[tuple[str, str]]) -> Headers:
+    """The fields kept with a stored response: no hop-by-hop fields, never Set-Cookie."""
+    return without(strip_hop_by_hop(response_headers), {"set-cookie", "age"})
+
+
+# -------------------------------------------------------------------------------------- freshness
+
+def freshness_lifetime(status: int, headers: Sequence[tuple[str, str]]) -> float:
+    """Seconds the response stays fresh in a shared cache (RFC 9111 §4.2.1).
+
+    Order: s-maxage, then max-age, then Expires minus Date, then a heuristic. `no-cache` does not
+    change the lifetime; it forces revalidation on every use (see must_revalidate_always).
+    """
+    directives = cache_control(headers)
+    for name in ("s-maxage", "max-age"):
+        if name in directives:
+            value = delta_seconds(directives, name)
+            return float(value) if value is not None else 0.0  # invalid -> stale (§4.2.1)
+    expires_field = get_header(headers, "expires")
+    if expires_field is not None:
+        expires = parse_http_date(expires_field)
+        date = parse_http_date(get_header(headers, "date"))
+        if expires is None:
+            return 0.0  # §5.3: an invalid Expires (e.g. "0") means "already expired"
+        if date is None:
+            return 0.0  # without Date there is nothing trustworthy to subtract from
+        return max(0.0, expires - date)
+    return heuristic_lifetime(status, headers)
+
+
+def heuristic_lifetime(status: int, headers: Sequence[tuple[str, str]]) -> float:
+    """10% of (Date - Last-Modified), capped at a day, for heuristically cacheable statuses (§4.2.2).
+
+    Returns 0 ("none") when there is no Last-Modified to base a guess on.
+    """
+    if status not in HEURISTICALLY_CACHEABLE:
+        return 0.0
+    last_modified = parse_http_date(get_header(headers, "last-modified"))
+    date = parse_http_date(get_header(headers, "date"))
+    if last_modified is None or date is None or last_modified >= date:
+        return 0.0
+    return min(HEURISTIC_FRACTION * (date - last_modified), float(HEURISTIC_MAX_SECONDS))
+
+
+def current_age(headers: Sequence[tuple[str, str]], request_time: float, response_time: float,
+                now: float) -> float:
+    """RFC 9111 §4.2.3, term for term.
+
+    request_time:  when this cache sent the request that produced the stored response
+    response_time: when this cache received the response
+    """
+    date_value = parse_http_date(get_header(headers, "date"))
+    if date_value is None:
+        date_value = response_time  # §6.6.1 of RFC 9110: a recipient with a clock adds Date itself
+    age_value = _age_value(headers)
+    apparent_age = max(0.0, response_time - date_value)
+    response_delay = response_time - request_time
+    corrected_age_value = age_value + response_delay
+    corrected_initial_age = max(apparent_age, corrected_age_value)
+    resident_time = now - response_time
+    return corrected_initial_age + resident_time
+
+
+def _age_value(headers: Sequence[tuple[str, str]]) -> float:
+    raw = get_header(headers, "age")
+    if raw is None:
+        return 0.0
+    first = raw.split(",")[0].strip()
+    return float(first) if first.isdigit() else 0.0
+
+
+def must_revalidate_always(headers: Sequence[tuple[str, str]]) -> bool:
+    """Response no-cache: store, but check with the origin before every reuse (§5.2.2.4)."""
+    return "no-cache" in cache_control(headers)
+
+
+def forbids_stale(headers: Sequence[tuple[str, str]]) -> bool:
+    """must-revalidate, proxy-revalidate, or s-maxage (which implies proxy-revalidate, §5.2.2.10):
+    once stale, never serve without a successful revalidation — not even when the origin is down."""
+    directives = cache_control(headers)
+    return any(name in directives for name in ("must-revalidate", "proxy-revalidate", "s-maxage"))
+
+
+def request_needs_revalidation(request_headers: Sequence[tuple[str, str]], age: float,
+                               lifetime: float) -> bool:
+    """Request directives that refuse a stored response which would otherwise be fresh (§5.2.1)."""
+    directives = cache_control(request_headers)
+    if "no-cache" in directives:
+        return True
+    pragma = (get_header(request_headers, "pragma") or "").lower()
+    if "no-cache" in pragma and get_header(request_headers, "cache-control") is None:
+        return True  # HTTP/1.0 Pragma: no-cache, honoured only without Cache-Control (§5.4)
+    max_age = delta_seconds(directives, "max-age")
+    if max_age is not None and age > max_age:
+        return True
+    min_fresh = delta_seconds(directives, "min-fresh")
+    return min_fresh is not None and lifetime - age < min_fresh
+
+
+def may_serve_stale_while_revalidate(headers: Sequence[tuple[str, str]], age: float,
+                                     lifetime: float) -> bool:
+    """RFC 5861 §3: stale, but within stale-while-revalidate seconds of expiry."""
+    if forbids_stale(headers):
+        return False
+    window = delta_seconds(cache_control(headers), "stale-while-revalidate")
+    return window is not None and age - lifetime <= window
+
+
+def may_serve_stale_on_error(headers: Sequence[tuple[str, str]], age: float, lifetime: float) -> bool:
+    """RFC 5861 §4: the origin failed (error or 5xx); stale is allowed within stale-if-error."""
+    if forbids_stale(headers):
+        return False
+    window = delta_seconds(cache_control(headers), "stale-if-error")
+    return window is not None and age - lifetime <= window
+
+
+# ------------------------------------------------------------------------------------------- Vary
+
+def vary_names(response_headers: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+    """The request field names the response varies on, lower-case and sorted ('*' kept as is)."""
+    names = {name.lower() for name in split_list(get_header(response_headers, "vary"))}
+    return tuple(sorted(names))
+
+
+def variant_key(names: Sequence[str], request_headers: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+    """The secondary cache key: the request's values of the Vary fields, normalised (§4.1).
+
+    Normalising whitespace and list spacing lets "gzip,br" and "gzip, br" share one variant, which
+    §4.1 explicitly permits; a missing field and an empty one are kept distinct.
+    """
+    key = []
+    for name in names:
+        value = get_header(request_headers, name)
+        if value is None:
+            key.append("\0absent")
+        else:
+            key.append(", ".join(part.strip() for part in value.split(",") if part.strip()))
+    return tuple(key)
+
+
+# ------------------------------------------------------------------------------- conditional GETs
+
+def etag_matches(if_none_match: str, etag: str | None) -> bool:
+    """Weak comparison for If-None-Match (RFC 9110 §13.1.2): W/"x" matches "x"."""
+    if etag is None:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    wanted = {_opaque(tag) for tag in split_list(if_none_match)}
+    return _opaque(etag) in wanted
+
+
+def _opaque(tag: str) -> str:
+    tag = tag.strip()
+    return tag[2:] if tag.startswith("W/") else tag
+
+
+def conditional_request_matches(request_headers: Sequence[tuple[str, str]],
+                                stored_headers: Sequence[tuple[str, str]]) -> bool:
+    """Would the origin answer this client's conditional GET with 304 for the stored response?
+
+    RFC 9110 §13.2.2: If-None-Match takes precedence; If-Modified-Since is evaluated only when
+    If-None-Match is absent.
+    """
+    if_none_match = get_header(request_headers, "if-none-match")
+    if if_none_match is not None:
+        return etag_matches(if_none_match, get_header(stored_headers, "etag"))
+    since = parse_http_date(get_header(request_headers, "if-modified-since"))
+    if since is None:
+        return False
+    last_modified = parse_http_date(get_header(stored_headers, "last-modified"))
+    if last_modified is None:
+        last_modified = parse_http_date(get_header(stored_headers, "date"))
+    return last_modified is not None and last_modified <= since
+
+
+def revalidation_headers(stored_headers: Sequence[tuple[str, str]]) -> Headers:
+    """The validators this cache sends when it revalidates its own stored copy (§4.3.1)."""
+    conditions: Headers = []
+    etag = get_header(stored_headers, "etag")
+    if etag is not None:
+        conditions.append(("If-None-Match", etag))
+    last_modified = get_header(stored_headers, "last-modified")
+    if last_modified is not None:
+        conditions.append(("If-Modified-Since", last_modified))
+    return conditions
+
+
+CONDITIONAL_REQUEST_FIELDS = ("if-none-match", "if-modified-since", "if-match", "if-unmodified-since",
+                              "if-range")
+
+
+def merge_304_headers(stored: Sequence[tuple[str, str]], fresh: Sequence[tuple[str, str]]) -> Headers:
+    """Update a stored response with the fields of a 304 (RFC 9111 §3.2 / §4.3.4).
+
+    Every field in the 304 replaces the stored field of the same name, except those that describe
+    the stored body's framing; everything else stored is kept.
+    """
+    updates = [(k, v) for k, v in headers_to_store(fresh) if k.lower() not in NOT_UPDATED_BY_304]
+    replaced = {key.lower() for key, _ in updates}
+    return [(k, v) for k, v in stored if k.lower() not in replaced] + updates
+
+
+def response_304_headers(stored: Sequence[tuple[str, str]]) -> Headers:
+    """The fields a 304 answered from cache carries (RFC 9110 §15.4.5)."""
+    keep = {"cache-control", "content-location", "date", "etag", "expires", "vary", "last-modified"}
+    return [(k, v) for k, v in stored if k.lower() in keep]
+
+
+# --------------------------------------------------------------------------------------- targets
+
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_PERCENT_RE = re.compile(r"%([0-9A-Fa-f]{2})")
+_ABSOLUTE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
+
+
+def normalise_target(target: str) -> str:
+    """A request target -> the canonical path[?query] this cache keys on and forwards.
+
+    - absolute-form (http://any-host/x) keeps only its path: the authority a client sends never
+      chooses the origin (no cache poisoning through Host or absolute URLs);
+    - control characters, spaces and fragments are refused (BadTarget -> 400);
+    - percent-encoded unreserved characters are decoded and hex digits upper-cased (RFC 3986 §6.2.2),
+      so %2e%2e becomes .. and is then removed with the other dot segments (§5.2.4): no target can
+      climb above the origin's root, encoded or not. Other escapes (%2F, %00, %0D) stay encoded.
+    """
+    if not target:
+        raise BadTarget("empty request target")
+    if any(ord(char) <= 0x20 or ord(char) == 0x7F for char in target):
+        raise BadTarget("control characters or spaces in the request target")
+    if "#" in target:
+        raise BadTarget("a fragment (#) is never sent in a request target")
+    if not target.startswith("/"):
+        match = _ABSOLUTE_RE.match(target)
+        if not match:
+            raise BadTarget("the request target must start with / (origin-form) or be an absolute URL")
+        target = target[match.end():] or "/"
+        if not target.startswith("/"):
+            target = "/" + target
+    path, sep, query = target.partition("?")
+    path = remove_dot_segments(_normalise_percent(path))
+    query = _normalise_percent(query)
+    return path + (sep + query if sep else "")
+
+
+def _normalise_percent(text: str) -> str:
+    def replace(match: re.Match[str]) -> str:
+        char = chr(int(match.group(1), 16))
+        return char if char in _UNRESERVED else "%" + match.group(1).upper()
+    return _PERCENT_RE.sub(replace, text)
+
+
+def remove_dot_segments(path: str) -> str:
+    """RFC 3986 §5.2.4 for an absolute path: '/a/b/../../../etc' -> '/etc'. Never climbs above '/'."""
+    output: list[str] = []
+    segments = path.split("/")[1:]
+    for index, segment in enumerate(segments):
+        last = index == len(segments) - 1
+        if segment == ".":
+            if last:
+                output.append("")
+        elif segment == "..":
+            if output:
+                output.pop()
+            if last:
+                output.append("")
+        else:
+            output.append(segment)
+    return "/" + "/".join(output)
+
+
+def cache_key(origin: str, normalised_target: str) -> str:
+    """The primary cache key: the configured origin (never the client's Host) + path + query."""
+    return origin.rstrip("/") + normalised_target

@@ -1,0 +1,572 @@
+"""The CDN edge: a caching reverse proxy in front of one configured origin.
+
+    python -m SimpleCDN.cdn_server --port 8000 --origin http://127.0.0.1:9000 --cache-size 64MB
+
+Every response carries `X-Cache`:
+  HIT          served from the cache, fresh; the origin was not contacted
+  MISS         fetched from the origin and stored
+  REVALIDATED  the stored copy was stale (or no-cache); the origin confirmed it (304) or replaced it
+  STALE        served stale: inside stale-while-revalidate (a refresh runs in the background) or
+               stale-if-error (the origin failed)
+  BYPASS       not cacheable (unsafe method, private, no-store, Set-Cookie, Vary: *, too large, Range)
+
+Why asyncio and not threads: a cache hit is a few microseconds of CPU, so under the GIL threads add
+no parallelism, only switching costs and a stack per connection; a miss is almost all waiting on the
+origin, which an event loop does for thousands of connections at the price of a small object each.
+One thread also makes the cache and the in-flight table race-free without locks: nothing else runs
+between two awaits. Request coalescing is then a dict of futures: the first miss for a key creates
+one and fetches; later misses for the key await it (nginx calls this proxy_cache_lock).
+
+The caching rules themselves are in cache_policy.py (pure, unit-tested); the bytes-bounded LRU in
+lru_store.py; HTTP framing and the origin connection pool in http11.py. This file only wires them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import re
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from . import cache_policy as policy
+from .http11 import (
+    MAX_HEAD_BYTES,
+    HttpError,
+    OriginError,
+    OriginPool,
+    OriginResponse,
+    Request,
+    read_request,
+    reason_phrase,
+    response_head,
+    simple_response,
+)
+from .lru_store import LRUStore, StoredResponse
+
+ADMIN_STATS = "/__stats"
+ADMIN_PURGE = "/__purge"
+UNSAFE_METHODS = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+FORWARDED_METHODS = frozenset({"GET", "HEAD", "OPTIONS"}) | UNSAFE_METHODS
+SERVER_NAME = "simplecdn"
+
+
+@dataclass
+class EdgeConfig:
+    origin: str = "http://127.0.0.1:9000"
+    cache_size: int = 64 * 2**20
+    max_object_size: int = 8 * 2**20
+    origin_timeout: float = 10.0
+    idle_timeout: float = 60.0
+    client_latency_ms: float = 0.0   # simulated distance client <-> edge (added before each response)
+    origin_latency_ms: float = 0.0   # simulated distance edge <-> origin (added before each fetch)
+    name: str = "edge"
+
+
+@dataclass
+class Outcome:
+    """What one origin round trip produced, shared with every coalesced waiter.
+
+    `entry` is a stored (shareable) response; `passthrough` an unread origin response that only the
+    leader may stream to its own client (private, too large ...), so waiters must fetch for themselves.
+    """
+
+    label: str
+    entry: StoredResponse | None = None
+    leader_headers: policy.Headers | None = None
+    passthrough: OriginResponse | None = None
+    prefix: list[bytes] = field(default_factory=list)
+
+
+@dataclass
+class EdgeStats:
+    requests: int = 0
+    hits: int = 0
+    misses: int = 0
+    revalidated: int = 0
+    stale: int = 0
+    bypass: int = 0
+    coalesced: int = 0
+    origin_fetches: int = 0
+    origin_errors: int = 0
+    origin_bytes: int = 0
+    bytes_served: int = 0
+    purges: int = 0
+    bad_requests: int = 0
+
+    def count(self, label: str) -> None:
+        attribute = {"HIT": "hits", "MISS": "misses", "REVALIDATED": "revalidated", "STALE": "stale",
+                     "BYPASS": "bypass"}[label]
+        setattr(self, attribute, getattr(self, attribute) + 1)
+
+
+class Edge:
+    """One edge server: its cache, its origin pool and the HTTP handling around them."""
+
+    def __init__(self, config: EdgeConfig):
+        parts = urlsplit(config.origin)
+        self.config = config
+        self.origin_base = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+        self.pool = OriginPool(config.origin, timeout=config.origin_timeout)
+        self.store = LRUStore(config.cache_size)
+        self.stats = EdgeStats()
+        self.inflight: dict[str, asyncio.Future[Outcome]] = {}
+        self._background: set[asyncio.Task] = set()
+
+    # ------------------------------------------------------------------------------- connections
+
+    async def serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve requests on one keep-alive connection until the client closes or errs."""
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self.config.idle_timeout):
+                        request = await read_request(reader)
+                except HttpError as exc:
+                    self.stats.bad_requests += 1
+                    writer.write(simple_response(exc.status, f"{exc.status} {reason_phrase(exc.status)}: "
+                                                 f"{exc}", close=True))
+                    await writer.drain()
+                    return
+                except TimeoutError:
+                    return  # idle keep-alive connection: close it quietly
+                if request is None:
+                    return
+                keep_alive = await self.handle(request, writer)
+                if not (keep_alive and request.keep_alive):
+                    return
+        except (ConnectionError, OSError):
+            pass  # the client went away; nothing to answer
+        except Exception as exc:  # a bug must cost one connection, never the server
+            log(self.config.name, f"internal error: {type(exc).__name__}: {exc}")
+            with contextlib.suppress(Exception):
+                writer.write(simple_response(500, "500 Internal Server Error", close=True))
+        finally:
+            writer.close()
+
+    async def handle(self, request: Request, writer: asyncio.StreamWriter) -> bool:
+        """Answer one request. Returns False when the connection must close afterwards."""
+        self.stats.requests += 1
+        if self.config.client_latency_ms:
+            await asyncio.sleep(self.config.client_latency_ms / 1000)
+        try:
+            target = policy.normalise_target(request.target)
+        except policy.BadTarget as exc:
+            self.stats.bad_requests += 1
+            writer.write(simple_response(400, f"400 Bad Request: {exc}", close=True))
+            return False
+        path = target.partition("?")[0]
+        if request.method == "PURGE":
+            return self._purge(target, writer)
+        if path == ADMIN_STATS and request.method == "GET":
+            return self._write_json(writer, self.stats_snapshot())
+        if path == ADMIN_PURGE and request.method in ("POST", "GET"):
+            query = dict(part.partition("=")[::2] for part in target.partition("?")[2].split("&") if part)
+            return self._purge(query.get("url", ""), writer)
+        if request.method not in FORWARDED_METHODS:
+            writer.write(simple_response(405, f"405 Method Not Allowed: {request.method} is not proxied",
+                                         extra=[("Allow", ", ".join(sorted(FORWARDED_METHODS | {'PURGE'})))]))
+            return True
+        key = policy.cache_key(self.origin_base, target)
+        if request.method in UNSAFE_METHODS:
+            return await self._forward_unsafe(request, target, key, writer)
+        if request.method != "GET" or policy.get_header(request.headers, "range") is not None:
+            # HEAD misses, OPTIONS and Range requests are forwarded untouched (HEAD hits are served).
+            if request.method == "HEAD":
+                entry = self.store.lookup(key, request.headers)
+                if entry is not None and self._is_usable(entry, request.headers):
+                    return await self._serve_entry(request, entry, "HIT", writer)
+            return await self._bypass(request, target, writer)
+        return await self._get(request, target, key, writer)
+
+    # ------------------------------------------------------------------------------------ GET path
+
+    async def _get(self, request: Request, target: str, key: str, writer: asyncio.StreamWriter) -> bool:
+        entry = self.store.lookup(key, request.headers)
+        if entry is not None:
+            now = time.time()
+            age = policy.current_age(entry.headers, entry.request_time, entry.response_time, now)
+            lifetime = policy.freshness_lifetime(entry.status, entry.headers)
+            if self._is_usable(entry, request.headers, age, lifetime):
+                return await self._serve_entry(request, entry, "HIT", writer, now=now)
+            forced = (policy.must_revalidate_always(entry.headers)
+                      or policy.request_needs_revalidation(request.headers, age, lifetime))
+            if not forced and policy.may_serve_stale_while_revalidate(entry.headers, age, lifetime):
+                self._revalidate_in_background(key, request, target, entry)
+                return await self._serve_entry(request, entry, "STALE", writer, now=now)
+        try:
+            outcome, leader = await self._coalesced_fetch(key, request, target, entry)
+        except OriginError as exc:
+            return self._origin_failed(exc, writer)
+        if not leader and (outcome.entry is None or outcome.entry.variant != policy.variant_key(
+                outcome.entry.vary, request.headers)):
+            # The leader's response was not shareable, or it is another variant: fetch our own.
+            try:
+                outcome = await self._fetch(key, request, target, entry)
+            except OriginError as exc:
+                return self._origin_failed(exc, writer)
+            leader = True
+        elif not leader:
+            self.stats.coalesced += 1
+        if outcome.passthrough is not None:
+            return await self._stream(request, outcome.passthrough, outcome.prefix, "BYPASS", writer)
+        assert outcome.entry is not None
+        headers = outcome.leader_headers if leader else None
+        return await self._serve_entry(request, outcome.entry, outcome.label, writer, headers=headers)
+
+    def _is_usable(self, entry: StoredResponse, request_headers: Sequence[tuple[str, str]],
+                   age: float | None = None, lifetime: float | None = None) -> bool:
+        """Fresh, not no-cache, and the request accepts it: servable without asking the origin."""
+        if age is None or lifetime is None:
+            age = policy.current_age(entry.headers, entry.request_time, entry.response_time, time.time())
+            lifetime = policy.freshness_lifetime(entry.status, entry.headers)
+        return (age < lifetime and not policy.must_revalidate_always(entry.headers)
+                and not policy.request_needs_revalidation(request_headers, age, lifetime))
+
+    async def _coalesced_fetch(self, key: str, request: Request, target: str,
+                               stale: StoredResponse | None) -> tuple[Outcome, bool]:
+        """Join the in-flight fetch for `key` or become its leader. Returns (outcome, am_leader)."""
+        pending = self.inflight.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending), False
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self.inflight[key] = future
+        try:
+            outcome = await self._fetch(key, request, target, stale)
+        except BaseException as exc:
+            future.set_exception(exc if isinstance(exc, OriginError) else OriginError(
+                f"the fetch failed: {type(exc).__name__}"))
+            future.exception()  # mark retrieved: nobody may be waiting, that is fine
+            raise
+        else:
+            future.set_result(outcome)
+        finally:
+            del self.inflight[key]
+        return outcome, True
+
+    async def _fetch(self, key: str, request: Request, target: str,
+                     stale: StoredResponse | None) -> Outcome:
+        """One origin round trip for GET `target`; stores the result when policy allows.
+
+        With `stale` this is a revalidation: the stored validators are sent, and a 304 refreshes
+        the stored headers (RFC 9111 §4.3.4). Origin failure or 5xx falls back to `stale` where
+        stale-if-error allows it; otherwise OriginError propagates (-> 502/504).
+        """
+        headers = self._origin_request_headers(request, drop=policy.CONDITIONAL_REQUEST_FIELDS)
+        if stale is not None:
+            headers += policy.revalidation_headers(stale.headers)
+        if self.config.origin_latency_ms:
+            await asyncio.sleep(self.config.origin_latency_ms / 1000)
+        request_time = time.time()
+        self.stats.origin_fetches += 1
+        try:
+            response = await self.pool.request("GET", target, headers)
+        except OriginError as exc:
+            self.stats.origin_errors += 1
+            log(self.config.name, f"origin error for {target}: {exc}")
+            if stale is not None and self._stale_allowed_on_error(stale):
+                return Outcome("STALE", entry=stale)
+            raise
+        response_time = time.time()
+        if response.status == 304 and stale is not None:
+            await self._drain(response)
+            refreshed = StoredResponse(
+                stale.status, stale.reason, policy.merge_304_headers(stale.headers, response.headers),
+                stale.body, request_time, response_time, stale.vary)
+            self.store.replace(key, stale, refreshed)
+            return Outcome("REVALIDATED", entry=refreshed)
+        if response.status >= 500 and stale is not None and self._stale_allowed_on_error(stale):
+            self.stats.origin_errors += 1
+            await self._drain(response)
+            return Outcome("STALE", entry=stale)
+        storable, _reason = policy.is_storable("GET", response.status, request.headers, response.headers)
+        too_big = response.content_length is not None and response.content_length > self.config.max_object_size
+        if not storable or too_big:
+            if stale is not None and response.status < 500:
+                self.store.invalidate(key)  # the origin changed its mind: stop serving the old copy
+            return Outcome("BYPASS", passthrough=response)
+        body, complete = await self._read_up_to(response, self.config.max_object_size)
+        if not complete:
+            self.store.invalidate(key)
+            return Outcome("BYPASS", passthrough=response, prefix=body)
+        body_bytes = b"".join(body)
+        stored = StoredResponse(response.status, response.reason, policy.headers_to_store(response.headers),
+                                body_bytes, request_time, response_time, policy.vary_names(response.headers))
+        self.store.put(key, stored, request.headers)
+        leader_headers = policy.without(policy.strip_hop_by_hop(response.headers), {"age"})
+        return Outcome("REVALIDATED" if stale is not None else "MISS", entry=stored,
+                       leader_headers=leader_headers)
+
+    def _stale_allowed_on_error(self, stale: StoredResponse) -> bool:
+        now = time.time()
+        age = policy.current_age(stale.headers, stale.request_time, stale.response_time, now)
+        lifetime = policy.freshness_lifetime(stale.status, stale.headers)
+        return policy.may_serve_stale_on_error(stale.headers, age, lifetime)
+
+    async def _read_up_to(self, response: OriginResponse, limit: int) -> tuple[list[bytes], bool]:
+        """Read the body while it fits in `limit`. (pieces, True) when complete; else the pieces so
+        far and False, leaving the rest of the body for the caller to stream."""
+        pieces: list[bytes] = []
+        size = 0
+        async for piece in response.pieces():
+            pieces.append(piece)
+            size += len(piece)
+            self.stats.origin_bytes += len(piece)
+            if size > limit:
+                return pieces, False
+        return pieces, True
+
+    def _revalidate_in_background(self, key: str, request: Request, target: str,
+                                  stale: StoredResponse) -> None:
+        """stale-while-revalidate: one background refresh per key (it counts as the key's in-flight
+        fetch, so concurrent misses coalesce onto it too)."""
+        if key in self.inflight:
+            return
+
+        async def refresh() -> None:
+            try:
+                outcome, _ = await self._coalesced_fetch(key, request, target, stale)
+                if outcome.passthrough is not None:
+                    outcome.passthrough.connection.close()
+                    outcome.passthrough.release()
+            except OriginError:
+                pass  # already logged; the stale copy stays until its windows run out
+
+        task = asyncio.get_running_loop().create_task(refresh())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # ---------------------------------------------------------------------- other request kinds
+
+    async def _forward_unsafe(self, request: Request, target: str, key: str,
+                              writer: asyncio.StreamWriter) -> bool:
+        """POST/PUT/DELETE/PATCH go to the origin; a non-error answer invalidates the URL (§4.4)."""
+        headers = self._origin_request_headers(request)
+        try:
+            self.stats.origin_fetches += 1
+            response = await self.pool.request(request.method, target, headers, request.body)
+        except OriginError as exc:
+            return self._origin_failed(exc, writer)
+        if response.status < 400:
+            self.store.invalidate(key)
+            for field_name in ("location", "content-location"):
+                value = policy.get_header(response.headers, field_name)
+                if value and value.startswith("/"):  # same-origin references only, never another host
+                    with contextlib.suppress(policy.BadTarget):
+                        self.store.invalidate(policy.cache_key(self.origin_base,
+                                                               policy.normalise_target(value)))
+        return await self._stream(request, response, [], "BYPASS", writer)
+
+    async def _bypass(self, request: Request, target: str, writer: asyncio.StreamWriter) -> bool:
+        try:
+            self.stats.origin_fetches += 1
+            response = await self.pool.request(request.method, target,
+                                               self._origin_request_headers(request), request.body)
+        except OriginError as exc:
+            return self._origin_failed(exc, writer)
+        return await self._stream(request, response, [], "BYPASS", writer)
+
+    def _purge(self, url: str, writer: asyncio.StreamWriter) -> bool:
+        """PURGE /path (or GET /__purge?url=/path): drop every stored variant of that URL."""
+        try:
+            target = policy.normalise_target(url) if url else ""
+        except policy.BadTarget as exc:
+            writer.write(simple_response(400, f"400 Bad Request: cannot purge {url!r}: {exc}"))
+            return True
+        if not target:
+            writer.write(simple_response(400, "400 Bad Request: say what to purge: PURGE /path"))
+            return True
+        removed = self.store.invalidate(policy.cache_key(self.origin_base, target))
+        self.stats.purges += 1
+        log(self.config.name, f"purged {target} ({removed} variant(s))")
+        return self._write_json(writer, {"purged": target, "variants": removed},
+                                status=200 if removed else 404)
+
+    # ---------------------------------------------------------------------------------- writing
+
+    async def _serve_entry(self, request: Request, entry: StoredResponse, label: str,
+                           writer: asyncio.StreamWriter, now: float | None = None,
+                           headers: policy.Headers | None = None) -> bool:
+        """Replay a stored response (status, headers, body) with Age and X-Cache, or a 304 if the
+        client's own conditional request matches it."""
+        self.stats.count(label)
+        age = policy.current_age(entry.headers, entry.request_time, entry.response_time, now or time.time())
+        extra = [("Age", str(int(age))), ("X-Cache", label), ("Via", f"1.1 {SERVER_NAME}")]
+        source = headers if headers is not None else entry.headers
+        if entry.status == 200 and policy.conditional_request_matches(request.headers, entry.headers):
+            writer.write(response_head(304, "Not Modified", policy.response_304_headers(source) + extra))
+            return True
+        fields = policy.without(source, ("content-length",))
+        fields.append(("Content-Length", str(len(entry.body))))
+        writer.write(response_head(entry.status, entry.reason, fields + extra))
+        if request.method != "HEAD":
+            writer.write(entry.body)
+            self.stats.bytes_served += len(entry.body)
+        if writer.transport.get_write_buffer_size() > 256 * 1024:
+            await writer.drain()
+        return True
+
+    async def _stream(self, request: Request, response: OriginResponse, prefix: list[bytes], label: str,
+                      writer: asyncio.StreamWriter) -> bool:
+        """Relay an origin response to the client as it arrives, storing nothing."""
+        self.stats.count(label)
+        fields = policy.without(policy.strip_hop_by_hop(response.headers), ("content-length",))
+        chunked = False
+        if response.content_length is not None:
+            fields.append(("Content-Length", str(response.content_length)))
+        elif response.has_body:
+            if request.version == "HTTP/1.1":
+                chunked = True
+                fields.append(("Transfer-Encoding", "chunked"))
+            else:
+                fields.append(("Connection", "close"))
+        fields += [("X-Cache", label), ("Via", f"1.1 {SERVER_NAME}")]
+        writer.write(response_head(response.status, response.reason, fields))
+        if not response.has_body or request.method == "HEAD":
+            response.release()
+            return True
+        body = response.pieces()  # continues where _read_up_to stopped, if it started
+        try:
+            for piece in prefix:
+                self._write_piece(writer, piece, chunked)
+            await writer.drain()
+            async for piece in body:
+                self.stats.origin_bytes += len(piece)
+                self._write_piece(writer, piece, chunked)
+                await writer.drain()  # backpressure: never buffer a large body in memory
+        except OriginError as exc:
+            log(self.config.name, f"origin failed mid-body: {exc}")
+            return False  # the status line is already sent; closing is the only honest signal
+        finally:
+            response.release()
+        if chunked:
+            writer.write(b"0\r\n\r\n")
+        return response.content_length is not None or chunked
+
+    def _write_piece(self, writer: asyncio.StreamWriter, piece: bytes, chunked: bool) -> None:
+        self.stats.bytes_served += len(piece)
+        if chunked:
+            writer.write(f"{len(piece):X}\r\n".encode() + piece + b"\r\n")
+        else:
+            writer.write(piece)
+
+    def _write_json(self, writer: asyncio.StreamWriter, payload: dict, status: int = 200) -> bool:
+        body = json.dumps(payload, indent=1).encode()
+        writer.write(response_head(status, reason_phrase(status), [
+            ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store")]) + body)
+        return True
+
+    def _origin_failed(self, exc: OriginError, writer: asyncio.StreamWriter) -> bool:
+        status = 504 if exc.timeout else 502
+        writer.write(simple_response(status, (
+            f"{status} {reason_phrase(status)}: the origin {self.config.origin} failed ({exc}) and no "
+            f"stored copy may be served in its place (no stale-if-error window applies)."),
+            extra=[("X-Cache", "MISS"), ("Cache-Control", "no-store")]))
+        return True
+
+    async def _drain(self, response: OriginResponse) -> None:
+        with contextlib.suppress(OriginError):
+            async for piece in response.pieces():
+                self.stats.origin_bytes += len(piece)
+
+    def _origin_request_headers(self, request: Request, drop: Sequence[str] = ()) -> policy.Headers:
+        """The client's fields minus hop-by-hop ones, Host (the origin's own is used) and `drop`."""
+        headers = policy.without(policy.strip_hop_by_hop(request.headers),
+                                 {"host", "content-length", "expect", *drop})
+        headers.append(("Via", f"1.1 {SERVER_NAME}"))
+        return headers
+
+    def stats_snapshot(self) -> dict:
+        stats = self.stats
+        served = stats.hits + stats.misses + stats.revalidated + stats.stale + stats.bypass
+        return {
+            "edge": self.config.name, "origin": self.config.origin, **stats.__dict__,
+            "hit_ratio": round((stats.hits + stats.stale) / served, 4) if served else 0.0,
+            "byte_offload": round(1 - stats.origin_bytes / stats.bytes_served, 4) if stats.bytes_served else 0.0,
+            "entries": len(self.store), "bytes_cached": self.store.bytes_used,
+            "cache_size": self.store.max_bytes, "evictions": self.store.evictions,
+        }
+
+
+# ----------------------------------------------------------------------------------- entry point
+
+def log(name: str, message: str) -> None:
+    print(f"[{name}] {message}", flush=True)
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]?)B?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """'64MB' -> 67108864; '512K' -> 524288; '1000' -> 1000 (binary multiples)."""
+    match = _SIZE_RE.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 64MB, 512KB or 1000)")
+    number, unit = match.groups()
+    return int(float(number) * {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}[unit.upper()])
+
+
+async def run_edge(config: EdgeConfig, host: str, port: int, ready: asyncio.Event | None = None) -> None:
+    edge = Edge(config)
+    server = await asyncio.start_server(edge.serve_connection, host, port, limit=MAX_HEAD_BYTES,
+                                        backlog=1024)
+    log(config.name, f"listening on http://{host}:{port} for origin {config.origin} "
+                     f"(cache {config.cache_size} B, max object {config.max_object_size} B)")
+    if ready is not None:
+        ready.set()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    async with server:
+        await stop.wait()
+    log(config.name, "stopped")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m SimpleCDN.cdn_server", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--origin", default="http://127.0.0.1:9000", help="http:// or https:// origin URL")
+    parser.add_argument("--cache-size", type=parse_size, default=parse_size("64MB"))
+    parser.add_argument("--max-object-size", type=parse_size, default=parse_size("8MB"),
+                        help="larger responses are streamed through and not stored")
+    parser.add_argument("--origin-timeout", type=float, default=10.0, help="seconds (-> 504 on expiry)")
+    parser.add_argument("--client-latency-ms", type=float, default=0.0,
+                        help="simulated client<->edge distance, added to every response")
+    parser.add_argument("--origin-latency-ms", type=float, default=0.0,
+                        help="simulated edge<->origin distance, added to every origin fetch")
+    parser.add_argument("--name", default="edge", help="label used in logs and /__stats")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        OriginPool(args.origin)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    config = EdgeConfig(origin=args.origin, cache_size=args.cache_size, max_object_size=args.max_object_size,
+                        origin_timeout=args.origin_timeout, client_latency_ms=args.client_latency_ms,
+                        origin_latency_ms=args.origin_latency_ms, name=args.name)
+    try:
+        asyncio.run(run_edge(config, args.host, args.port))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

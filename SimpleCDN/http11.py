@@ -1,0 +1,415 @@
+"""Just enough HTTP/1.1 (RFC 9112) on asyncio streams: read requests, write responses, talk to an origin.
+
+Why our own instead of http.server or aiohttp: an edge must keep client connections alive (a new TCP
+connection per request would dominate the cost of a cache hit), must refuse hostile framing
+strictly (request smuggling lives in Content-Length/Transfer-Encoding ambiguity), and must stream a
+large origin body to the client without holding it all. This module does those three things and
+nothing else; the caching decisions live in cache_policy.py.
+
+Limits are explicit: a request head over MAX_HEAD_BYTES gets 431, a malformed one 400, an unknown
+version 505, a request body over MAX_REQUEST_BODY 413. Each raises HttpError, which the server turns
+into a response and then closes that connection, while every other connection carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from http import HTTPStatus
+from urllib.parse import urlsplit
+
+from .cache_policy import Headers, get_header, split_list
+
+MAX_HEAD_BYTES = 16 * 1024
+MAX_HEADER_COUNT = 100
+MAX_REQUEST_BODY = 16 * 2**20
+READ_CHUNK = 64 * 1024
+
+_TOKEN_RE = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+class HttpError(Exception):
+    """A request the server refuses; `status` and the message become the response."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class OriginError(Exception):
+    """The origin could not be reached or answered garbage. `timeout` tells 504 from 502."""
+
+    def __init__(self, message: str, timeout: bool = False):
+        super().__init__(message)
+        self.timeout = timeout
+
+
+@dataclass
+class Request:
+    method: str
+    target: str
+    version: str
+    headers: Headers
+    body: bytes
+
+    @property
+    def keep_alive(self) -> bool:
+        tokens = {token.lower() for token in split_list(get_header(self.headers, "connection"))}
+        if self.version == "HTTP/1.0":
+            return "keep-alive" in tokens
+        return "close" not in tokens
+
+
+# ------------------------------------------------------------------------------------ server side
+
+async def read_request(reader: asyncio.StreamReader) -> Request | None:
+    """Read one request; None when the client closed the connection cleanly between requests.
+
+    The reader must have been created with limit=MAX_HEAD_BYTES so readuntil enforces the bound.
+    """
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as exc:
+        if not exc.partial.strip():
+            return None
+        raise HttpError(400, "the connection closed in the middle of the request head") from None
+    except asyncio.LimitOverrunError:
+        raise HttpError(431, f"request head larger than {MAX_HEAD_BYTES} bytes") from None
+    method, target, version, headers = parse_head(head)
+    body = await _read_request_body(reader, headers)
+    return Request(method, target, version, headers, body)
+
+
+def parse_head(head: bytes) -> tuple[str, str, str, Headers]:
+    """Parse the request line and header fields strictly (RFC 9112 §3, §5)."""
+    lines = head[:-4].split(b"\r\n")
+    while lines and lines[0] == b"":  # §2.2: a server SHOULD ignore empty lines before the request
+        lines.pop(0)
+    if not lines:
+        raise HttpError(400, "empty request")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3:
+        raise HttpError(400, "malformed request line: expected 'METHOD target HTTP/1.1'")
+    method, target, version = parts
+    if not _TOKEN_RE.match(method):
+        raise HttpError(400, "malformed method in the request line")
+    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+        if re.match(rb"^HTTP/\d\.\d$", version):
+            raise HttpError(505, "only HTTP/1.0 and HTTP/1.1 are supported")
+        raise HttpError(400, "malformed HTTP version in the request line")
+    if len(lines) - 1 > MAX_HEADER_COUNT:
+        raise HttpError(431, f"more than {MAX_HEADER_COUNT} header fields")
+    headers: Headers = []
+    for line in lines[1:]:
+        if line[:1] in (b" ", b"\t"):
+            raise HttpError(400, "obsolete line folding in a header field is not accepted")
+        name, colon, value = line.partition(b":")
+        if not colon or not _TOKEN_RE.match(name):
+            raise HttpError(400, "malformed header field (expected 'Name: value')")
+        if b"\r" in value or b"\n" in value or b"\0" in value:
+            raise HttpError(400, "control characters in a header value")
+        headers.append((name.decode("ascii"), value.strip(b" \t").decode("latin-1")))
+    return method.decode("ascii"), target.decode("latin-1"), version.decode("ascii"), headers
+
+
+async def _read_request_body(reader: asyncio.StreamReader, headers: Headers) -> bytes:
+    transfer_encoding = get_header(headers, "transfer-encoding")
+    content_length = get_header(headers, "content-length")
+    if transfer_encoding is not None:
+        # §6.3: both present is how request smuggling works; refuse instead of picking one.
+        if content_length is not None:
+            raise HttpError(400, "both Transfer-Encoding and Content-Length: refusing an ambiguous body")
+        if [t.lower() for t in split_list(transfer_encoding)] != ["chunked"]:
+            raise HttpError(501, "only Transfer-Encoding: chunked is supported")
+        return await _read_chunked(reader, MAX_REQUEST_BODY, client=True)
+    if content_length is None:
+        return b""
+    length = parse_content_length(content_length)
+    if length is None:
+        raise HttpError(400, "invalid Content-Length")
+    if length > MAX_REQUEST_BODY:
+        raise HttpError(413, f"request body larger than {MAX_REQUEST_BODY} bytes")
+    try:
+        return await reader.readexactly(length)
+    except asyncio.IncompleteReadError:
+        raise HttpError(400, "the connection closed before the whole request body arrived") from None
+
+
+def parse_content_length(value: str) -> int | None:
+    """Content-Length, allowing identical repeats ('5, 5'); None if invalid or inconsistent."""
+    values = {part.strip() for part in value.split(",")}
+    if len(values) != 1:
+        return None
+    (single,) = values
+    return int(single) if single.isdigit() and len(single) < 19 else None
+
+
+async def _read_chunked(reader: asyncio.StreamReader, limit: int, client: bool) -> bytes:
+    body = bytearray()
+    async for chunk in _chunks(reader):
+        body += chunk
+        if len(body) > limit:
+            raise HttpError(413, f"request body larger than {limit} bytes") if client else \
+                OriginError("chunked body too large")
+    return bytes(body)
+
+
+async def _chunks(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    """Decode chunked transfer coding (RFC 9112 §7.1); trailers are read and dropped."""
+    while True:
+        try:
+            size_line = await reader.readuntil(b"\r\n")
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            raise HttpError(400, "malformed chunked body") from None
+        size_text = size_line.split(b";", 1)[0].strip()
+        if not size_text or len(size_text) > 16 or not re.match(rb"^[0-9A-Fa-f]+$", size_text):
+            raise HttpError(400, "malformed chunk size")
+        size = int(size_text, 16)
+        if size == 0:
+            while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                pass  # trailer fields: not forwarded
+            return
+        try:
+            data = await reader.readexactly(size + 2)
+        except asyncio.IncompleteReadError:
+            raise HttpError(400, "chunked body ended early") from None
+        if data[-2:] != b"\r\n":
+            raise HttpError(400, "chunk not followed by CRLF")
+        yield data[:-2]
+
+
+def response_head(status: int, reason: str, headers: Sequence[tuple[str, str]]) -> bytes:
+    lines = [f"HTTP/1.1 {status} {reason or reason_phrase(status)}"]
+    lines.extend(f"{name}: {value}" for name, value in headers)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def reason_phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def simple_response(status: int, message: str, extra: Sequence[tuple[str, str]] = (),
+                    close: bool = False) -> bytes:
+    """A complete small text/plain response, e.g. for 400 and 502."""
+    body = (message.rstrip("\n") + "\n").encode()
+    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))),
+               *extra]
+    if close:
+        headers.append(("Connection", "close"))
+    return response_head(status, reason_phrase(status), headers) + body
+
+
+# ------------------------------------------------------------------------------------ client side
+
+class OriginResponse:
+    """Status and headers of an origin response; the body is read with read_body / iter_body."""
+
+    def __init__(self, connection: OriginConnection, status: int, reason: str, headers: Headers,
+                 method: str, timeout: float):
+        self.connection = connection
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self._timeout = timeout
+        self._done = False
+        self._iterator: AsyncIterator[bytes] | None = None
+        tokens = {t.lower() for t in split_list(get_header(headers, "connection"))}
+        self.reusable = "close" not in tokens
+        te = get_header(headers, "transfer-encoding")
+        self.content_length: int | None = None
+        if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+            self._mode = "none"
+            cl = get_header(headers, "content-length")
+            self.content_length = parse_content_length(cl) if cl else None
+        elif te is not None:
+            self._mode = "chunked"
+        elif get_header(headers, "content-length") is not None:
+            self._mode = "length"
+            self.content_length = parse_content_length(get_header(headers, "content-length") or "")
+            if self.content_length is None:
+                raise OriginError("the origin sent an invalid Content-Length")
+        else:
+            self._mode = "close"
+            self.reusable = False
+
+    @property
+    def has_body(self) -> bool:
+        return self._mode != "none"
+
+    async def iter_body(self) -> AsyncIterator[bytes]:
+        """Yield the body in pieces; the connection goes back to the pool once it is all read."""
+        reader = self.connection.reader
+        try:
+            if self._mode == "length":
+                remaining = self.content_length or 0
+                while remaining:
+                    piece = await self._within_timeout(reader.read(min(remaining, READ_CHUNK)))
+                    if not piece:
+                        raise OriginError("the origin closed the connection mid-body")
+                    remaining -= len(piece)
+                    yield piece
+            elif self._mode == "chunked":
+                chunks = _chunks(reader).__aiter__()
+                while True:
+                    try:
+                        piece = await self._within_timeout(chunks.__anext__())
+                    except StopAsyncIteration:
+                        break
+                    except HttpError as exc:
+                        raise OriginError(f"the origin sent a malformed chunked body: {exc}") from None
+                    yield piece
+            elif self._mode == "close":
+                while piece := await self._within_timeout(reader.read(READ_CHUNK)):
+                    yield piece
+            self._done = True
+        finally:
+            self.release()
+
+    def pieces(self) -> AsyncIterator[bytes]:
+        """The one body iterator of this response: a second call continues where the first stopped,
+        so a caller may read part of the body (to decide whether to cache it) and stream the rest."""
+        if self._iterator is None:
+            self._iterator = self.iter_body()
+        return self._iterator
+
+    async def read_body(self) -> bytes:
+        return b"".join([piece async for piece in self.pieces()])
+
+    def release(self) -> None:
+        """Return the connection to the pool if the response was read to the end, else close it."""
+        if self.connection.pool is None:
+            return
+        if (self._done or self._mode == "none") and self.reusable:
+            self.connection.pool.give_back(self.connection)
+        else:
+            self.connection.close()
+        self.connection.pool = None  # released exactly once
+
+    async def _within_timeout(self, awaitable):
+        try:
+            return await asyncio.wait_for(awaitable, self._timeout)
+        except asyncio.TimeoutError:
+            raise OriginError(f"the origin sent nothing for {self._timeout:g}s", timeout=True) from None
+        except (ConnectionError, OSError) as exc:
+            raise OriginError(f"the origin connection failed: {exc}") from None
+
+
+class OriginConnection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pool: OriginPool):
+        self.reader = reader
+        self.writer = writer
+        self.pool: OriginPool | None = pool
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class OriginPool:
+    """Keep-alive connections to one origin (http or https), reused across requests.
+
+    `host_header` is always the configured origin's authority: what the client sent as Host never
+    reaches this layer, so it cannot redirect the edge to another server.
+    """
+
+    def __init__(self, origin: str, timeout: float = 10.0, max_idle: int = 32):
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"origin must be an http:// or https:// URL, got {origin!r}")
+        self.scheme = parts.scheme
+        self.host = parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.host_header = parts.netloc
+        self.base_path = parts.path.rstrip("/")
+        self.timeout = timeout
+        self.max_idle = max_idle
+        self._idle: list[OriginConnection] = []
+        self._ssl = ssl.create_default_context() if parts.scheme == "https" else None
+
+    async def request(self, method: str, target: str, headers: Sequence[tuple[str, str]],
+                      body: bytes = b"") -> OriginResponse:
+        """Send one request and read the response head. Raises OriginError (502/504) on failure.
+
+        A pooled connection may have been closed by the origin while idle; for a request that is
+        safe to repeat we then retry once on a fresh connection (RFC 9112 §9.3.1).
+        """
+        reused = bool(self._idle)
+        try:
+            return await self._attempt(method, target, headers, body)
+        except OriginError as exc:
+            if reused and not exc.timeout and method in ("GET", "HEAD", "PURGE", "OPTIONS"):
+                self.close_idle()
+                return await self._attempt(method, target, headers, body)
+            raise
+
+    async def _attempt(self, method: str, target: str, headers: Sequence[tuple[str, str]],
+                       body: bytes) -> OriginResponse:
+        connection = await self._connection()
+        lines = [f"{method} {self.base_path}{target} HTTP/1.1", f"Host: {self.host_header}"]
+        lines += [f"{name}: {value}" for name, value in headers]
+        if body or method in ("POST", "PUT", "PATCH"):
+            lines.append(f"Content-Length: {len(body)}")
+        try:
+            connection.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+            head = await asyncio.wait_for(connection.reader.readuntil(b"\r\n\r\n"), self.timeout)
+        except asyncio.TimeoutError:
+            connection.close()
+            raise OriginError(f"the origin did not answer within {self.timeout:g}s", timeout=True) from None
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, OSError) as exc:
+            connection.close()
+            raise OriginError(f"the origin connection failed: {type(exc).__name__}") from None
+        try:
+            status, reason, response_headers = _parse_response_head(head)
+        except ValueError as exc:
+            connection.close()
+            raise OriginError(f"the origin sent a malformed response: {exc}") from None
+        return OriginResponse(connection, status, reason, response_headers, method, self.timeout)
+
+    async def _connection(self) -> OriginConnection:
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.reader.at_eof() and not connection.writer.is_closing():
+                connection.pool = self
+                return connection
+            connection.close()
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(self.host, self.port, ssl=self._ssl, limit=MAX_HEAD_BYTES * 4),
+                self.timeout)
+        except asyncio.TimeoutError:
+            raise OriginError(f"connecting to the origin took over {self.timeout:g}s", timeout=True) from None
+        except OSError as exc:
+            raise OriginError(f"cannot connect to the origin {self.host}:{self.port}: "
+                              f"{exc.strerror or exc}") from None
+        return OriginConnection(reader, writer, self)
+
+    def give_back(self, connection: OriginConnection) -> None:
+        if len(self._idle) < self.max_idle:
+            self._idle.append(connection)
+        else:
+            connection.close()
+
+    def close_idle(self) -> None:
+        for connection in self._idle:
+            connection.close()
+        self._idle.clear()
+
+
+def _parse_response_head(head: bytes) -> tuple[int, str, Headers]:
+    lines = head[:-4].split(b"\r\n")
+    status_line = lines[0].split(b" ", 2)
+    if len(status_line) < 2 or not status_line[0].startswith(b"HTTP/1.") or not status_line[1].isdigit():
+        raise ValueError("bad status line")
+    headers: Headers = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon:
+            raise ValueError("bad header line")
+        headers.append((name.strip().decode("latin-1"), value.strip().decode("latin-1")))
+    reason = status_line[2].decode("latin-1") if len(status_line) > 2 else ""
+    return int(status_line[1]), reason, headers

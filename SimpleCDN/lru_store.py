@@ -1,0 +1,128 @@
+"""The edge's storage: an in-memory LRU of stored responses, bounded in *bytes*, with Vary variants.
+
+Why bytes and not a count: a CDN edge's scarce resource is memory, and objects differ in size by
+orders of magnitude; a count bound would let 100 large files blow the budget that 100,000 icons fit.
+
+Layout (RFC 9111 §4.1):
+- primary key   origin + normalised path + query (see cache_policy.cache_key)
+- secondary key the request's values of the fields the response's Vary names
+Each primary key remembers the Vary field names of its latest stored response; a lookup first finds
+those names, builds the secondary key from the request, and then looks up the exact variant.
+
+The store keeps everything in process memory, so a hostile URL can never name a file: there is no
+file. It is not thread-safe; the asyncio edge uses it from one thread only.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .cache_policy import Headers, variant_key
+
+ENTRY_OVERHEAD_BYTES = 200  # a rough charge for the Python objects around each entry
+
+
+@dataclass
+class StoredResponse:
+    """A complete response as received (minus hop-by-hop fields), plus when we asked and got it."""
+
+    status: int
+    reason: str
+    headers: Headers
+    body: bytes
+    request_time: float   # cache's clock when it sent the request (RFC 9111 §4.2.3)
+    response_time: float  # cache's clock when the response arrived
+    vary: tuple[str, ...] = ()
+    variant: tuple[str, ...] = field(default=())
+
+    @property
+    def size(self) -> int:
+        """The bytes charged against the cache budget: body, header text and a fixed overhead."""
+        header_bytes = sum(len(k) + len(v) + 4 for k, v in self.headers)
+        return len(self.body) + header_bytes + ENTRY_OVERHEAD_BYTES
+
+
+class LRUStore:
+    """Byte-bounded LRU of StoredResponse, keyed by (primary key, variant key)."""
+
+    def __init__(self, max_bytes: int):
+        if max_bytes <= 0:
+            raise ValueError("max_bytes must be positive, e.g. 64 * 2**20 for 64 MB")
+        self.max_bytes = max_bytes
+        self.bytes_used = 0
+        self.evictions = 0
+        self._entries: OrderedDict[tuple[str, tuple[str, ...]], StoredResponse] = OrderedDict()
+        self._vary_by_primary: dict[str, tuple[str, ...]] = {}
+        self._variants: dict[str, set[tuple[str, ...]]] = {}  # primary -> its stored variant keys
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def lookup(self, primary: str, request_headers: Sequence[tuple[str, str]]) -> StoredResponse | None:
+        """The stored variant this request selects, marked most recently used; None on a miss."""
+        names = self._vary_by_primary.get(primary)
+        if names is None:
+            return None
+        key = (primary, variant_key(names, request_headers))
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+    def put(self, primary: str, entry: StoredResponse, request_headers: Sequence[tuple[str, str]]) -> bool:
+        """Store `entry` for the request that fetched it; evict least recently used entries to fit.
+
+        Returns False (and stores nothing) when the entry alone is larger than the whole budget.
+        A response whose Vary differs from the stored variants' Vary replaces all of them: the old
+        secondary keys were computed from other field names and can no longer be selected.
+        """
+        if entry.size > self.max_bytes:
+            return False
+        names = entry.vary
+        if self._vary_by_primary.get(primary, names) != names:
+            self.invalidate(primary)
+        entry.variant = variant_key(names, request_headers)
+        key = (primary, entry.variant)
+        if key in self._entries:
+            self._remove(key)
+        self._entries[key] = entry
+        self._vary_by_primary[primary] = names
+        self._variants.setdefault(primary, set()).add(entry.variant)
+        self.bytes_used += entry.size
+        while self.bytes_used > self.max_bytes:
+            oldest = next(iter(self._entries))
+            self._remove(oldest)
+            self.evictions += 1
+        return True
+
+    def replace(self, primary: str, old: StoredResponse, new: StoredResponse) -> None:
+        """Swap a stored variant for its refreshed version (after a 304), keeping the byte count right."""
+        key = (primary, old.variant)
+        if self._entries.get(key) is not old:
+            return  # evicted or replaced meanwhile; the refreshed copy is simply not kept
+        new.variant = old.variant
+        self.bytes_used += new.size - old.size
+        self._entries[key] = new
+        self._entries.move_to_end(key)
+        while self.bytes_used > self.max_bytes:
+            self._remove(next(iter(self._entries)))
+            self.evictions += 1
+
+    def invalidate(self, primary: str) -> int:
+        """Drop every variant stored under `primary`; returns how many were dropped."""
+        keys = [(primary, variant) for variant in self._variants.get(primary, ())]
+        for key in keys:
+            self._remove(key)
+        return len(keys)
+
+    def _remove(self, key: tuple[str, tuple[str, ...]]) -> None:
+        entry = self._entries.pop(key)
+        self.bytes_used -= entry.size
+        primary = key[0]
+        variants = self._variants[primary]
+        variants.discard(key[1])
+        if not variants:
+            del self._variants[primary]
+            del self._vary_by_primary[primary]
