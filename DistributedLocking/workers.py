@@ -1,0 +1,116 @@
+"""Process bodies for the demo, simulation, bench and tests: real OS processes competing for locks.
+
+Each function runs in a child started with multiprocessing's "spawn" method (a fresh interpreter,
+nothing inherited but its arguments), talks to Redis over its own connection, and reports back
+through a pipe or queue. Real processes are the point: they can be SIGKILLed and SIGSTOPped, and
+they share nothing but Redis.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import time
+from multiprocessing.connection import Connection
+
+import redis
+
+from .fencing import FencedResource
+from .lock import RedisLock
+from .ticket_booking import BookingOutcome, TicketBookingSystem
+
+SPAWN = multiprocessing.get_context("spawn")
+
+
+def counter_worker(url: str, lock_name: str, counter_key: str, iterations: int, ttl_ms: int,
+                   wait: str, start: object, results: object) -> None:
+    """GET then SET a counter inside the lock `iterations` times; report (acquired, released, token)s.
+
+    Without mutual exclusion two processes read the same value and one increment is lost.
+    """
+    client = redis.Redis.from_url(url)
+    lock = RedisLock(client, lock_name, ttl_ms=ttl_ms, auto_renew=False, wait=wait)
+    sections = []
+    start.wait()  # all processes start competing at the same moment
+    for _ in range(iterations):
+        token = lock.acquire()
+        acquired = time.monotonic()
+        value = int(client.get(counter_key) or 0)
+        client.set(counter_key, value + 1)
+        released = time.monotonic()
+        lock.release()
+        sections.append((acquired, released, token))
+    results.put(sections)
+
+
+def holder_worker(url: str, lock_name: str, ttl_ms: int, auto_renew: bool, conn: Connection) -> None:
+    """Acquire the lock, report the token, then obey commands: 'write <value>', 'release', 'exit'.
+
+    The parent kills or pauses this process while it holds the lock.
+    """
+    client = redis.Redis.from_url(url)
+    lock = RedisLock(client, lock_name, ttl_ms=ttl_ms, auto_renew=auto_renew)
+    token = lock.acquire()
+    resource = FencedResource(client, f"resource:{lock_name}")
+    conn.send(("acquired", token))
+    while True:
+        command = conn.recv()
+        if command[0] == "write":
+            result = resource.write(token, command[1])
+            conn.send(("write", result.accepted, result.highest))
+        elif command[0] == "release":
+            conn.send(("release", lock.release()))
+        else:
+            conn.send(("bye",))
+            return
+
+
+def booking_worker(url: str, event_id: str, seat_id: str, user_id: str, payment_seconds: float,
+                   fencing: bool, ttl_ms: int, conn: Connection) -> None:
+    """Book one seat; report ('locked', token) before paying and ('result', outcome, token) after."""
+    client = redis.Redis.from_url(url)
+    system = TicketBookingSystem(client, lock_ttl_ms=ttl_ms, fencing=fencing)
+    result = system.book_seat(event_id, seat_id, user_id, payment_seconds,
+                              on_locked=lambda token: conn.send(("locked", token, time.monotonic())))
+    conn.send(("result", result.outcome.value, result.token, time.monotonic()))
+
+
+def race_worker(url: str, event_id: str, seat_id: str, user_id: str, start: object, results: object) -> None:
+    """One user racing for one seat; waits for the shared start signal first."""
+    client = redis.Redis.from_url(url)
+    system = TicketBookingSystem(client, lock_ttl_ms=5_000)
+    start.wait()
+    result = system.book_seat(event_id, seat_id, user_id)
+    results.put((user_id, result.outcome.value, result.token))
+
+
+def crowd_worker(url: str, event_id: str, seats: list[str], users: list[str], seed: int,
+                 cancel_probability: float, start: object, results: object) -> None:
+    """Run many users in one process: each tries seats in a random order until one is booked.
+
+    A user may cancel their booking (with `cancel_probability`) and then try again. Reports, per
+    user, every booking and cancellation it was told succeeded — the audit checks them against Redis.
+    """
+    client = redis.Redis.from_url(url)
+    system = TicketBookingSystem(client, lock_ttl_ms=5_000, lock_wait_s=0.0)
+    rng = random.Random(seed)
+    start.wait()
+    log: list[tuple[str, str, str]] = []  # (user, "booked"|"cancelled"|"busy"|..., seat)
+    for user in users:
+        for _round in range(2):  # at most one cancel-and-retry per user
+            booked = _book_any(system, event_id, seats, user, rng, log)
+            if booked is None or rng.random() >= cancel_probability:
+                break
+            outcome = system.cancel(event_id, booked, user)
+            log.append((user, f"cancel {outcome.value}", booked))
+    results.put(log)
+
+
+def _book_any(system: TicketBookingSystem, event_id: str, seats: list[str], user: str, rng: random.Random,
+              log: list[tuple[str, str, str]]) -> str | None:
+    for seat in rng.sample(seats, len(seats)):
+        result = system.book_seat(event_id, seat, user)
+        log.append((user, result.outcome.value, seat))
+        if result.outcome is BookingOutcome.BOOKED:
+            return seat
+    return None
