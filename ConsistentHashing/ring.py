@@ -156,6 +156,15 @@ class ConsistentHashRing:
         del self._node_points[node]
         self._rebuild()
 
+    def copy(self) -> ConsistentHashRing:
+        """An independent ring with the same members: plan a change before making it."""
+        twin = ConsistentHashRing(vnodes=self.vnodes, hash_fn=self.hash_fn)
+        twin._weights = dict(self._weights)
+        twin._node_points = dict(self._node_points)  # the point lists are never mutated in place
+        twin._points = list(self._points)
+        twin._owners = list(self._owners)
+        return twin
+
     def _vnode_position(self, node: str, index: int) -> int:
         # "name#index": distinct labels per virtual node; the name comes first so that nodes
         # "a1"+"#0" and "a"+"1#0" cannot produce the same label ('#' is a separator, and the index

@@ -12,6 +12,7 @@ Everything is derived from the seed, so the same arguments print the same output
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 from dataclasses import dataclass
@@ -197,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         for filename, title, counts in distributions:
             plot_histogram(counts, f"{title}\n{args.vnodes} virtual nodes per shard, seed {args.seed}",
                            args.out / filename, args.vnodes)
-        print(f"\nhistograms written to {args.out}/: " + ", ".join(f for f, _, _ in distributions))
+        written = ", ".join(filename for filename, _, _ in distributions)
+        print(f"\nhistograms written to {os.path.relpath(args.out)}/: {written}")
     return 0 if only_removed and only_new else 1
 
 
