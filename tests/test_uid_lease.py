@@ -1,0 +1,176 @@
+"""Worker-id leasing against a real redis-server: 32 ids for 32 nodes, a clear error for the 33rd,
+crash recovery via expiry (SIGKILL), and a stalled node (SIGSTOP) that must not issue IDs on waking.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import threading
+import time
+
+import pytest
+import redis
+
+from tests.uid_helpers import process_state, wait_until
+from UniqueIdGeneration.lease_node import EXIT_LEASE_LOST
+from UniqueIdGeneration.snowflake import parse
+from UniqueIdGeneration.worker_lease import (
+    LeaseError,
+    LeaseExpiredError,
+    NoFreeWorkerIdError,
+    WorkerLease,
+)
+
+NODE_TTL_MS = 1000
+
+
+@pytest.fixture
+def client(redis_url):
+    connection = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield connection
+    connection.close()
+
+
+def test_32_nodes_get_32_distinct_ids_and_the_33rd_gets_a_clear_error(redis_url, client):
+    leases: list[WorkerLease] = []
+    lock = threading.Lock()
+    start = threading.Barrier(32)
+
+    def take() -> None:
+        lease = WorkerLease(redis_url, node_id=f"node-{threading.get_ident()}")
+        start.wait()                                  # all 32 race for ids at the same moment
+        lease.acquire()
+        with lock:
+            leases.append(lease)
+
+    threads = [threading.Thread(target=take) for _ in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    try:
+        assert sorted(lease.worker_id for lease in leases) == list(range(32))
+        for lease in leases:
+            assert client.get(f"worker:{lease.worker_id}") == lease.node_id
+        late = WorkerLease(redis_url, node_id="node-33")
+        with pytest.raises(NoFreeWorkerIdError, match="all 32 worker ids"):
+            late.acquire()
+        late.close()
+    finally:
+        for lease in leases:
+            lease.close()
+    assert client.keys("worker:*") == [], "close() must release every id"
+
+
+def test_release_never_deletes_another_nodes_lease(redis_url, client):
+    lease = WorkerLease(redis_url, node_id="old-owner").acquire()
+    client.set("worker:0", "new-owner")              # as if ours expired and another node took it
+    lease.close()
+    assert client.get("worker:0") == "new-owner"
+
+
+def test_renewal_keeps_the_lease_past_its_ttl(redis_url, client):
+    with WorkerLease(redis_url, ttl_ms=300) as lease:
+        generator = lease.generator()
+        ids = []
+        deadline = time.monotonic() + 1.2            # four ttls: only renewal can keep it alive
+        while time.monotonic() < deadline:
+            ids.append(generator.next_id())
+            time.sleep(0.005)
+        assert client.get("worker:0") == lease.node_id
+        assert 0 < client.pttl("worker:0") <= 300
+        assert {parse(i).worker_id for i in ids} == {0}
+    assert client.get("worker:0") is None
+
+
+def test_a_lease_taken_over_by_another_node_is_lost_for_good(redis_url, client):
+    with WorkerLease(redis_url, node_id="me", ttl_ms=5000) as lease:
+        generator = lease.generator()
+        generator.next_id()
+        client.set("worker:0", "someone-else")
+        assert lease.renew_once() is False
+        with pytest.raises(LeaseExpiredError, match="held by another node"):
+            generator.next_id()
+        client.set("worker:0", "me")                  # even if the key comes back, no revival
+        assert lease.renew_once() is False
+        assert not lease.is_valid()
+
+
+def test_generator_refuses_once_redis_is_unreachable_past_the_lease(redis_process):
+    server = redis_process()
+    with WorkerLease(server.url, ttl_ms=500) as lease:
+        generator = lease.generator()
+        generator.next_id()
+        server.pause()                                # renewals now time out
+        try:
+            wait_until(lambda: not lease.is_valid(), timeout=10, what="the local lease deadline")
+            with pytest.raises(LeaseExpiredError, match="may have expired"):
+                generator.next_id()
+        finally:
+            server.resume()
+
+
+def test_lease_misuse_errors_are_clear(redis_url):
+    lease = WorkerLease(redis_url)
+    with pytest.raises(LeaseError, match="call acquire"):
+        _ = lease.worker_id
+    with pytest.raises(ValueError, match="renew_interval_ms"):
+        WorkerLease(redis_url, ttl_ms=100, renew_interval_ms=100)
+    lease.acquire()
+    with pytest.raises(LeaseError, match="already holds"):
+        lease.acquire()
+    lease.close()
+    with pytest.raises(LeaseExpiredError, match="released"):
+        lease.ensure_valid()
+
+
+# --- real node processes: SIGKILL and SIGSTOP ----------------------------------------------------
+
+def start_node(spawn, redis_url):
+    node = spawn("UniqueIdGeneration.lease_node", "--redis-url", redis_url, "--ttl-ms", NODE_TTL_MS,
+                 "--interval-ms", 10)
+    match = wait_until(lambda: re.search(r"leased worker_id=(\d+) node=(\S+)", node.output()),
+                       timeout=30, what="the node to lease a worker id")
+    wait_until(lambda: "issued" in node.output(), timeout=30, what="the node to issue IDs")
+    return node, int(match.group(1)), match.group(2)
+
+
+def issued_ids(text: str) -> list[int]:
+    return [int(found) for found in re.findall(r"^issued (\d+)", text, flags=re.MULTILINE)]
+
+
+def test_a_killed_nodes_id_is_free_again_once_its_lease_expires(spawn, redis_url, client):
+    node, worker_id, node_name = start_node(spawn, redis_url)
+    node.kill()                                        # SIGKILL: no chance to release
+    assert client.get(f"worker:{worker_id}") == node_name, "the dead node's lease is still there"
+    with WorkerLease(redis_url) as meanwhile:
+        assert meanwhile.worker_id != worker_id        # not handed out while it may be in use
+    wait_until(lambda: client.get(f"worker:{worker_id}") is None, timeout=NODE_TTL_MS / 1000 + 10,
+               what="the killed node's lease to expire")
+    with WorkerLease(redis_url) as successor:
+        assert successor.worker_id == worker_id
+
+
+def test_a_node_paused_past_its_lease_refuses_to_issue_ids_when_resumed(spawn, redis_url, client):
+    node, worker_id, _ = start_node(spawn, redis_url)
+    node.signal(signal.SIGSTOP)
+    wait_until(lambda: process_state(node.pid) == "T", timeout=10, what="the node to stop")
+    stopped_at_ms = time.time_ns() // 1_000_000
+    seen_before = len(node.output())
+
+    wait_until(lambda: client.get(f"worker:{worker_id}") is None, timeout=NODE_TTL_MS / 1000 + 10,
+               what="the paused node's lease to expire in Redis")
+    with WorkerLease(redis_url, node_id="successor") as successor:
+        assert successor.worker_id == worker_id       # the id has really passed to someone else
+        node.signal(signal.SIGCONT)
+        node.popen.wait(timeout=30)
+        output = node.output()
+        assert node.popen.returncode == EXIT_LEASE_LOST, output[-2000:]
+        after_resume = output[seen_before:]
+        assert "refused: worker id" in after_resume
+        # Whatever the node printed, no ID it made carries a time after it was stopped: the
+        # successor, using the same worker id from now on, cannot collide with it.
+        assert issued_ids(output)
+        assert all(parse(i).timestamp_ms <= stopped_at_ms for i in issued_ids(output))
+        assert successor.generator().next_id() > max(issued_ids(output))
