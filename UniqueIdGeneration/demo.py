@@ -1,0 +1,148 @@
+"""The headline demo: Snowflake IDs taken apart bit by bit, worker-id leasing on a real Redis, and
+the sharded blog listing posts newest first by sorting IDs alone.
+
+    python -m UniqueIdGeneration.demo
+
+Starts a private redis-server (or uses $REDIS_URL), a temporary directory for the SQLite shards,
+and stops/removes both. The last line is a one-line result for the tour.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import threading
+import time
+
+from common import redis_server
+
+from .blog_service import BlogService
+from .snowflake import (
+    IDS_PER_MS_PER_WORKER,
+    SnowflakeGenerator,
+    format_bits,
+    parse,
+)
+from .worker_lease import NoFreeWorkerIdError, WorkerLease
+
+
+def show_ids(count: int) -> int:
+    """Issue IDs from 4 threads on one generator, check them, and decode a few."""
+    print("== 1. Snowflake IDs: 6 unused | 41-bit ms since 2023-01-01 | 5-bit worker | 12-bit sequence")
+    generator = SnowflakeGenerator(worker_id=3)
+    per_thread: list[list[int]] = [[] for _ in range(4)]
+
+    def work(out: list[int]) -> None:
+        for _ in range(count // 4):
+            out.append(generator.next_id())
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=work, args=(out,)) for out in per_thread]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    every_id = [i for ids in per_thread for i in ids]
+    unique = len(set(every_id)) == len(every_id)
+    increasing = all(ids == sorted(ids) for ids in per_thread)
+    print(f"   {len(every_id):,} IDs from 4 threads sharing one generator in {elapsed * 1000:.0f} ms: "
+          f"{'all distinct' if unique else 'DUPLICATES'}, "
+          f"{'increasing in every thread' if increasing else 'OUT OF ORDER'}")
+    print(f"   (the layout allows {IDS_PER_MS_PER_WORKER:,} IDs per ms per worker; "
+          f"more waits for the next ms)")
+    for snowflake_id in sorted(every_id)[:2] + sorted(every_id)[-1:]:
+        parts = parse(snowflake_id)
+        print(f"   {snowflake_id}")
+        print(f"     bits      {format_bits(snowflake_id)}")
+        print(f"     decoded   {parts.datetime_utc.isoformat(timespec='milliseconds')}  "
+              f"worker {parts.worker_id}  sequence {parts.sequence}")
+    if not (unique and increasing):
+        raise SystemExit("error: the generator produced duplicate or out-of-order IDs")
+    return len(every_id)
+
+
+def show_leasing(redis_url: str) -> list[int]:
+    """Three nodes lease worker ids; one leaves; a newcomer reuses its id."""
+    print("\n== 2. Worker-id leasing: SET worker:<id> <node> NX PX <ttl>, renewed in the background")
+    leases = [WorkerLease(redis_url, node_id=f"node-{name}", ttl_ms=2000).acquire() for name in "abc"]
+    try:
+        for lease in leases:
+            generator = lease.generator()
+            print(f"   {lease.node_id} holds worker id {lease.worker_id} "
+                  f"(lease {lease.remaining_ms():.0f} ms left) -> first ID {generator.next_id()}")
+        leaving = leases.pop(1)
+        leaving.close()
+        print(f"   {leaving.node_id} closed: worker id {leaving.worker_id} released (compare-and-delete)")
+        newcomer = WorkerLease(redis_url, node_id="node-d", ttl_ms=2000).acquire()
+        leases.append(newcomer)
+        print(f"   {newcomer.node_id} joins and gets worker id {newcomer.worker_id}")
+        try:
+            WorkerLease(redis_url, node_id="node-e", worker_ids=range(3)).acquire()
+        except NoFreeWorkerIdError as exc:
+            print(f"   with only ids 0-2 in the pool, node-e is refused: {exc}")
+        return sorted(lease.worker_id for lease in leases)
+    finally:
+        for lease in leases:
+            lease.close()
+
+
+def show_blog(data_dir: str) -> tuple[int, int, bool]:
+    """Two app servers write posts into 3 shards; one user's timeline comes back newest first."""
+    print("\n== 3. The blog: posts in 3 SQLite shards by user id, listed newest first by ID alone")
+    app_servers = [SnowflakeGenerator(worker_id) for worker_id in (1, 2)]
+    blogs = [BlogService(data_dir, generator, shard_count=3) for generator in app_servers]
+    try:
+        titles = ["Hello, world", "Why Snowflake IDs", "Sharding by user", "Clocks lie",
+                  "Leases, not config files", "Sorting by ID"]
+        created = []
+        for n, title in enumerate(titles):
+            user_id = 42 if n % 2 == 0 else 7
+            post = blogs[n % 2].create_post(user_id, title, f"post number {n}")
+            created.append(post)
+            print(f"   app server {n % 2 + 1} -> user {user_id} (shard {blogs[0].shard_for(user_id)}): "
+                  f"post {post.post_id} {title!r}")
+            time.sleep(0.002)   # so the demo's posts are visibly a few ms apart
+        timeline = blogs[0].list_posts(42)
+        print("   user 42's posts, ORDER BY post_id DESC:")
+        for post in timeline:
+            created_at = post.created_at.isoformat(timespec="milliseconds")
+            print(f"     {created_at}  {post.post_id}  {post.title!r}")
+        expected = [p.post_id for p in reversed(created) if p.user_id == 42]
+        newest_first = [p.post_id for p in timeline] == expected
+        fetched = blogs[1].get_post(7, created[1].post_id)
+        print(f"   fetch (user 7, post {fetched.post_id}) -> {fetched.title!r}")
+        return len(created), len({blogs[0].shard_for(p.user_id) for p in created}), newest_first
+    finally:
+        for blog in blogs:
+            blog.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ids", type=int, default=100_000, help="IDs to generate in part 1 (default 100000)")
+    args = parser.parse_args(argv)
+    if args.ids < 4:
+        parser.error("--ids must be at least 4")
+
+    id_count = show_ids(args.ids)
+    with redis_server() as url:
+        worker_ids = show_leasing(url)
+    with tempfile.TemporaryDirectory(prefix="blog-shards-") as data_dir:
+        posts, shards, newest_first = show_blog(data_dir)
+    if not newest_first:
+        print("result: FAILED — the timeline was not newest first")
+        return 1
+    print(f"\nresult: {id_count:,} IDs distinct and ordered; leased worker ids {worker_ids}; "
+          f"{posts} posts on {shards} shards listed newest first by ID")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted")
+        sys.exit(130)
