@@ -8,6 +8,7 @@ they share nothing but Redis.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import random
 import time
@@ -68,6 +69,8 @@ def holder_worker(url: str, lock_name: str, ttl_ms: int, auto_renew: bool, conn:
 def booking_worker(url: str, event_id: str, seat_id: str, user_id: str, payment_seconds: float,
                    fencing: bool, ttl_ms: int, conn: Connection) -> None:
     """Book one seat; report ('locked', token) before paying and ('result', outcome, token) after."""
+    # The watchdog's "lease lost" warning is part of the story: show whose it is.
+    logging.basicConfig(format=f"  ({user_id}'s process, stderr) %(message)s")
     client = redis.Redis.from_url(url)
     system = TicketBookingSystem(client, lock_ttl_ms=ttl_ms, fencing=fencing)
     result = system.book_seat(event_id, seat_id, user_id, payment_seconds,
