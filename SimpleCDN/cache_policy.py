@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from datetime import UTC
 from email.utils import formatdate, parsedate_to_datetime
 
 Headers = list[tuple[str, str]]
@@ -159,8 +160,7 @@ def parse_http_date(value: str | None) -> float | None:
     if parsed is None:
         return None
     if parsed.tzinfo is None:  # HTTP dates are always GMT
-        from datetime import timezone
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     return parsed.timestamp()
 
 
@@ -217,8 +217,12 @@ def _has_validator(headers: Sequence[tuple[str, str]]) -> bool:
 
 
 def headers_to_store(response_headers: Sequence[tuple[str, str]]) -> Headers:
-    """The fields kept with a stored response: no hop-by-hop fields, never Set-Cookie."""
-    return without(strip_hop_by_hop(response_headers), {"set-cookie", "age"})
+    """The fields kept with a stored response: no hop-by-hop fields, never Set-Cookie.
+
+    Age is kept: current_age needs the age the response already had on arrival. The edge replaces it
+    with the current age when it replays the response.
+    """
+    return without(strip_hop_by_hop(response_headers), {"set-cookie"})
 
 
 # -------------------------------------------------------------------------------------- freshness

@@ -55,6 +55,8 @@ ADMIN_PURGE = "/__purge"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 FORWARDED_METHODS = frozenset({"GET", "HEAD", "OPTIONS"}) | UNSAFE_METHODS
 SERVER_NAME = "simplecdn"
+UNKEYED_HOST_FIELDS = ("x-forwarded-host", "x-forwarded-proto", "x-forwarded-server", "forwarded",
+                       "x-original-url", "x-rewrite-url", "x-host")
 
 
 @dataclass
@@ -286,7 +288,8 @@ class Edge:
             await self._drain(response)
             return Outcome("STALE", entry=stale)
         storable, _reason = policy.is_storable("GET", response.status, request.headers, response.headers)
-        too_big = response.content_length is not None and response.content_length > self.config.max_object_size
+        length = response.content_length
+        too_big = length is not None and length > self.config.max_object_size
         if not storable or too_big:
             if stale is not None and response.status < 500:
                 self.store.invalidate(key)  # the origin changed its mind: stop serving the old copy
@@ -300,8 +303,9 @@ class Edge:
                                 body_bytes, request_time, response_time, policy.vary_names(response.headers))
         self.store.put(key, stored, request.headers)
         leader_headers = policy.without(policy.strip_hop_by_hop(response.headers), {"age"})
-        return Outcome("REVALIDATED" if stale is not None else "MISS", entry=stored,
-                       leader_headers=leader_headers)
+        # A full 200 is a MISS even when it replaced a stale copy: REVALIDATED means "the origin
+        # confirmed our copy with 304", which is the saving a learner should be able to count.
+        return Outcome("MISS", entry=stored, leader_headers=leader_headers)
 
     def _stale_allowed_on_error(self, stale: StoredResponse) -> bool:
         now = time.time()
@@ -402,7 +406,7 @@ class Edge:
         if entry.status == 200 and policy.conditional_request_matches(request.headers, entry.headers):
             writer.write(response_head(304, "Not Modified", policy.response_304_headers(source) + extra))
             return True
-        fields = policy.without(source, ("content-length",))
+        fields = policy.without(source, ("content-length", "age"))
         fields.append(("Content-Length", str(len(entry.body))))
         writer.write(response_head(entry.status, entry.reason, fields + extra))
         if request.method != "HEAD":
@@ -477,9 +481,14 @@ class Edge:
                 self.stats.origin_bytes += len(piece)
 
     def _origin_request_headers(self, request: Request, drop: Sequence[str] = ()) -> policy.Headers:
-        """The client's fields minus hop-by-hop ones, Host (the origin's own is used) and `drop`."""
+        """The client's fields minus hop-by-hop ones, Host (the origin's own is used) and `drop`.
+
+        Headers that let a client claim another host or scheme are dropped too: an origin that builds
+        links from them would put the attacker's host into a response every user then gets from cache
+        (the classic "unkeyed header" cache poisoning).
+        """
         headers = policy.without(policy.strip_hop_by_hop(request.headers),
-                                 {"host", "content-length", "expect", *drop})
+                                 {"host", "content-length", "expect", *UNKEYED_HOST_FIELDS, *drop})
         headers.append(("Via", f"1.1 {SERVER_NAME}"))
         return headers
 
@@ -489,7 +498,8 @@ class Edge:
         return {
             "edge": self.config.name, "origin": self.config.origin, **stats.__dict__,
             "hit_ratio": round((stats.hits + stats.stale) / served, 4) if served else 0.0,
-            "byte_offload": round(1 - stats.origin_bytes / stats.bytes_served, 4) if stats.bytes_served else 0.0,
+            "byte_offload": (round(1 - stats.origin_bytes / stats.bytes_served, 4)
+                             if stats.bytes_served else 0.0),
             "entries": len(self.store), "bytes_cached": self.store.bytes_used,
             "cache_size": self.store.max_bytes, "evictions": self.store.evictions,
         }
@@ -532,7 +542,8 @@ async def run_edge(config: EdgeConfig, host: str, port: int, ready: asyncio.Even
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m SimpleCDN.cdn_server", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m SimpleCDN.cdn_server",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--origin", default="http://127.0.0.1:9000", help="http:// or https:// origin URL")

@@ -294,7 +294,7 @@ class OriginResponse:
     async def _within_timeout(self, awaitable):
         try:
             return await asyncio.wait_for(awaitable, self._timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise OriginError(f"the origin sent nothing for {self._timeout:g}s", timeout=True) from None
         except (ConnectionError, OSError) as exc:
             raise OriginError(f"the origin connection failed: {exc}") from None
@@ -357,7 +357,7 @@ class OriginPool:
         try:
             connection.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
             head = await asyncio.wait_for(connection.reader.readuntil(b"\r\n\r\n"), self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             connection.close()
             raise OriginError(f"the origin did not answer within {self.timeout:g}s", timeout=True) from None
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, OSError) as exc:
@@ -381,7 +381,7 @@ class OriginPool:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(self.host, self.port, ssl=self._ssl, limit=MAX_HEAD_BYTES * 4),
                 self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise OriginError(f"connecting to the origin took over {self.timeout:g}s", timeout=True) from None
         except OSError as exc:
             raise OriginError(f"cannot connect to the origin {self.host}:{self.port}: "

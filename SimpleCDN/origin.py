@@ -58,6 +58,7 @@ class OriginState:
         self.lock = threading.Lock()
         self.counts: Counter[str] = Counter()
         self.method_counts: Counter[str] = Counter()
+        self.not_modified: Counter[str] = Counter()  # 304s sent: proof the edge revalidated
         self.scripts: dict[str, dict] = {}
         self.large = (bytes(range(256)) * (LARGE_FILE_BYTES // 256 + 1))[:LARGE_FILE_BYTES]
 
@@ -70,7 +71,7 @@ class OriginState:
     def snapshot(self) -> dict:
         with self.lock:
             return {"total": sum(self.counts.values()), "paths": dict(self.counts),
-                    "methods": dict(self.method_counts)}
+                    "methods": dict(self.method_counts), "not_modified": dict(self.not_modified)}
 
 
 class OriginHandler(BaseHTTPRequestHandler):
@@ -133,6 +134,7 @@ class OriginHandler(BaseHTTPRequestHandler):
             with self.state.lock:
                 self.state.counts.clear()
                 self.state.method_counts.clear()
+                self.state.not_modified.clear()
                 self.state.scripts.clear()
             self._send_json({"reset": True})
         elif path == "/__script" and self.command == "PUT":
@@ -165,11 +167,13 @@ class OriginHandler(BaseHTTPRequestHandler):
         headers = [(k, http_date(time.time()) if v == "{now}" else v) for k, v in headers]
         if "body_size" in script:
             body = (b"x" * int(script["body_size"]))
+        elif script.get("echo_headers"):
+            body = json.dumps({"target": self.path, "headers": list(self.headers.items())}).encode()
         else:
             body = str(script.get("body", "")).replace("{n}", str(hits)).encode()
         if not any(k.lower() == "date" for k, _ in headers):
             headers.append(("Date", http_date(time.time())))
-        if self._not_modified(headers):
+        if status == 200 and self._not_modified(headers):
             self._send(304, [(k, v) for k, v in headers if k.lower() != "content-type"], b"")
             return
         self._send(status, headers, body, chunked=bool(script.get("chunked")))
@@ -226,7 +230,8 @@ class OriginHandler(BaseHTTPRequestHandler):
 
     def _send_vary(self) -> None:
         body = b"this page varies on Accept-Encoding. " * 50
-        headers = [("Content-Type", "text/plain"), ("Cache-Control", "max-age=60"), ("Vary", "Accept-Encoding")]
+        headers = [("Content-Type", "text/plain"), ("Cache-Control", "max-age=60"),
+                   ("Vary", "Accept-Encoding")]
         if "gzip" in (self.headers.get("Accept-Encoding") or ""):
             body = gzip.compress(body, mtime=0)
             headers.append(("Content-Encoding", "gzip"))
@@ -251,7 +256,15 @@ class OriginHandler(BaseHTTPRequestHandler):
         return since is not None and fields.get("last-modified") == since
 
     def _send(self, status: int, headers: list[tuple[str, str]], body: bytes, chunked: bool = False) -> None:
-        self.send_response(status)
+        if status == 304:
+            with self.state.lock:
+                self.state.not_modified[self.path] += 1
+        # send_response_only: plain send_response would add its own Date, and a test that scripts an
+        # old Date must get exactly one, its own.
+        self.send_response_only(status)
+        self.send_header("Server", self.server_version)
+        if not any(name.lower() == "date" for name, _ in headers):
+            self.send_header("Date", http_date(time.time()))
         for name, value in headers:
             self.send_header(name, value)
         if status != 304:
