@@ -88,7 +88,8 @@ def race_worker(url: str, event_id: str, seat_id: str, user_id: str, start: obje
 
 
 def crowd_worker(url: str, event_id: str, seats: list[str], users: list[str], seed: int,
-                 cancel_probability: float, start: object, results: object) -> None:
+                 cancel_probability: float, start: object, results: object,
+                 payment_max_s: float = 0.0) -> None:
     """Run many users in one process: each tries seats in a random order until one is booked.
 
     A user may cancel their booking (with `cancel_probability`) and then try again. Reports, per
@@ -101,7 +102,7 @@ def crowd_worker(url: str, event_id: str, seats: list[str], users: list[str], se
     log: list[tuple[str, str, str]] = []  # (user, "booked"|"cancelled"|"busy"|..., seat)
     for user in users:
         for _round in range(2):  # at most one cancel-and-retry per user
-            booked = _book_any(system, event_id, seats, user, rng, log)
+            booked = _book_any(system, event_id, seats, user, rng, log, payment_max_s)
             if booked is None or rng.random() >= cancel_probability:
                 break
             outcome = system.cancel(event_id, booked, user)
@@ -110,9 +111,9 @@ def crowd_worker(url: str, event_id: str, seats: list[str], users: list[str], se
 
 
 def _book_any(system: TicketBookingSystem, event_id: str, seats: list[str], user: str, rng: random.Random,
-              log: list[tuple[str, str, str]]) -> str | None:
+              log: list[tuple[str, str, str]], payment_max_s: float) -> str | None:
     for seat in rng.sample(seats, len(seats)):
-        result = system.book_seat(event_id, seat, user)
+        result = system.book_seat(event_id, seat, user, rng.uniform(0, payment_max_s))
         log.append((user, result.outcome.value, seat))
         if result.outcome is BookingOutcome.BOOKED:
             return seat

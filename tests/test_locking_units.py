@@ -86,3 +86,15 @@ def test_booking_rejects_ids_that_would_break_the_key_layout():
 def test_glob_escape_makes_scan_match_literal():
     assert _glob_escape("a*b?[c]\\") == "a\\*b\\?\\[c\\]\\\\"
     assert _glob_escape("plain-id") == "plain-id"
+
+
+def test_simulation_audit_catches_a_double_booking_and_a_lost_claim():
+    from DistributedLocking.simulation import audit
+
+    clean = [("u1", "booked", "S1"), ("u1", "cancel cancelled", "S1"), ("u2", "booked", "S1")]
+    assert audit(clean, {"S1": "u2"}) == []
+    double = [("u1", "booked", "S1"), ("u2", "booked", "S1")]
+    assert any("2 live bookings" in p for p in audit(double, {"S1": "u2"}))
+    assert any("Redis says None" in p for p in audit([("u1", "booked", "S2")], {}))
+    assert any("holds 2 seats" in p for p in audit(
+        [("u1", "booked", "S1"), ("u1", "booked", "S2")], {"S1": "u1", "S2": "u1"}))

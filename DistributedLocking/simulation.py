@@ -1,0 +1,119 @@
+"""Many users in many processes book, cancel and re-book seats; then an audit checks every claim.
+
+    python -m DistributedLocking.simulation [--users 50 --seats 20 --processes 5 --cancel 0.3 --seed 1]
+
+Each process runs a share of the users. A user tries seats in a random order until one books (a
+short random "payment" widens the race), may cancel it and try again. Every process reports what
+each user was told. The audit then checks those claims against Redis:
+
+* per seat, successful bookings minus successful cancellations is 0 or 1 (never two live bookings);
+* each seat held in Redis belongs to the user whose booking of it was never cancelled;
+* every "booked" is accounted for: still held, or cancelled by its own holder;
+* nobody ends up holding two seats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter, defaultdict
+
+import redis
+
+from common import redis_server
+
+from .ticket_booking import TicketBookingSystem
+from .workers import SPAWN, crowd_worker
+
+EVENT = "sim"
+
+
+def run(url: str, users: int, seats: int, processes: int, cancel: float, seed: int,
+        payment_max_s: float) -> list[tuple[str, str, str]]:
+    seat_ids = [f"S{n:02d}" for n in range(seats)]
+    user_ids = [f"user{n:03d}" for n in range(users)]
+    start, results = SPAWN.Event(), SPAWN.Queue()
+    procs = [SPAWN.Process(target=crowd_worker,
+                           args=(url, EVENT, seat_ids, user_ids[p::processes], seed * 1000 + p, cancel,
+                                 start, results, payment_max_s))
+             for p in range(processes)]
+    for proc in procs:
+        proc.start()
+    try:
+        start.set()
+        log = [entry for _ in procs for entry in results.get(timeout=300)]
+        for proc in procs:
+            proc.join(30)
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+    return log
+
+
+def audit(log: list[tuple[str, str, str]], held: dict[str, str]) -> list[str]:
+    """Return the list of violations (empty: all claims match Redis)."""
+    problems = []
+    booked: dict[str, list[str]] = defaultdict(list)
+    cancelled: dict[str, list[str]] = defaultdict(list)
+    for user, outcome, seat in log:
+        if outcome == "booked":
+            booked[seat].append(user)
+        elif outcome == "cancel cancelled":
+            cancelled[seat].append(user)
+    for seat in sorted(set(booked) | set(held)):
+        live = Counter(booked[seat]) - Counter(cancelled[seat])
+        if sum(live.values()) > 1:
+            problems.append(f"seat {seat} has {sum(live.values())} live bookings: {sorted(live)}")
+        expected = next(iter(live), None)
+        if held.get(seat) != expected:
+            problems.append(f"seat {seat}: Redis says {held.get(seat)}, the claims say {expected}")
+        stray = Counter(cancelled[seat]) - Counter(booked[seat])
+        if stray:
+            problems.append(f"seat {seat}: cancelled by users who never booked it: {sorted(stray)}")
+    holders = Counter(held.values())
+    problems += [f"{user} holds {n} seats" for user, n in holders.items() if n > 1]
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--seats", type=int, default=20)
+    parser.add_argument("--processes", type=int, default=5)
+    parser.add_argument("--cancel", type=float, default=0.3, help="probability a user cancels and retries")
+    parser.add_argument("--payment-ms", type=float, default=3.0, help="max random payment time per booking")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    if min(args.users, args.seats, args.processes) < 1 or not 0 <= args.cancel <= 1 or args.payment_ms < 0:
+        parser.error("need users, seats, processes >= 1, 0 <= cancel <= 1, payment-ms >= 0")
+    try:
+        with redis_server() as url:
+            client = redis.Redis.from_url(url)
+            client.flushdb()
+            print(f"redis-server at {url}: {args.users} users in {args.processes} processes, "
+                  f"{args.seats} seats, cancel probability {args.cancel}, seed {args.seed}")
+            log = run(url, args.users, args.seats, args.processes, args.cancel, args.seed,
+                      args.payment_ms / 1000)
+            held = TicketBookingSystem(client).reservations(EVENT)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    outcomes = Counter(outcome for _, outcome, _ in log)
+    print("\n  outcome                    count")
+    for outcome, count in sorted(outcomes.items()):
+        print(f"  {outcome:25} {count:6}")
+    problems = audit(log, held)
+    for problem in problems:
+        print(f"  AUDIT FAILED: {problem}")
+    bookings, cancels = outcomes["booked"], outcomes["cancel cancelled"]
+    print(f"\n  Redis holds {len(held)} of {args.seats} seats; {bookings} bookings - {cancels} cancellations "
+          f"= {bookings - cancels}")
+    verdict = "audit ok, no seat booked twice" if not problems else f"AUDIT FAILED ({len(problems)} problems)"
+    print(f"result: {bookings} bookings, {cancels} cancels, {len(held)} seats held; {verdict}")
+    return 0 if not problems and len(held) == bookings - cancels else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
