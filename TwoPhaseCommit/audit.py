@@ -149,7 +149,7 @@ def _check_couriers(report: AuditReport, state: dict) -> None:
                 load[tx["courier"]] += 1
     problems += [f"{name} carries {n} orders" for name, n in load.items() if n > 1]
     report.add("no courier carries more than one order", problems,
-               f"{sum(load.values())} orders out with {len(state['resources'])} couriers")
+               f"{sum(load.values())} of {len(state['resources'])} couriers out with an order")
 
 
 def _check_answers(report: AuditReport, answers: Mapping[str, str], decisions: Mapping[str, str | None],

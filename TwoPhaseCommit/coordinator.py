@@ -81,10 +81,12 @@ class Coordinator:
         self.log.begin(txid, order.to_json(), names)
         votes = self._collect_votes(txid, order.to_json(), names)
         self.crash.reached("before-decision-logged")
-        decision = self.log.log_decision(txid, *decide(names, votes))  # durable before phase 2
+        wanted, reason = decide(names, votes)
+        decision = self.log.log_decision(txid, wanted, reason)  # durable before any phase-2 message
+        if decision is not wanted:  # the timeout sweeper decided first: report the decision that holds
+            reason = self.log.get(txid).reason
+        log(f"{txid} decided {decision.value} (logged): {reason}")
         self.crash.reached("after-decision-logged")
-        reason = self.log.get(txid).reason  # the sweeper may have decided first: report what holds
-        log(f"{txid} decided {decision.value}: {reason}")
         self.send_phase2(txid, decision, names)
         rejected = [vote for vote in votes if vote.kind is VoteKind.REJECTED]
         if rejected:  # the order itself was invalid (unknown item): a client error, nothing reserved

@@ -1,0 +1,294 @@
+"""Chaos: concurrent orders while random processes are SIGKILLed and restarted; then recovery and audit.
+
+    python -m TwoPhaseCommit.chaos [--orders 200] [--crashes 20] [--seed 1]
+
+Client threads place orders continuously. A supervisor SIGKILLs a random process (coordinator,
+inventory or delivery) at a random moment, spread over the run, and restarts it on the same port with
+the same SQLite file; half of the restarts are armed with a random crash point of that process kind
+(e.g. after-prepare-recorded, mid-phase2), so the process later kills itself exactly inside the
+protocol, which random timing rarely hits. Couriers deliver committed orders, so couriers come back.
+
+At the end every process is restarted unarmed, recovery runs to completion, and the invariant audit
+(audit.py) checks that every transaction has one outcome everywhere, no stock was lost or invented, no
+courier carries two orders and every answer a client got is true. Exit status 1 if any check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from common import SpawnError, wait_for_port
+
+from .audit import AuditReport, audit, settle
+from .cluster import PARTICIPANTS, Cluster
+from .crash import COORDINATOR_POINTS, PARTICIPANT_POINTS
+from .httpjson import Unreachable, call_json
+
+NODES = ("coordinator", *PARTICIPANTS)
+CHAOS_STOCK = "burger=80,fries=100,drink=80,pizza=25"
+ITEMS = ("burger", "fries", "drink", "pizza")
+
+
+@dataclass
+class ChaosConfig:
+    orders: int = 200
+    crashes: int = 20
+    seed: int = 1
+    workers: int = 4
+    couriers: int = 6
+    rpc_timeout: float = 1.0
+    decision_timeout: float = 3.0
+    verbose: bool = True
+
+
+@dataclass
+class ChaosResult:
+    answers: dict[str, str] = field(default_factory=dict)   # txid -> outcome told to the client
+    no_answer: int = 0                                       # the coordinator died or timed out
+    abort_reasons: Counter = field(default_factory=Counter)  # why the aborted orders aborted
+    kills: Counter = field(default_factory=Counter)          # node -> external SIGKILLs
+    crash_points: Counter = field(default_factory=Counter)   # "node:point" -> self-inflicted crashes
+    elapsed: float = 0.0
+    recovery_seconds: float = 0.0
+    report: AuditReport | None = None
+
+    @property
+    def crashes(self) -> int:
+        return sum(self.kills.values()) + sum(self.crash_points.values())
+
+
+class Chaos:
+    def __init__(self, config: ChaosConfig, workdir: str, spawner=None):
+        self.config = config
+        self.rng = random.Random(config.seed)
+        couriers = ",".join(f"courier{i:02d}" for i in range(1, config.couriers + 1))
+        extra = {"spawner": spawner} if spawner else {}
+        self.cluster = Cluster(workdir, stock=CHAOS_STOCK, couriers=couriers, rpc_timeout=config.rpc_timeout,
+                               retry_interval=0.2, decision_timeout=config.decision_timeout,
+                               resolve_interval=0.3, **extra)
+        self.result = ChaosResult()
+        self.armed: dict[str, str | None] = dict.fromkeys(NODES)
+        self.lock = threading.Lock()          # guards the result and process restarts
+        self.next_order = 0
+        self.orders_done = threading.Event()
+        self.supervisor_done = threading.Event()
+
+    def say(self, text: str) -> None:
+        if self.config.verbose:
+            print(text, flush=True)
+
+    # --- clients ------------------------------------------------------------------------------------
+
+    def worker(self, seed: int) -> None:
+        rng = random.Random(seed)
+        while True:
+            self.keep_pace_with_crashes()
+            with self.lock:
+                if self.next_order >= self.config.orders:
+                    return
+                self.next_order += 1
+            body = {"item": rng.choice(ITEMS), "quantity": rng.randint(1, 3), "address": f"street {seed}"}
+            self.place(body)
+
+    def keep_pace_with_crashes(self) -> None:
+        """Do not run ahead of the supervisor: every planned crash must land while orders are flowing."""
+        planned = self.config.crashes
+        while not self.supervisor_done.is_set():
+            with self.lock:
+                kills = sum(self.result.kills.values())
+            if kills >= planned or self.answered() < (kills + 1) * self.config.orders / (planned + 1):
+                return
+            time.sleep(0.01)
+
+    def place(self, body: dict) -> None:
+        try:
+            # while the coordinator is down there is nobody to send the order to: wait for it
+            wait_for_port(self.cluster.specs["coordinator"].port, timeout=30)
+        except TimeoutError:
+            pass
+        try:
+            # generous: prepare of 2 participants + phase 2 of 2, each bounded by the rpc timeout
+            status, answer = call_json("POST", f"{self.cluster.coordinator_url}/orders", body,
+                                       timeout=6 * self.config.rpc_timeout)
+        except Unreachable:
+            with self.lock:
+                self.result.no_answer += 1
+            return
+        if status != 200:
+            with self.lock:
+                self.result.no_answer += 1
+            return
+        with self.lock:
+            self.result.answers[answer["txid"]] = answer["outcome"]
+            if answer["outcome"] == "aborted":
+                self.result.abort_reasons[short_reason(answer["reason"])] += 1
+
+    def couriers(self) -> None:
+        """Couriers deliver what they carry and come back (or the roster would soon run dry).
+
+        They deliver every committed order, including those whose client never got an answer.
+        """
+        url = self.cluster.url("delivery")
+        while not self.orders_done.is_set():
+            try:
+                state = call_json("GET", f"{url}/state", timeout=self.config.rpc_timeout)[1]
+                for tx in state.get("decided", []):
+                    if tx["state"] == "committed" and not tx.get("delivered"):
+                        call_json("POST", f"{url}/deliver", {"txid": tx["txid"]},
+                                  timeout=self.config.rpc_timeout)
+            except Unreachable:
+                pass  # delivery is down: its couriers wait
+            time.sleep(0.2)
+
+    def answered(self) -> int:
+        with self.lock:
+            return len(self.result.answers) + self.result.no_answer
+
+    # --- crashes ------------------------------------------------------------------------------------
+
+    def supervisor(self) -> None:
+        """Spread `crashes` SIGKILLs over the orders; restart whatever is dead (armed half the time)."""
+        planned = self.config.crashes
+        for k in range(1, planned + 1):
+            threshold = k * self.config.orders / (planned + 1)
+            while self.answered() < threshold and not self.orders_done.is_set():
+                self.restart_dead()
+                time.sleep(0.02)
+            time.sleep(self.rng.uniform(0.0, 0.2))  # a random moment, not right after an answer
+            victim = self.rng.choice(NODES)
+            self.cluster.kill(victim)
+            with self.lock:
+                self.result.kills[victim] += 1
+            self.say(f"chaos: SIGKILL {victim} (crash {self.result.crashes}, "
+                     f"{self.answered()} orders answered)")
+            time.sleep(self.rng.uniform(0.05, 0.4))  # downtime
+            self.restart_dead()
+        self.supervisor_done.set()
+        while not self.orders_done.is_set():
+            self.restart_dead()
+            time.sleep(0.02)
+
+    def restart_dead(self) -> None:
+        for name in NODES:
+            while not self.cluster.alive(name):
+                self.count_self_crash(name)
+                self.start(name, armed=self.rng.random() < 0.5)
+
+    def count_self_crash(self, name: str) -> None:
+        """A dead process that was armed may have reached its crash point (its last line says so)."""
+        process = self.cluster.processes.get(name)
+        if not self.armed[name] or process is None:
+            return
+        lines = process.output().strip().splitlines()
+        if lines and lines[-1].startswith("CRASH: SIGKILL at"):
+            with self.lock:
+                self.result.crash_points[f"{name}:{self.armed[name].split(':')[0]}"] += 1
+            self.say(f"chaos: {name} killed itself at {self.armed[name]}")
+        self.armed[name] = None
+
+    def start(self, name: str, armed: bool) -> None:
+        points = COORDINATOR_POINTS if name == "coordinator" else PARTICIPANT_POINTS
+        crash_at = f"{self.rng.choice(points)}:{self.rng.randint(1, 3)}" if armed else None
+        self.armed[name] = crash_at
+        try:
+            self.cluster.start(name, crash_at=crash_at)
+        except SpawnError:
+            pass  # it reached its crash point during start-up recovery: the caller's loop restarts it
+
+    # --- the run ------------------------------------------------------------------------------------
+
+    def run(self) -> ChaosResult:
+        start = time.monotonic()
+        cluster = self.cluster
+        try:
+            cluster.start_all()
+            self.say(f"chaos: {self.config.orders} orders from {self.config.workers} clients, "
+                     f"{self.config.crashes} SIGKILLs, seed {self.config.seed}")
+            supervisor = threading.Thread(target=self.supervisor, name="supervisor", daemon=True)
+            supervisor.start()
+            couriers = threading.Thread(target=self.couriers, name="couriers", daemon=True)
+            couriers.start()
+            workers = [threading.Thread(target=self.worker, args=(self.config.seed * 1000 + i,), daemon=True)
+                       for i in range(self.config.workers)]
+            for thread in workers:
+                thread.start()
+            for thread in workers:
+                thread.join()
+            self.orders_done.set()
+            supervisor.join()
+            couriers.join()
+            self.say("chaos: orders finished; restarting every process unarmed and waiting for recovery")
+            for name in NODES:
+                if self.armed[name] or not cluster.alive(name):
+                    cluster.processes[name].stop()
+                    self.count_self_crash(name)
+                    cluster.start(name)
+            recovery_start = time.monotonic()
+            settle(cluster.coordinator_url, cluster.participant_urls, timeout=60)
+            self.result.recovery_seconds = time.monotonic() - recovery_start
+            self.result.report = audit(cluster.coordinator_url, cluster.participant_urls, self.result.answers)
+        finally:
+            cluster.stop_all()
+        self.result.elapsed = time.monotonic() - start
+        return self.result
+
+
+def short_reason(reason: str) -> str:
+    """"inventory: not enough pizza: 3 wanted, 1 available" -> "inventory: not enough pizza"."""
+    return ":".join(reason.split(":")[:2]).split(" (")[0].strip()
+
+
+def summary_lines(config: ChaosConfig, result: ChaosResult) -> list[str]:
+    outcomes = Counter(result.answers.values())
+    lines = [
+        f"orders: {config.orders} sent, {outcomes['committed']} committed, {outcomes['aborted']} aborted, "
+        f"{result.no_answer} without an answer (coordinator down or timed out)",
+        "abort reasons: " + ", ".join(f"{reason} {n}" for reason, n in result.abort_reasons.most_common()),
+        f"crashes: {result.crashes} = {sum(result.kills.values())} external SIGKILLs "
+        f"({', '.join(f'{k} {v}' for k, v in sorted(result.kills.items()))}) + "
+        f"{sum(result.crash_points.values())} at crash points "
+        f"({', '.join(f'{k} {v}' for k, v in sorted(result.crash_points.items())) or 'none'})",
+        f"recovery after the last restart: {result.recovery_seconds:.1f}s; whole run {result.elapsed:.1f}s",
+        "invariant checks:",
+    ]
+    return lines + (result.report.lines() if result.report else ["  (no audit: the run failed)"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m TwoPhaseCommit.chaos",
+                                     description="Concurrent orders under random SIGKILLs, then the audit.")
+    parser.add_argument("--orders", type=int, default=200, help="orders to place (default 200)")
+    parser.add_argument("--crashes", type=int, default=20, help="external SIGKILLs to inflict (default 20)")
+    parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    parser.add_argument("--workers", type=int, default=4, help="concurrent clients (default 4)")
+    parser.add_argument("--couriers", type=int, default=6, help="couriers on the roster (default 6)")
+    parser.add_argument("--rpc-timeout", type=float, default=1.0, help="timeout of each call (default 1.0 s)")
+    parser.add_argument("--quiet", action="store_true", help="print only the summary")
+    args = parser.parse_args(argv)
+    if args.orders < 1 or args.crashes < 0 or args.workers < 1 or args.couriers < 1:
+        parser.error("--orders, --workers and --couriers must be >= 1 and --crashes >= 0")
+    config = ChaosConfig(orders=args.orders, crashes=args.crashes, seed=args.seed, workers=args.workers,
+                         couriers=args.couriers, rpc_timeout=args.rpc_timeout, verbose=not args.quiet)
+    try:
+        with tempfile.TemporaryDirectory(prefix="twopc-chaos-") as workdir:
+            result = Chaos(config, workdir).run()
+    except KeyboardInterrupt:
+        print("\ninterrupted; every process started was stopped")
+        return 130
+    for line in summary_lines(config, result):
+        print(line)
+    ok = result.report is not None and result.report.ok
+    print(f"result: {config.orders} orders, {result.crashes} crashes, "
+          f"{Counter(result.answers.values())['committed']} committed, invariant {'ok' if ok else 'FAILED'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""The 2PC story of the food-delivery shop, with real processes and a real coordinator crash.
+
+    python -m TwoPhaseCommit.demo
+
+1. Start the coordinator, the inventory (burger 5, fries 10, drink 8, pizza 3) and the delivery service
+   (one courier, John, so that "no courier" is easy to show).
+2. Three orders: one commits, one aborts for lack of stock, one aborts for lack of a courier (and the
+   inventory gives back exactly what it had reserved).
+3. John delivers. A fourth order, with the coordinator armed to SIGKILL itself right after logging
+   "commit" and before phase 2: both participants voted yes and now hold in-doubt reservations they may
+   neither commit nor release. That is the blocking problem.
+4. Restart the coordinator: recovery re-drives the logged decision, the reservations commit, and the
+   invariant audit passes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+
+from .audit import audit, settle
+from .cluster import Cluster
+from .httpjson import Unreachable, call_json
+
+ORDERS = [
+    ("a normal order", {"item": "burger", "quantity": 2, "address": "1 Main St"}),
+    ("more pizza than the shop has", {"item": "pizza", "quantity": 4, "address": "2 Oak Ave"}),
+    ("John is out delivering order 1", {"item": "drink", "quantity": 1, "address": "3 Elm Rd"}),
+]
+BLOCKING_PARAGRAPH = """\
+  This is 2PC's blocking problem. Each participant voted yes, so it promised to commit if told to;
+  it may not abort on its own (the coordinator may have decided commit - it did), and it may not
+  commit on its own (another participant may have voted no). Until the coordinator comes back, the
+  fries unit and John stay locked: no other order can use them, however long the outage lasts."""
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def order(cluster: Cluster, body: dict, timeout: float = 10.0) -> dict:
+    status, answer = call_json("POST", f"{cluster.coordinator_url}/orders", body, timeout=timeout)
+    return {"status": status, **answer}
+
+
+def state(cluster: Cluster, name: str) -> dict:
+    return call_json("GET", f"{cluster.url(name)}/state", timeout=5.0)[1]
+
+
+def show_resources(cluster: Cluster) -> None:
+    inventory, delivery = state(cluster, "inventory"), state(cluster, "delivery")
+    stock = ", ".join(f"{item} {row['available']}/{row['initial']}"
+                      for item, row in inventory["resources"].items())
+    couriers = ", ".join(f"{name}: {row['carrying'] or 'free'}"
+                         for name, row in delivery["resources"].items())
+    say(f"  inventory stock: {stock}")
+    say(f"  delivery couriers: {couriers}")
+    for name, st in (("inventory", inventory), ("delivery", delivery)):
+        for tx in st["in_doubt"]:
+            held = f"{tx['quantity']} {tx['item']}" if "item" in tx else f"courier {tx['courier']}"
+            say(f"  {name}: IN DOUBT {tx['txid']} holding {held}")
+
+
+def wait_for_line(cluster: Cluster, name: str, needle: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if needle in cluster.processes[name].output():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def run(workdir: str, args: argparse.Namespace) -> str:
+    cluster = Cluster(workdir, couriers="John", rpc_timeout=args.rpc_timeout, retry_interval=0.3,
+                      resolve_interval=0.5)
+    try:
+        say("== starting coordinator, inventory and delivery (separate processes, SQLite each)")
+        cluster.start_all()
+        for name in ("coordinator", "inventory", "delivery"):
+            say(f"  {name:<11} {cluster.url(name)}  pid {cluster.processes[name].pid}")
+        show_resources(cluster)
+
+        say("\n== three orders")
+        answers = {}
+        for i, (why, body) in enumerate(ORDERS, 1):
+            answer = order(cluster, body)
+            answers[answer["txid"]] = answer["outcome"]
+            say(f"  order {i} ({why}): {body['quantity']} {body['item']} -> {answer['outcome']}"
+                f" [{answer['reason']}]")
+        show_resources(cluster)
+        say("  (order 3 had reserved 1 drink before the courier check failed; the abort gave it back)")
+        first = next(iter(answers))
+        call_json("POST", f"{cluster.url('delivery')}/deliver", {"txid": first}, timeout=5.0)
+        say(f"  John delivered order 1 ({first}) and is free again")
+
+        say("\n== order 4, with the coordinator armed: --crash-at after-decision-logged")
+        cluster.processes["coordinator"].stop()
+        cluster.start("coordinator", crash_at="after-decision-logged")
+        crash_order = {"item": "fries", "quantity": 1, "address": "4 Pine Ln"}
+        try:
+            order(cluster, crash_order)
+            say("  unexpected: the coordinator answered")
+        except Unreachable as exc:
+            say(f"  the client gets no answer ({exc.__class__.__name__}): it does not know the outcome")
+        cluster.wait_dead("coordinator", timeout=10)
+        say("  coordinator log: " + " | ".join(line for line in cluster.processes["coordinator"].output()
+                                               .splitlines() if "decided" in line or "CRASH" in line))
+        for name in ("inventory", "delivery"):
+            wait_for_line(cluster, name, "IN DOUBT", timeout=10)
+        show_resources(cluster)
+        say(BLOCKING_PARAGRAPH)
+        lines = [line for line in cluster.processes["inventory"].output().splitlines() if "IN DOUBT" in line]
+        say(f"  inventory log: {lines[-1] if lines else '(no line yet)'}")
+
+        say("\n== restarting the coordinator: recovery re-drives the logged decision")
+        restarted = time.monotonic()
+        cluster.start("coordinator")
+        settle(cluster.coordinator_url, cluster.participant_urls, timeout=30)
+        recovered = time.monotonic() - restarted
+        for line in cluster.processes["coordinator"].output().splitlines():
+            if "recovery" in line or "listening" in line:
+                say(f"  {line}")
+        show_resources(cluster)
+        _, txs = call_json("GET", f"{cluster.coordinator_url}/transactions", timeout=5.0)
+        crashed = txs["transactions"][-1]
+        answers[crashed["txid"]] = crashed["outcome"]
+        say(f"  order 4 ({crashed['txid']}): {crashed['outcome']}, acked by {', '.join(crashed['acked'])}")
+
+        say("\n== invariant audit")
+        report = audit(cluster.coordinator_url, cluster.participant_urls, answers)
+        for line in report.lines():
+            say(line)
+        outcomes = list(answers.values())
+        return (f"result: 4 orders, {outcomes.count('committed') - 1} committed, "
+                f"{outcomes.count('aborted')} aborted (stock, courier), 1 in doubt after the coordinator "
+                f"crash -> {crashed['outcome']} by recovery in {recovered:.1f}s; "
+                f"invariant {'ok' if report.ok else 'FAILED'}")
+    finally:
+        cluster.stop_all()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m TwoPhaseCommit.demo", description=__doc__.split("\n")[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--rpc-timeout", type=float, default=2.0, help="timeout of each call (default 2.0 s)")
+    args = parser.parse_args(argv)
+    try:
+        with tempfile.TemporaryDirectory(prefix="twopc-demo-") as workdir:
+            result = run(workdir, args)
+    except KeyboardInterrupt:
+        say("\ninterrupted; every process started was stopped")
+        return 130
+    say("")
+    say(result)
+    return 0 if "invariant ok" in result else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
