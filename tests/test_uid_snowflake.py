@@ -39,6 +39,7 @@ IDS_EACH = 100_000
 
 # --- uniqueness and order ---------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_eight_threads_share_one_generator_without_duplicates():
     generator = SnowflakeGenerator(7)
     results: list[list[int]] = [[] for _ in range(THREADS)]
@@ -66,6 +67,7 @@ def test_eight_threads_share_one_generator_without_duplicates():
     assert {parse(i).worker_id for i in every_id} == {7}
 
 
+@pytest.mark.slow
 def test_eight_processes_with_distinct_worker_ids_never_collide():
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(PROCESSES, mp_context=context) as pool:
