@@ -326,6 +326,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also allow this browser origin (repeatable); default: own origin only")
     parser.add_argument("--rate", type=float, default=10.0, help="events/s per connection (default 10)")
     parser.add_argument("--burst", type=int, default=20, help="rate-limit burst (default 20)")
+    parser.add_argument("--heartbeat-ttl", type=float, default=10.0,
+                        help="scale-out: seconds after which a silent instance's users count as gone")
     parser.add_argument("--debug", action="store_true", help="Flask debug mode (never in production)")
     return parser.parse_args(argv)
 
@@ -333,8 +335,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    store: ChatStore = RedisStore(args.redis) if args.redis else LocalStore(args.db)
-    where = f"redis {args.redis} (instance {store.instance_id})" if args.redis else f"sqlite {args.db}"
+    store: ChatStore
+    if args.redis:
+        store = RedisStore(args.redis, heartbeat_ttl=args.heartbeat_ttl)
+        where = f"redis {args.redis} (instance {store.instance_id})"
+    else:
+        store = LocalStore(args.db)
+        where = f"sqlite {args.db}"
     app, socketio, chat = create_app(store, redis_url=args.redis, cors_origins=args.cors_origin,
                                      rate=args.rate, burst=args.burst)
     signal.signal(signal.SIGTERM, _interrupt)
