@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import random
 import time
 from multiprocessing.connection import Connection
@@ -25,22 +26,26 @@ SPAWN = multiprocessing.get_context("spawn")
 
 def counter_worker(url: str, lock_name: str, counter_key: str, iterations: int, ttl_ms: int,
                    wait: str, start: object, results: object) -> None:
-    """GET then SET a counter inside the lock `iterations` times; report (acquired, released, token)s.
+    """GET then SET a counter inside the lock `iterations` times; report one tuple per section:
+    (acquired, released, token, pid, waited) with times from time.monotonic() (system-wide on Linux).
 
     Without mutual exclusion two processes read the same value and one increment is lost.
     """
     client = redis.Redis.from_url(url)
     lock = RedisLock(client, lock_name, ttl_ms=ttl_ms, auto_renew=False, wait=wait)
     sections = []
-    start.wait()  # all processes start competing at the same moment
+    pid = os.getpid()
+    client.ping()  # connect before the start line
+    start.wait()  # an Event or a Barrier: all processes start competing at the same moment
     for _ in range(iterations):
+        asked = time.monotonic()
         token = lock.acquire()
         acquired = time.monotonic()
         value = int(client.get(counter_key) or 0)
         client.set(counter_key, value + 1)
         released = time.monotonic()
         lock.release()
-        sections.append((acquired, released, token))
+        sections.append((acquired, released, token, pid, acquired - asked))
     results.put(sections)
 
 

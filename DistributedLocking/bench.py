@@ -1,0 +1,169 @@
+"""Benchmark: RedisLock against redis-py's redis.lock.Lock, and backoff against wake-up waiting.
+
+    python -m DistributedLocking.bench [--pairs 2000 --reps 7 --processes 8 --sections 200 --rounds 5]
+
+1. Uncontended: acquire+release pairs per second on one private redis-server, our RedisLock (with and
+   without the renewal watchdog) and redis-py's Lock, interleaved repetitions, median reported.
+   Both do one round trip per acquire and one per release; ours also issues a fencing token.
+2. Contended: `--processes` processes x `--sections` critical sections on ONE lock (GET+SET a counter
+   inside), waiting by capped exponential backoff with jitter vs by BLPOP wake-up on release. Reports
+   the total time and the hand-off latency (one holder's end of critical section -> the next holder's
+   start) p50/p99, medians over `--rounds` interleaved rounds. The counter must come out exact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+from redis.lock import Lock as RedisPyLock
+
+from common import redis_server
+
+from .lock import WAIT_BACKOFF, WAIT_WAKEUP, RedisLock
+from .workers import SPAWN, counter_worker
+
+
+def pairs_per_second(acquire: Callable[[], object], release: Callable[[], object], pairs: int) -> float:
+    started = time.perf_counter()
+    for _ in range(pairs):
+        acquire()
+        release()
+    return pairs / (time.perf_counter() - started)
+
+
+def uncontended(url: str, pairs: int, reps: int) -> dict[str, list[float]]:
+    client = redis.Redis.from_url(url)
+    ours_plain = RedisLock(client, "bench-plain", ttl_ms=10_000, auto_renew=False)
+    ours_renew = RedisLock(client, "bench-renew", ttl_ms=10_000, auto_renew=True)
+    peer = RedisPyLock(client, "lock:bench-peer", timeout=10)
+    variants = {
+        "RedisLock (auto_renew=False)": (ours_plain.acquire, ours_plain.release),
+        "RedisLock (auto_renew=True, default)": (ours_renew.acquire, ours_renew.release),
+        "redis-py redis.lock.Lock": (peer.acquire, peer.release),
+    }
+    for acquire, release in variants.values():      # warm-up: connections, script cache
+        pairs_per_second(acquire, release, 200)
+    results: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    for rep in range(reps):
+        for name in names[rep % len(names):] + names[:rep % len(names)]:   # rotate the order each rep
+            results[name].append(pairs_per_second(*variants[name], pairs))
+    return results
+
+
+@dataclass
+class Round:
+    total_s: float
+    handoffs_ms: list[float]     # end of one holder's section -> start of a DIFFERENT holder's section
+    waits_ms: list[float]        # acquire() call -> return, every acquisition
+    same_holder: float           # fraction of sections that went straight back to the previous holder
+    commands: int                # commands Redis processed during the round (polling shows up here)
+
+
+def contended_round(url: str, wait: str, processes: int, sections: int) -> Round:
+    """One round of `processes` x `sections` critical sections on one lock."""
+    client = redis.Redis.from_url(url)
+    lock_name, counter = f"contended-{wait}", f"counter-{wait}"
+    client.delete(counter, f"lock:{lock_name}", f"lock-wake:{lock_name}")
+    # A barrier, not a sleep: the clock starts when every child has imported and connected.
+    start, results = SPAWN.Barrier(processes + 1), SPAWN.Queue()
+    procs = [SPAWN.Process(target=counter_worker,
+                           args=(url, lock_name, counter, sections, 10_000, wait, start, results))
+             for _ in range(processes)]
+    for proc in procs:
+        proc.start()
+    try:
+        start.wait(timeout=60)
+        began = time.monotonic()
+        commands_before = client.info("stats")["total_commands_processed"]
+        all_sections = sorted(s for _ in procs for s in results.get(timeout=300))
+        total = max(section[1] for section in all_sections) - began
+        commands = client.info("stats")["total_commands_processed"] - commands_before
+        for proc in procs:
+            proc.join(30)
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+    count = int(client.get(counter))
+    if count != processes * sections:
+        raise SystemExit(f"BUG: counter is {count}, expected {processes * sections}: mutual exclusion broken")
+    pairs = list(zip(all_sections, all_sections[1:], strict=False))
+    handoffs = [(nxt[0] - cur[1]) * 1000 for cur, nxt in pairs if nxt[3] != cur[3]]
+    same = sum(1 for cur, nxt in pairs if nxt[3] == cur[3]) / max(1, len(pairs))
+    return Round(total, handoffs, [s[4] * 1000 for s in all_sections], same, commands)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", type=int, default=2000, help="acquire+release pairs per repetition")
+    parser.add_argument("--reps", type=int, default=7, help="interleaved repetitions (median reported)")
+    parser.add_argument("--processes", type=int, default=8)
+    parser.add_argument("--sections", type=int, default=200, help="critical sections per process")
+    parser.add_argument("--rounds", type=int, default=5, help="contended rounds per strategy (interleaved)")
+    args = parser.parse_args(argv)
+    if min(args.pairs, args.reps, args.processes, args.sections, args.rounds) < 1:
+        parser.error("every count must be >= 1")
+    print(f"Python {platform.python_version()}, {os.cpu_count()} CPUs, load average "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}, redis-py {redis.__version__}")
+    try:
+        with redis_server() as url:
+            info = redis.Redis.from_url(url).info("server")
+            print(f"redis-server {info['redis_version']} at {url}\n")
+            print(f"1. uncontended: {args.pairs} acquire+release pairs x {args.reps} interleaved reps")
+            results = uncontended(url, args.pairs, args.reps)
+            peer = statistics.median(results["redis-py redis.lock.Lock"])
+            print(f"  {'lock':40} {'median pairs/s':>14} {'min':>8} {'max':>8} {'ours/peer':>10}")
+            for name, rates in results.items():
+                median = statistics.median(rates)
+                print(f"  {name:40} {median:14,.0f} {min(rates):8,.0f} {max(rates):8,.0f} "
+                      f"{median / peer:9.2f}x")
+
+            print(f"\n2. contended: {args.processes} processes x {args.sections} critical sections on one "
+                  f"lock, {args.rounds} interleaved rounds (medians)")
+            rounds: dict[str, list[Round]] = {WAIT_BACKOFF: [], WAIT_WAKEUP: []}
+            for n in range(args.rounds):
+                for wait in ((WAIT_BACKOFF, WAIT_WAKEUP) if n % 2 == 0 else (WAIT_WAKEUP, WAIT_BACKOFF)):
+                    r = contended_round(url, wait, args.processes, args.sections)
+                    rounds[wait].append(r)
+                    handoff = percentile(r.handoffs_ms, 0.5), percentile(r.handoffs_ms, 0.99)
+                    print(f"  round {n + 1} {wait:8} total {r.total_s:5.2f} s  hand-off p50 {handoff[0]:5.2f}"
+                          f" p99 {handoff[1]:6.2f} ms  wait p99 {percentile(r.waits_ms, 0.99):6.1f} ms  "
+                          f"same holder {r.same_holder:4.0%}  {r.commands} cmds")
+            print(f"\n  {'waiting':28} {'total s':>7} {'hand-off p50':>12} {'p99 ms':>7} {'wait p50':>9} "
+                  f"{'p99 ms':>7} {'same holder':>11} {'Redis cmds':>10} {'total vs backoff':>16}")
+            base = statistics.median(r.total_s for r in rounds[WAIT_BACKOFF])
+            labels = {WAIT_BACKOFF: "backoff (exp., full jitter)", WAIT_WAKEUP: "wake-up (BLPOP on release)"}
+            for wait, runs in rounds.items():
+                def med(metric, runs=runs):
+                    return statistics.median(metric(r) for r in runs)
+                total = med(lambda r: r.total_s)
+                print(f"  {labels[wait]:28} {total:7.2f} "
+                      f"{med(lambda r: percentile(r.handoffs_ms, 0.5)):12.2f} "
+                      f"{med(lambda r: percentile(r.handoffs_ms, 0.99)):7.2f} "
+                      f"{med(lambda r: percentile(r.waits_ms, 0.5)):9.2f} "
+                      f"{med(lambda r: percentile(r.waits_ms, 0.99)):7.1f} "
+                      f"{med(lambda r: r.same_holder):11.0%} {med(lambda r: r.commands):10,.0f} "
+                      f"{total / base:15.2f}x")
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
