@@ -29,6 +29,7 @@ import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC
 from email.utils import formatdate, parsedate_to_datetime
+from urllib.parse import urlsplit
 
 Headers = list[tuple[str, str]]
 
@@ -456,6 +457,10 @@ def normalise_target(target: str) -> str:
         match = _ABSOLUTE_RE.match(target)
         if not match:
             raise BadTarget("the request target must start with / (origin-form) or be an absolute URL")
+        try:
+            urlsplit(target)  # refuses a malformed authority such as "http://[bad/"
+        except ValueError as exc:
+            raise BadTarget(f"malformed absolute URL: {exc}") from None
         target = target[match.end():] or "/"
         if not target.startswith("/"):
             target = "/" + target

@@ -219,8 +219,13 @@ class Edge:
         if outcome.passthrough is not None:
             return await self._stream(request, outcome.passthrough, outcome.prefix, "BYPASS", writer)
         assert outcome.entry is not None
-        headers = outcome.leader_headers if leader else None
-        return await self._serve_entry(request, outcome.entry, outcome.label, writer, headers=headers)
+        if leader:
+            return await self._serve_entry(request, outcome.entry, outcome.label, writer,
+                                           headers=outcome.leader_headers)
+        # A coalesced waiter is served from the cache the leader just filled: the origin did no
+        # work for it, so it is a HIT (as nginx reports requests released by proxy_cache_lock).
+        label = "STALE" if outcome.label == "STALE" else "HIT"
+        return await self._serve_entry(request, outcome.entry, label, writer)
 
     def _is_usable(self, entry: StoredResponse, request_headers: Sequence[tuple[str, str]],
                    age: float | None = None, lifetime: float | None = None) -> bool:

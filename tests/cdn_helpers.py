@@ -14,6 +14,7 @@ import socket
 import time
 from dataclasses import dataclass
 from email.utils import formatdate
+from urllib.parse import quote
 
 from common import free_port, spawn_module
 
@@ -84,7 +85,8 @@ class Origin:
     def script(self, path: str, headers: list[tuple[str, str]] | None = None, body: str = "body {n}",
                status: int = 200, **options) -> None:
         payload = {"status": status, "headers": headers or [], "body": body, **options}
-        reply = request(self.port, f"/__script?path={path}", "PUT", body=json.dumps(payload).encode())
+        reply = request(self.port, f"/__script?path={quote(path, safe='')}", "PUT",
+                        body=json.dumps(payload).encode())
         assert reply.status == 200, reply.body
 
     def stats(self) -> dict:

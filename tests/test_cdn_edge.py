@@ -1,0 +1,128 @@
+"""Edge behaviour under load and failure: coalescing, stale-if-error with a SIGKILLed origin, the LRU
+byte bound, large objects streamed through, origin timeouts. Each test starts its own processes."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from tests.cdn_helpers import edge_stats, request, start_edge, start_origin
+
+
+def concurrent_gets(port: int, path: str, clients: int, headers: dict | None = None):
+    """`clients` requests released together by a barrier, each on its own connection."""
+    barrier = threading.Barrier(clients)
+
+    def one(_):
+        barrier.wait()
+        return request(port, path, headers=headers)
+
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        return list(pool.map(one, range(clients)))
+
+
+def test_concurrent_misses_are_coalesced_into_one_origin_request(spawn):
+    origin = start_origin(spawn)
+    _, edge = start_edge(origin.url, spawn=spawn)
+    origin.script("/cold", [("Cache-Control", "max-age=100")], body="cold object {n}", delay_ms=500)
+    replies = concurrent_gets(edge, "/cold", 100)
+    assert all(r.status == 200 and r.body == b"cold object 1" for r in replies)
+    assert origin.count("/cold") == 1
+    stats = edge_stats(edge)
+    assert (stats["misses"], stats["hits"], stats["coalesced"]) == (1, 99, 99)
+    assert sorted(r.x_cache for r in replies) == ["HIT"] * 99 + ["MISS"]
+
+
+def test_unshareable_responses_are_not_handed_to_coalesced_waiters(spawn):
+    """A private answer fetched for one client must never reach another, even mid-coalescing."""
+    origin = start_origin(spawn)
+    _, edge = start_edge(origin.url, spawn=spawn)
+    origin.script("/mine", [("Cache-Control", "private")], body="for request {n}", delay_ms=300)
+    replies = concurrent_gets(edge, "/mine", 10)
+    assert origin.count("/mine") == 10
+    assert len({r.body for r in replies}) == 10  # every client got its own response
+
+
+def test_stale_if_error_serves_stale_when_the_origin_is_killed(spawn):
+    origin = start_origin(spawn)
+    _, edge = start_edge(origin.url, "--origin-timeout", "5", spawn=spawn)
+    # Age 20 > max-age 10: stored already stale, so the next request must go to the origin.
+    origin.script("/resilient", [("Cache-Control", "max-age=10, stale-if-error=3600"), ("Age", "20")],
+                  body="last good copy")
+    origin.script("/fragile", [("Cache-Control", "max-age=10"), ("Age", "20")], body="fragile")
+    origin.script("/strict", [("Cache-Control", "max-age=10, stale-if-error=3600, must-revalidate"),
+                              ("Age", "20")], body="strict")
+    for path in ("/resilient", "/fragile", "/strict"):
+        assert request(edge, path).x_cache == "MISS"
+    origin.child.kill()  # SIGKILL: no goodbye, connections reset, port closed
+
+    rescued = request(edge, "/resilient")
+    assert (rescued.status, rescued.x_cache, rescued.body) == (200, "STALE", b"last good copy")
+    for path in ("/fragile", "/strict", "/never-cached"):
+        failed = request(edge, path)
+        assert failed.status == 502, path
+        assert b"origin" in failed.body and b"stale" in failed.body
+    assert request(edge, "/__stats").status == 200  # the edge itself is fine
+
+
+def test_stale_if_error_on_origin_5xx(spawn):
+    origin = start_origin(spawn)
+    _, edge = start_edge(origin.url, spawn=spawn)
+    origin.script("/flaky", [("Cache-Control", "max-age=10, stale-if-error=3600"), ("Age", "20")],
+                  body="good")
+    request(edge, "/flaky")
+    origin.script("/flaky", [], body="database down", status=503)
+    reply = request(edge, "/flaky")
+    assert (reply.status, reply.x_cache, reply.body) == (200, "STALE", b"good")
+    assert origin.count("/flaky") == 2
+
+
+def test_origin_timeout_gives_504_with_a_clear_body(spawn):
+    origin = start_origin(spawn)
+    _, edge = start_edge(origin.url, "--origin-timeout", "0.5", spawn=spawn)
+    origin.script("/hang", [("Cache-Control", "max-age=100")], delay_ms=5000)
+    reply = request(edge, "/hang")
+    assert reply.status == 504
+    assert b"did not answer" in reply.body
+
+
+def test_lru_keeps_the_byte_bound_and_evicts_the_least_recently_used(spawn):
+    origin = start_origin(spawn)
+    _, edge = start_edge(origin.url, "--cache-size", "20KB", spawn=spawn)
+    for number in range(30):
+        origin.script(f"/obj/{number}", [("Cache-Control", "max-age=1000")], body_size=2000)
+    request(edge, "/obj/0")
+    for number in range(1, 30):
+        request(edge, f"/obj/{number}")
+        request(edge, "/obj/0")  # keep object 0 recently used: it must survive
+        stats = edge_stats(edge)
+        assert stats["bytes_cached"] <= 20 * 1024
+    assert stats["evictions"] > 0
+    assert origin.count("/obj/0") == 1          # always recently used, never evicted
+    assert request(edge, "/obj/29").x_cache == "HIT"
+    assert request(edge, "/obj/1").x_cache == "MISS"  # the oldest untouched object went first
+    assert origin.count("/obj/1") == 2
+
+
+def test_large_object_streams_through_and_is_not_cached(spawn):
+    origin = start_origin(spawn)
+    _, edge = start_edge(origin.url, "--max-object-size", "64KB", spawn=spawn)
+    origin.script("/big", [("Cache-Control", "max-age=1000")], body_size=3_000_000)
+    origin.script("/big-chunked", [("Cache-Control", "max-age=1000")], body_size=3_000_000, chunked=True)
+    for path in ("/big", "/big-chunked"):
+        for _ in range(2):
+            reply = request(edge, path)
+            assert (reply.status, reply.x_cache) == (200, "BYPASS")
+            assert reply.body == b"x" * 3_000_000
+        assert origin.count(path) == 2
+    stats = edge_stats(edge)
+    assert stats["entries"] == 0 and stats["bytes_cached"] == 0
+
+
+def test_chunked_small_object_is_cached(spawn):
+    origin = start_origin(spawn)
+    _, edge = start_edge(origin.url, spawn=spawn)
+    origin.script("/small-chunked", [("Cache-Control", "max-age=1000")], body_size=100_000, chunked=True)
+    first, second = request(edge, "/small-chunked"), request(edge, "/small-chunked")
+    assert (first.x_cache, second.x_cache) == ("MISS", "HIT")
+    assert second.body == b"x" * 100_000 and second.headers["content-length"] == "100000"

@@ -1,0 +1,246 @@
+"""Pure unit tests of SimpleCDN.cache_policy and SimpleCDN.lru_store: no sockets, fixed clocks."""
+
+from __future__ import annotations
+
+from email.utils import formatdate
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from SimpleCDN import cache_policy as p
+from SimpleCDN.lru_store import ENTRY_OVERHEAD_BYTES, LRUStore, StoredResponse
+
+T0 = 1_700_000_000.0
+
+
+def date(seconds: float) -> str:
+    return formatdate(seconds, usegmt=True)
+
+
+# ----------------------------------------------------------------------------- Cache-Control
+
+def test_parse_cache_control_tokens_arguments_quotes_and_case():
+    parsed = p.parse_cache_control('Max-Age=60, no-cache="Set-Cookie, X-A", public,  s-maxage = 5 ,,')
+    assert parsed == {"max-age": "60", "no-cache": "Set-Cookie, X-A", "public": None, "s-maxage": "5"}
+
+
+def test_first_directive_wins_and_invalid_deltas_are_none():
+    parsed = p.parse_cache_control("max-age=10, max-age=1000")
+    assert p.delta_seconds(parsed, "max-age") == 10
+    assert p.delta_seconds(p.parse_cache_control("max-age=-1"), "max-age") is None
+    assert p.delta_seconds(p.parse_cache_control("max-age=99999999999999"), "max-age") == 2**31
+
+
+# -------------------------------------------------------------------------------- storability
+
+@pytest.mark.parametrize("method, status, request_headers, response_headers, expected", [
+    ("GET", 200, [], [("Cache-Control", "max-age=60")], True),
+    ("HEAD", 200, [], [("Cache-Control", "max-age=60")], True),
+    ("POST", 200, [], [("Cache-Control", "max-age=60")], False),
+    ("GET", 200, [], [("Cache-Control", "no-store")], False),
+    ("GET", 200, [("Cache-Control", "no-store")], [("Cache-Control", "max-age=60")], False),
+    ("GET", 200, [], [("Cache-Control", "private, max-age=60")], False),
+    ("GET", 200, [], [("Cache-Control", "no-cache"), ("ETag", '"x"')], True),
+    ("GET", 404, [], [("Last-Modified", date(T0 - 1000)), ("Date", date(T0))], True),
+    ("GET", 500, [], [("Cache-Control", "max-age=60")], False),
+    ("GET", 302, [], [("Last-Modified", date(T0 - 1000)), ("Date", date(T0))], False),
+    ("GET", 302, [], [("Cache-Control", "max-age=60")], True),
+    ("GET", 206, [], [("Cache-Control", "max-age=60")], False),
+    ("GET", 200, [], [("Cache-Control", "max-age=60"), ("Vary", "Accept, *")], False),
+    ("GET", 200, [], [], False),
+    ("GET", 200, [("Authorization", "x")], [("Cache-Control", "max-age=60")], False),
+    ("GET", 200, [("Authorization", "x")], [("Cache-Control", "s-maxage=60")], True),
+    ("GET", 200, [("Authorization", "x")], [("Cache-Control", "max-age=60, must-revalidate")], True),
+    ("GET", 200, [], [("Cache-Control", "max-age=60"), ("Set-Cookie", "a=b")], False),
+    ("GET", 200, [], [("Cache-Control", "public, max-age=60"), ("Set-Cookie", "a=b")], True),
+])
+def test_is_storable(method, status, request_headers, response_headers, expected):
+    assert p.is_storable(method, status, request_headers, response_headers)[0] is expected
+
+
+def test_stored_headers_drop_hop_by_hop_connection_named_and_set_cookie():
+    stored = p.headers_to_store([("Connection", "X-Hop, close"), ("X-Hop", "1"), ("Keep-Alive", "5"),
+                                 ("Transfer-Encoding", "chunked"), ("Set-Cookie", "a=b"),
+                                 ("ETag", '"e"'), ("Age", "3")])
+    assert stored == [("ETag", '"e"'), ("Age", "3")]
+
+
+# -------------------------------------------------------------------------------- freshness
+
+@pytest.mark.parametrize("headers, lifetime", [
+    ([("Cache-Control", "max-age=100, s-maxage=7")], 7),                       # s-maxage first
+    ([("Cache-Control", "max-age=100"), ("Expires", date(T0 + 5)), ("Date", date(T0))], 100),
+    ([("Expires", date(T0 + 50)), ("Date", date(T0))], 50),                     # Expires - Date
+    ([("Expires", date(T0 - 50)), ("Date", date(T0))], 0),
+    ([("Expires", "0"), ("Date", date(T0))], 0),                               # invalid: expired
+    ([("Cache-Control", "max-age=abc")], 0),                                   # invalid: stale
+    ([("Last-Modified", date(T0 - 1000)), ("Date", date(T0))], 100),           # 10% heuristic
+    ([("Last-Modified", date(T0 - 100 * 86400)), ("Date", date(T0))], 86400),  # capped at a day
+    ([], 0),                                                                   # none
+])
+def test_freshness_lifetime_order(headers, lifetime):
+    assert p.freshness_lifetime(200, headers) == pytest.approx(lifetime)
+
+
+def test_heuristic_only_for_heuristically_cacheable_status():
+    headers = [("Last-Modified", date(T0 - 1000)), ("Date", date(T0))]
+    assert p.freshness_lifetime(302, headers) == 0
+
+
+def test_current_age_follows_rfc_9111_section_4_2_3():
+    # Date 10 s before we received it (apparent age 10); upstream Age 3 + 2 s request delay = 5.
+    headers = [("Date", date(T0 - 10)), ("Age", "3")]
+    age = p.current_age(headers, request_time=T0 - 2, response_time=T0, now=T0 + 30)
+    assert age == pytest.approx(10 + 30)
+    # Upstream Age dominates when the clocks agree.
+    headers = [("Date", date(T0)), ("Age", "100")]
+    assert p.current_age(headers, T0 - 1, T0, T0 + 5) == pytest.approx(101 + 5)
+    # A Date in the future (clock skew) never makes the age negative.
+    assert p.current_age([("Date", date(T0 + 500))], T0, T0, T0) == 0
+
+
+def test_request_directives_force_revalidation():
+    assert p.request_needs_revalidation([("Cache-Control", "no-cache")], 0, 100)
+    assert p.request_needs_revalidation([("Cache-Control", "max-age=0")], 1, 100)
+    assert not p.request_needs_revalidation([("Cache-Control", "max-age=50")], 10, 100)
+    assert p.request_needs_revalidation([("Cache-Control", "min-fresh=95")], 10, 100)
+    assert p.request_needs_revalidation([("Pragma", "no-cache")], 0, 100)
+    assert not p.request_needs_revalidation([("Pragma", "no-cache"), ("Cache-Control", "max-age=50")], 0, 100)
+    assert not p.request_needs_revalidation([], 10, 100)
+
+
+def test_stale_windows_and_what_forbids_them():
+    swr = [("Cache-Control", "max-age=10, stale-while-revalidate=30, stale-if-error=100")]
+    assert p.may_serve_stale_while_revalidate(swr, age=35, lifetime=10)
+    assert not p.may_serve_stale_while_revalidate(swr, age=41, lifetime=10)
+    assert p.may_serve_stale_on_error(swr, age=100, lifetime=10)
+    assert not p.may_serve_stale_on_error(swr, age=111, lifetime=10)
+    for strict in ("must-revalidate", "proxy-revalidate", "s-maxage=10"):
+        headers = [("Cache-Control", f"max-age=10, {strict}, stale-while-revalidate=30, stale-if-error=99")]
+        assert not p.may_serve_stale_while_revalidate(headers, 12, 10)
+        assert not p.may_serve_stale_on_error(headers, 12, 10)
+
+
+# -------------------------------------------------------------------------------------- Vary
+
+def test_variant_key_normalises_values_and_distinguishes_absent_from_empty():
+    names = p.vary_names([("Vary", "Accept-Encoding, accept-language"), ("Vary", "Accept-Encoding")])
+    assert names == ("accept-encoding", "accept-language")
+    a = p.variant_key(names, [("Accept-Encoding", "gzip,br"), ("Accept-Language", "en")])
+    b = p.variant_key(names, [("accept-encoding", "gzip, br"), ("ACCEPT-LANGUAGE", "en")])
+    assert a == b
+    empty = [("Accept-Encoding", ""), ("Accept-Language", "")]
+    assert p.variant_key(names, []) != p.variant_key(names, empty)
+
+
+# ------------------------------------------------------------------------------- conditionals
+
+def test_conditional_request_matching():
+    stored = [("ETag", '"v1"'), ("Last-Modified", date(T0))]
+    assert p.conditional_request_matches([("If-None-Match", '"x", W/"v1"')], stored)
+    assert p.conditional_request_matches([("If-None-Match", "*")], stored)
+    assert not p.conditional_request_matches([("If-None-Match", '"v2"')], stored)
+    # If-None-Match takes precedence over If-Modified-Since (RFC 9110 §13.2.2).
+    assert not p.conditional_request_matches([("If-None-Match", '"v2"'),
+                                              ("If-Modified-Since", date(T0 + 10))], stored)
+    assert p.conditional_request_matches([("If-Modified-Since", date(T0))], stored)
+    assert not p.conditional_request_matches([("If-Modified-Since", date(T0 - 1))], stored)
+    assert not p.conditional_request_matches([("If-Modified-Since", "garbage")], stored)
+
+
+def test_revalidation_headers_and_304_merge():
+    stored = [("ETag", '"v1"'), ("Last-Modified", date(T0)), ("Content-Length", "5"), ("X-V", "1")]
+    assert p.revalidation_headers(stored) == [("If-None-Match", '"v1"'), ("If-Modified-Since", date(T0))]
+    merged = p.merge_304_headers(stored, [("X-V", "2"), ("Content-Length", "0"), ("Connection", "close"),
+                                          ("Cache-Control", "max-age=5")])
+    assert ("X-V", "2") in merged and ("X-V", "1") not in merged
+    assert ("Content-Length", "5") in merged                     # framing of the stored body kept
+    assert ("Cache-Control", "max-age=5") in merged
+    assert all(k.lower() != "connection" for k, _ in merged)
+
+
+# ---------------------------------------------------------------------------------- targets
+
+@pytest.mark.parametrize("target, normalised", [
+    ("/a/b?x=1", "/a/b?x=1"),
+    ("/../../etc/passwd", "/etc/passwd"),
+    ("/a/./b/../c", "/a/c"),
+    ("/a/b/..", "/a/"),
+    ("/%2e%2e/%2E%2E/etc/passwd", "/etc/passwd"),
+    ("/%7euser/%41", "/~user/A"),
+    ("/a%2fb%2F..", "/a%2Fb%2F.."),
+    ("/q?%2e=%0d%0a", "/q?.=%0D%0A"),
+    ("http://evil.example/x?y", "/x?y"),
+    ("https://evil.example", "/"),
+])
+def test_normalise_target(target, normalised):
+    assert p.normalise_target(target) == normalised
+
+
+@pytest.mark.parametrize("target", ["", "*", "a/b", "/a b", "/a\r\nX: y", "/a\x00", "/a#f", "http://[x/"])
+def test_normalise_target_refuses(target):
+    with pytest.raises(p.BadTarget):
+        p.normalise_target(target)
+
+
+def test_cache_key_uses_the_configured_origin_only():
+    assert p.cache_key("http://origin:9000/", "/x?y") == "http://origin:9000/x?y"
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.sampled_from(["..", ".", "%2e%2e", "%2E.", "a", "b", "", "%2f", "etc"]), max_size=12),
+       st.booleans())
+def test_no_normalised_path_contains_a_dot_segment(segments, trailing):
+    target = "/" + "/".join(segments) + ("/" if trailing else "")
+    path = p.normalise_target(target)
+    assert path.startswith("/")
+    assert ".." not in path.split("/") and "." not in path.split("/")[1:]
+
+
+# -------------------------------------------------------------------------------- LRU store
+
+def entry(body_size: int, vary: tuple[str, ...] = ()) -> StoredResponse:
+    return StoredResponse(200, "OK", [("X", "1")], b"x" * body_size, T0, T0, vary)
+
+
+def test_lru_evicts_least_recently_used_to_keep_the_byte_bound():
+    one = entry(1000).size
+    store = LRUStore(max_bytes=3 * one)
+    for key in "abc":
+        assert store.put(key, entry(1000), [])
+    store.lookup("a", [])              # a is now the most recently used
+    store.put("d", entry(1000), [])
+    assert store.lookup("b", []) is None and store.lookup("a", []) is not None
+    assert store.bytes_used <= store.max_bytes and store.evictions == 1
+
+
+def test_lru_refuses_an_entry_larger_than_the_budget():
+    store = LRUStore(max_bytes=500)
+    assert not store.put("big", entry(1000), [])
+    assert len(store) == 0 and store.bytes_used == 0
+
+
+def test_lru_variants_invalidate_and_vary_change():
+    store = LRUStore(max_bytes=10**6)
+    store.put("k", entry(10, ("accept-language",)), [("Accept-Language", "en")])
+    store.put("k", entry(20, ("accept-language",)), [("Accept-Language", "fr")])
+    assert len(store) == 2
+    assert len(store.lookup("k", [("Accept-Language", "fr")]).body) == 20
+    store.put("k", entry(30, ("accept-encoding",)), [("Accept-Encoding", "gzip")])  # Vary changed
+    assert len(store) == 1
+    assert store.invalidate("k") == 1 and store.bytes_used == 0
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.sampled_from("abcdefgh"), st.integers(0, 3000), st.booleans()), max_size=60))
+def test_lru_byte_accounting_invariant(operations):
+    store = LRUStore(max_bytes=8000)
+    for key, size, purge in operations:
+        if purge:
+            store.invalidate(key)
+        else:
+            store.put(key, entry(size), [])
+        assert store.bytes_used <= store.max_bytes
+        assert store.bytes_used == sum(e.size for e in store._entries.values())
+    assert all(e.size >= ENTRY_OVERHEAD_BYTES for e in store._entries.values())
