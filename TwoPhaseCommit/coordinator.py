@@ -81,10 +81,8 @@ class Coordinator:
         self.log.begin(txid, order.to_json(), names)
         votes = self._collect_votes(txid, order.to_json(), names)
         self.crash.reached("before-decision-logged")
-        wanted, reason = decide(names, votes)
-        decision = self.log.log_decision(txid, wanted, reason)  # durable before any phase-2 message
-        if decision is not wanted:  # the timeout sweeper decided first: report the decision that holds
-            reason = self.log.get(txid).reason
+        # durable before any phase-2 message; if the timeout sweeper decided first, its decision holds
+        decision, reason = self.log.log_decision(txid, *decide(names, votes))
         log(f"{txid} decided {decision.value} (logged): {reason}")
         self.crash.reached("after-decision-logged")
         self.send_phase2(txid, decision, names)
@@ -145,8 +143,8 @@ class Coordinator:
         for action in recovery_plan(self.log.unfinished(), now, self.decision_timeout, self.started_at,
                                     redrive_after=self.retry_interval):
             if isinstance(action, AbortUndecided):
-                decision = self.log.log_decision(action.txid, Decision.ABORT,
-                                                 "no decision before the timeout (presumed abort)")
+                decision, _ = self.log.log_decision(action.txid, Decision.ABORT,
+                                                    "no decision before the timeout (presumed abort)")
                 record = self.log.get(action.txid)
                 log(f"{action.txid} recovery: undecided -> {decision.value}")
                 self.send_phase2(action.txid, decision, tuple(pending_acks(record)))

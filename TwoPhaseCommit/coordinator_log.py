@@ -64,17 +64,17 @@ class CoordinatorLog:
                          " VALUES (?, ?, ?, ?)",
                          (txid, json.dumps(order), json.dumps(list(participants)), time.time()))
 
-    def log_decision(self, txid: str, decision: Decision, reason: str) -> Decision:
-        """Log `decision` unless one is logged already; return the decision that holds."""
+    def log_decision(self, txid: str, decision: Decision, reason: str) -> tuple[Decision, str]:
+        """Log `decision` unless one is logged already; return the decision that holds, and its reason."""
         with self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("UPDATE transactions SET decision=?, reason=?, decided_at=?"
                          " WHERE txid=? AND decision IS NULL", (decision.value, reason, time.time(), txid))
-            row = conn.execute("SELECT decision FROM transactions WHERE txid=?", (txid,)).fetchone()
+            row = conn.execute("SELECT decision, reason FROM transactions WHERE txid=?", (txid,)).fetchone()
             conn.execute("COMMIT")
         if row is None:
             raise KeyError(f"no transaction {txid} in the coordinator log")
-        return Decision(row["decision"])
+        return Decision(row["decision"]), row["reason"]
 
     def record_ack(self, txid: str, participant: str) -> None:
         with self._connect() as conn:

@@ -1,0 +1,88 @@
+"""The crash matrix: every crash point, a real SIGKILL there, restart, recovery, then the invariant.
+
+Each case places one order of 2 burgers with one process armed (TWOPC_CRASH_AT), checks what the
+client saw and what the survivors hold while the process is down, restarts it, waits for recovery and
+audits. The expected outcome follows from the rules: no logged decision -> abort (presumed abort);
+decision logged -> that decision, however many processes die afterwards.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.twopc_helpers import (
+    available,
+    make_cluster,
+    post_order,
+    settle_and_audit,
+    state,
+    transactions,
+    tx_state,
+    wait_until,
+)
+from TwoPhaseCommit.httpjson import Unreachable
+
+# point -> (process armed, what the client is told, final outcome, who is in doubt while it is down)
+CASES = {
+    "before-decision-logged": ("coordinator", None, "aborted", {"inventory", "delivery"}),
+    "after-decision-logged": ("coordinator", None, "committed", {"inventory", "delivery"}),
+    "mid-phase2": ("coordinator", None, "committed", {"delivery"}),
+    "before-prepare-recorded": ("delivery", "aborted", "aborted", set()),
+    "after-prepare-recorded": ("delivery", "aborted", "aborted", set()),
+    "before-commit-applied": ("inventory", "committed", "committed", set()),
+    "after-commit-applied": ("inventory", "committed", "committed", set()),
+}
+
+
+@pytest.mark.parametrize("point", list(CASES))
+def test_crash_point_then_recovery(point, spawn, tmp_path):
+    armed, told, outcome, in_doubt = CASES[point]
+    cluster = make_cluster(spawn, tmp_path)
+    cluster.start_all(crash_at={armed: point})
+
+    try:
+        status, answer = post_order(cluster, "burger", 2)
+        answered = answer.get("outcome")
+        assert status == 200
+    except Unreachable:
+        answered = None  # the coordinator died with the request: the client cannot know
+    assert answered == told
+    assert cluster.wait_dead(armed, timeout=30), f"{armed} did not crash at {point}"
+    assert f"CRASH: SIGKILL at {point}" in cluster.processes[armed].output()
+
+    survivors = [name for name in ("inventory", "delivery") if name != armed]
+    (txid,) = transactions(cluster) if armed != "coordinator" else [None]
+    for name in survivors:
+        doubtful = [tx["txid"] for tx in state(cluster, name)["in_doubt"]]
+        # while the coordinator is down, a participant that voted yes can only hold and wait
+        assert bool(doubtful) == (name in in_doubt), (name, doubtful)
+
+    cluster.start(armed)  # the same node, with its disk, unarmed
+    settle_and_audit(cluster, {txid: told} if txid and told else None)
+
+    (record,) = transactions(cluster).values()
+    assert record["outcome"] == outcome
+    for name in ("inventory", "delivery"):
+        assert tx_state(cluster, name, record["txid"]) in ({"committed"} if outcome == "committed"
+                                                          else {"aborted", None})
+    assert available(cluster, "burger") == (3 if outcome == "committed" else 5)  # exactly 2, or all back
+
+
+def test_coordinator_down_after_decision_blocks_participants_until_it_returns(spawn, tmp_path):
+    cluster = make_cluster(spawn, tmp_path)
+    cluster.start_all(crash_at={"coordinator": "after-decision-logged"})
+    with pytest.raises(Unreachable):
+        post_order(cluster, "pizza", 3)
+    assert cluster.wait_dead("coordinator", timeout=30)
+    # the participants ask, get no answer, and keep holding: the pizzas and the courier are locked
+    for name in ("inventory", "delivery"):
+        wait_until(lambda name=name: "coordinator unreachable" in cluster.processes[name].output(),
+                   what=f"{name} to ask the dead coordinator")
+        assert len(state(cluster, name)["in_doubt"]) == 1
+    assert available(cluster, "pizza") == 0
+    assert state(cluster, "delivery")["resources"]["John"]["carrying"] is not None
+
+    cluster.start("coordinator")
+    settle_and_audit(cluster)
+    assert available(cluster, "pizza") == 0  # the last 3 pizzas are sold, not restored
+    assert [tx["outcome"] for tx in transactions(cluster).values()] == ["committed"]

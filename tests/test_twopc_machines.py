@@ -1,0 +1,249 @@
+"""Unit tests of the pure parts (state machines, order rules, crash plans) and of the SQLite store alone."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from TwoPhaseCommit.coordinator_machine import (
+    AbortUndecided,
+    Decision,
+    Phase,
+    Redrive,
+    TxRecord,
+    VoteKind,
+    VoteResult,
+    answer_query,
+    decide,
+    keep_preparing,
+    pending_acks,
+    phase,
+    recovery_plan,
+)
+from TwoPhaseCommit.crash import ALL_POINTS, COORDINATOR_POINTS, PARTICIPANT_POINTS, BadCrashPoint, CrashPlan
+from TwoPhaseCommit.participant_machine import (
+    BadOrder,
+    Order,
+    ProtocolViolation,
+    Step,
+    TxState,
+    free_courier,
+    on_abort,
+    on_commit,
+    on_decision_answer,
+    on_prepare,
+    parse_couriers,
+    parse_order,
+    parse_stock,
+    stock_vote,
+)
+from TwoPhaseCommit.participant_store import ParticipantStore
+
+P = ("inventory", "delivery")
+
+
+def yes(name):
+    return VoteResult(name, VoteKind.YES, "ok")
+
+
+# --- participant state machine ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("state, step", [
+    (None, Step.RESERVE), (TxState.PREPARED, Step.VOTE_YES_AGAIN),
+    (TxState.COMMITTED, Step.VOTE_YES_AGAIN), (TxState.ABORTED, Step.VOTE_NO_AGAIN)])
+def test_prepare_transitions(state, step):
+    assert on_prepare(state) is step
+
+
+@pytest.mark.parametrize("state, step", [
+    (TxState.PREPARED, Step.APPLY_COMMIT), (TxState.COMMITTED, Step.ACK),
+    (TxState.ABORTED, Step.CONFLICT), (None, Step.CONFLICT)])
+def test_commit_transitions(state, step):
+    assert on_commit(state) is step
+
+
+@pytest.mark.parametrize("state, step", [
+    (TxState.PREPARED, Step.RELEASE), (TxState.ABORTED, Step.ACK),
+    (None, Step.TOMBSTONE), (TxState.COMMITTED, Step.CONFLICT)])
+def test_abort_transitions(state, step):
+    assert on_abort(state) is step
+
+
+def test_in_doubt_answers():
+    assert on_decision_answer(TxState.PREPARED, "commit") is Step.APPLY_COMMIT
+    assert on_decision_answer(TxState.PREPARED, "abort") is Step.RELEASE
+    assert on_decision_answer(TxState.PREPARED, "pending") is Step.WAIT
+    with pytest.raises(ProtocolViolation):
+        on_decision_answer(TxState.PREPARED, "maybe")
+
+
+def test_last_unit_can_be_sold_and_no_more():
+    assert stock_vote({"burger": 1}, Order("burger", 1, "x")).yes          # >=, not >
+    assert stock_vote({"burger": 3}, Order("burger", 3, "x")).yes
+    refused = stock_vote({"burger": 2}, Order("burger", 3, "x"))
+    assert not refused.yes and "2 available" in refused.reason
+    with pytest.raises(BadOrder, match="unknown item"):
+        stock_vote({"burger": 2}, Order("sushi", 1, "x"))
+
+
+def test_free_courier_in_roster_order():
+    assert free_courier(["John", "Jane"], []) == "John"
+    assert free_courier(["John", "Jane"], ["John"]) == "Jane"
+    assert free_courier(["John", "Jane"], ["Jane", "John"]) is None
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"quantity": 1, "address": "a"}, "missing field"),
+    ({"item": "burger", "address": "a"}, "missing field"),
+    ({"item": "burger", "quantity": 1}, "missing field"),
+    ({"item": "burger", "quantity": 0, "address": "a"}, "at least 1"),
+    ({"item": "burger", "quantity": -2, "address": "a"}, "at least 1"),
+    ({"item": "burger", "quantity": 1.5, "address": "a"}, "integer"),
+    ({"item": "burger", "quantity": "2", "address": "a"}, "integer"),
+    ({"item": "burger", "quantity": True, "address": "a"}, "integer"),
+    ({"item": "", "quantity": 1, "address": "a"}, "item"),
+    ({"item": "burger", "quantity": 1, "address": " "}, "address"),
+    ([1, 2], "JSON object"),
+])
+def test_bad_orders_are_refused_with_a_message(body, message):
+    with pytest.raises(BadOrder, match=message):
+        parse_order(body)
+
+
+def test_parse_config():
+    assert parse_stock("burger=5, fries=10") == {"burger": 5, "fries": 10}
+    assert parse_couriers("John,Jane") == ["John", "Jane"]
+    for bad in ("burger", "burger=x", ""):
+        with pytest.raises(ValueError):
+            parse_stock(bad)
+    with pytest.raises(ValueError, match="duplicate"):
+        parse_couriers("John,John")
+
+
+# --- coordinator state machine ---------------------------------------------------------------------
+
+def test_commit_only_if_everyone_votes_yes():
+    assert decide(P, [yes("inventory"), yes("delivery")])[0] is Decision.COMMIT
+    no = VoteResult("delivery", VoteKind.NO, "no courier available")
+    assert decide(P, [yes("inventory"), no]) == (Decision.ABORT, "delivery: no courier available")
+    down = VoteResult("inventory", VoteKind.UNREACHABLE, "timed out")
+    assert decide(P, [down])[0] is Decision.ABORT
+    assert decide(P, [yes("inventory")])[0] is Decision.ABORT  # a missing vote is not a yes
+    assert keep_preparing(yes("inventory")) and not keep_preparing(no)
+
+
+def test_phases_and_pending_acks():
+    record = TxRecord("t", P, created_at=0.0)
+    assert phase(record) is Phase.PREPARING and pending_acks(record) == []
+    committing = TxRecord("t", P, 0.0, Decision.COMMIT, acked=frozenset({"inventory"}))
+    assert phase(committing) is Phase.COMMITTING and pending_acks(committing) == ["delivery"]
+    done = TxRecord("t", P, 0.0, Decision.ABORT, acked=frozenset(P))
+    assert phase(done) is Phase.ABORTED and pending_acks(done) == []
+
+
+def test_presumed_abort_answers():
+    assert answer_query(None) == "abort"
+    assert answer_query(TxRecord("t", P, 0.0)) == "pending"
+    assert answer_query(TxRecord("t", P, 0.0, Decision.COMMIT)) == "commit"
+
+
+def test_recovery_plan():
+    started = 100.0
+    old_undecided = TxRecord("old", P, created_at=50.0)                  # left by a previous run
+    young_undecided = TxRecord("young", P, created_at=101.0)             # votes still being collected
+    expired = TxRecord("expired", P, created_at=101.0)
+    unacked = TxRecord("unacked", P, 101.0, Decision.COMMIT, acked=frozenset({"inventory"}), decided_at=101.0)
+    fresh = TxRecord("fresh", P, 104.9, Decision.ABORT, decided_at=104.9)  # its request is sending phase 2
+    finished = TxRecord("done", P, 101.0, Decision.COMMIT, acked=frozenset(P), decided_at=101.0)
+    plan = recovery_plan([old_undecided, young_undecided, unacked, fresh, finished], now=105.0,
+                         decision_timeout=10.0, incarnation_started=started, redrive_after=0.5)
+    assert plan == [AbortUndecided("old"), Redrive("unacked", Decision.COMMIT, ("delivery",))]
+    assert recovery_plan([expired], now=112.0, decision_timeout=10.0,
+                         incarnation_started=started) == [AbortUndecided("expired")]
+
+
+# --- crash plans -----------------------------------------------------------------------------------
+
+def test_crash_plan_parsing():
+    assert set(ALL_POINTS) == set(COORDINATOR_POINTS) | set(PARTICIPANT_POINTS) and len(ALL_POINTS) == 7
+    plan = CrashPlan.parse("mid-phase2:3", COORDINATOR_POINTS)
+    assert (plan.point, plan.occurrence) == ("mid-phase2", 3)
+    assert CrashPlan.parse("", COORDINATOR_POINTS).point is None
+    with pytest.raises(BadCrashPoint, match="choose one of"):
+        CrashPlan.parse("after-prepare-recorded", COORDINATOR_POINTS)
+    with pytest.raises(BadCrashPoint, match="positive"):
+        CrashPlan.parse("mid-phase2:0", COORDINATOR_POINTS)
+    CrashPlan.parse("mid-phase2:2", COORDINATOR_POINTS).reached("mid-phase2")  # 1st of 2: no crash
+
+
+# --- the SQLite store alone ------------------------------------------------------------------------
+
+@pytest.fixture
+def inventory(tmp_path):
+    return ParticipantStore(tmp_path / "inv.db", "inventory", stock={"burger": 5, "pizza": 3})
+
+
+def available(store, item):
+    return store.snapshot()["resources"][item]["available"]
+
+
+def test_abort_restores_exactly_what_was_reserved(inventory):
+    assert inventory.prepare("t1", Order("burger", 3, "a")).yes
+    assert available(inventory, "burger") == 2
+    inventory.abort("t1")
+    inventory.abort("t1")  # duplicate: must not give back twice
+    assert available(inventory, "burger") == 5
+
+
+def test_duplicates_and_reordering_in_the_store(inventory):
+    assert inventory.prepare("t1", Order("pizza", 2, "a")).yes
+    assert inventory.prepare("t1", Order("pizza", 2, "a")).yes  # duplicate prepare: no second reservation
+    assert available(inventory, "pizza") == 1
+    inventory.commit("t1")
+    inventory.commit("t1")
+    assert available(inventory, "pizza") == 1
+    with pytest.raises(ProtocolViolation):
+        inventory.abort("t1")
+    inventory.abort("t2")  # abort overtook its prepare
+    vote = inventory.prepare("t2", Order("pizza", 1, "a"))
+    assert not vote.yes and available(inventory, "pizza") == 1
+    with pytest.raises(ProtocolViolation):
+        inventory.commit("t2")
+
+
+def test_state_survives_reopening(tmp_path, inventory):
+    inventory.prepare("t1", Order("burger", 2, "a"))
+    reopened = ParticipantStore(tmp_path / "inv.db", "inventory", stock={"burger": 99})  # seed ignored
+    assert [tx["txid"] for tx in reopened.in_doubt()] == ["t1"]
+    assert available(reopened, "burger") == 3
+
+
+def test_concurrent_prepares_never_oversell(inventory):
+    results: list[bool] = []
+    lock = threading.Lock()
+
+    def buy(i: int) -> None:
+        vote = inventory.prepare(f"t{i}", Order("pizza", 1, "a"))
+        with lock:
+            results.append(vote.yes)
+
+    threads = [threading.Thread(target=buy, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(True) == 3 and available(inventory, "pizza") == 0
+
+
+def test_delivery_store_holds_one_order_per_courier(tmp_path):
+    delivery = ParticipantStore(tmp_path / "d.db", "delivery", couriers=["John"])
+    order = Order("burger", 1, "a")
+    assert delivery.prepare("t1", order).yes
+    assert not delivery.prepare("t2", order).yes  # John is held by a prepared order
+    delivery.commit("t1")
+    assert not delivery.prepare("t3", order).yes  # ... and by a committed, undelivered one
+    with pytest.raises(ProtocolViolation):
+        delivery.deliver("t3")
+    delivery.deliver("t1")
+    assert delivery.prepare("t4", order).yes
