@@ -102,6 +102,11 @@ def measure(contender: Contender, calls: int) -> None:
     contender.nones += sum(nones)
 
 
+def paired_ratio(ours: Contender, peer: Contender) -> float:
+    """Median over runs of ours/peer, each pair measured back to back: robust to load drifting."""
+    return statistics.median(o / p for o, p in zip(ours.rates, peer.rates, strict=True))
+
+
 def print_table(contenders: list[Contender], calls: int, repeats: int) -> None:
     print(f"\nPython {platform.python_version()} ({platform.python_implementation()}), "
           f"{os.cpu_count()} CPUs; {calls:,} calls per run, median of {repeats} interleaved runs")
@@ -114,10 +119,11 @@ def print_table(contenders: list[Contender], calls: int, repeats: int) -> None:
         group = by_threads[contender.threads]
         ratio = ""
         if contender.name.startswith("ours") and "snowflake-id" in group:
-            ratio = f"{contender.median / group['snowflake-id'].median:.2f}x"
+            ratio = f"{paired_ratio(contender, group['snowflake-id']):.2f}x"
         print(f"| {contender.name} | {contender.threads} | {contender.median:,.0f} "
               f"| {min(contender.rates):,.0f} .. {max(contender.rates):,.0f} | {ratio} "
               f"| {contender.median / LAYOUT_LIMIT_PER_SECOND:.0%} |")
+    print("ours/peer = median of the per-run ratios (each run measures both back to back)")
     for contender in contenders:
         if contender.nones:
             print(f"note: {contender.name} returned None (no ID) {contender.nones:,} times; "

@@ -54,6 +54,12 @@ class KeyKind:
     file_bytes: int = 0
 
     @property
+    def short_name(self) -> str:
+        """'uuid4 (16-byte blob)' -> 'uuid4-blob', for progress lines."""
+        base, _, detail = self.name.partition(" (")
+        return base if base == "snowflake" else f"{base}-{detail.rstrip(')').split()[-1]}"
+
+    @property
     def total_seconds(self) -> float:
         return sum(self.batch_seconds)
 
@@ -121,8 +127,7 @@ def run(rows: int, batch: int, seed: int, directory: Path) -> list[KeyKind]:
             for kind, keys, connection in zip(kinds, all_keys, connections, strict=True):
                 kind.batch_seconds.append(insert_batch(connection, keys[start:start + batch]))
             if number % max(1, len(batches) // 10) == 0 or number == len(batches):
-                progress = "  ".join(f"{k.name.split()[0]} {k.batch_seconds[-1] * 1000:6.0f} ms"
-                                     for k in kinds)
+                progress = "  ".join(f"{k.short_name} {k.batch_seconds[-1] * 1000:5.0f} ms" for k in kinds)
                 print(f"  {min(start + batch, rows):>9,} rows   last batch: {progress}", flush=True)
     finally:
         for i, connection in enumerate(connections):
@@ -159,11 +164,13 @@ def plot(kinds: list[KeyKind], rows: int, batch: int, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     figure, axes = plt.subplots(figsize=(9, 5))
     for kind in kinds:
         x = [min((i + 1) * batch, rows) for i in range(len(kind.batch_seconds))]
         axes.plot(x, [s * 1000 for s in kind.batch_seconds], label=kind.name, linewidth=1.2)
+    axes.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
     axes.set_xlabel("rows inserted so far")
     axes.set_ylabel(f"time per batch of {batch:,} inserts (ms)")
     axes.set_title(f"SQLite WITHOUT ROWID B-tree: {rows:,} inserts by primary-key type")
