@@ -159,6 +159,28 @@ class ChatServer:
         self.store.release_nickname(nickname_key(conn.username))
         log.info("%s disconnected", conn.username)
 
+    def start_reaper(self, interval: float) -> None:
+        """Scale-out only: every `interval` s, drop the users of crashed instances and tell their
+        rooms. Without this, a SIGKILLed instance's users stay listed until the next join/leave."""
+        reap = getattr(self.store, "reap_dead_instances", None)
+        if reap is None:
+            return
+
+        def loop() -> None:
+            while True:
+                self.socketio.sleep(interval)
+                try:
+                    rooms = reap()
+                except Exception:
+                    log.exception("reaping dead instances failed; retrying in %.1fs", interval)
+                    continue
+                for room in rooms:
+                    with self.store.presence_lock(room):
+                        self.socketio.emit("presence", {"room": room, "users": self.store.presence(room)},
+                                           to=room)
+                    log.info("removed a dead instance's users from #%s", room)
+        self.socketio.start_background_task(loop)
+
     def close_all(self) -> None:
         """On shutdown: release our users' nicknames and presence (matters in scale-out mode)."""
         with self._lock:
@@ -344,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         where = f"sqlite {args.db}"
     app, socketio, chat = create_app(store, redis_url=args.redis, cors_origins=args.cors_origin,
                                      rate=args.rate, burst=args.burst)
+    if args.redis:
+        chat.start_reaper(interval=args.heartbeat_ttl / 3)
     signal.signal(signal.SIGTERM, _interrupt)
     # No line per HTTP request, and not the dev-server warning: README explains the server choice.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)

@@ -121,18 +121,24 @@ class ChatClient:
     def wait_for(self, event: str, match: Callable[[Any], bool] = lambda data: True,
                  timeout: float = 15.0) -> Any:
         """The first not-yet-returned `event` whose payload satisfies `match`."""
+        return self.wait_for_any((event,), match, timeout)[1]
+
+    def wait_for_any(self, events: Iterable[str], match: Callable[[Any], bool] = lambda data: True,
+                     timeout: float = 15.0) -> tuple[str, Any]:
+        """The first not-yet-returned event named in `events` (and satisfying `match`): (name, data)."""
+        wanted = set(events)
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:
                 for index, (name, data) in enumerate(self.events):
-                    if name == event and index not in self._taken and match(data):
+                    if name in wanted and index not in self._taken and match(data):
                         self._taken.add(index)
-                        return data
+                        return name, data
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     seen = ", ".join(name for name, _ in self.events[-12:]) or "nothing"
-                    raise ChatTimeout(f"{self.name or 'client'}: no matching {event!r} within "
-                                      f"{timeout:.0f}s; last events: {seen}")
+                    raise ChatTimeout(f"{self.name or 'client'}: no matching {'/'.join(sorted(wanted))} "
+                                      f"within {timeout:.0f}s; last events: {seen}")
                 self._changed.wait(remaining)
 
     def received(self, event: str) -> list[Any]:

@@ -186,6 +186,8 @@ class RedisStore:
 
     Keys (prefix `chat:` by default):
       chat:instance:<id>      heartbeat, TTL `heartbeat_ttl` seconds, refreshed by a thread
+      chat:instances          set of instance ids that may still own entries (for the reaper)
+      chat:rooms              set of rooms that have (had) presence entries (for the reaper)
       chat:nicknames          hash nickname-key -> instance id
       chat:presence:<room>    hash username -> instance id
       chat:seq:<room>         INCR counter: the room's message ids
@@ -205,6 +207,7 @@ class RedisStore:
         self._release = self.redis.register_script(_RELEASE_SCRIPT)
         self._stop = threading.Event()
         self._beat()
+        self.redis.sadd(self._key("instances"), self.instance_id)
         self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="chat-heartbeat",
                                            daemon=True)
         self._heartbeat.start()
@@ -244,7 +247,10 @@ class RedisStore:
         return owner is not None and bool(self._live_instances({owner}))
 
     def add_to_room(self, room: str, username: str) -> None:
-        self.redis.hset(self._key("presence", room), username, self.instance_id)
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.sadd(self._key("rooms"), room)
+            pipe.hset(self._key("presence", room), username, self.instance_id)
+            pipe.execute()
 
     def remove_from_room(self, room: str, username: str) -> None:
         self._release(keys=[self._key("presence", room)], args=[username, self.instance_id])
@@ -256,6 +262,30 @@ class RedisStore:
         for name in stale:  # a crashed instance's users: tidy them away (only if still stale)
             self._release(keys=[self._key("presence", room)], args=[name, entries[name]])
         return _sorted_names(name for name, owner in entries.items() if owner in alive)
+
+    def reap_dead_instances(self) -> list[str]:
+        """Remove the entries of instances whose heartbeat expired; return the rooms that changed.
+
+        Run periodically by every instance. A SET NX "reaping" marker makes one instance do each
+        dead instance's clean-up (and so broadcast the new presence lists) instead of all of them.
+        """
+        known = set(self.redis.smembers(self._key("instances"))) - {self.instance_id}
+        dead = known - self._live_instances(known)
+        changed: set[str] = set()
+        for instance in sorted(dead):
+            if not self.redis.set(self._key("reaping", instance), self.instance_id, nx=True, ex=60):
+                continue
+            for room in self.redis.smembers(self._key("rooms")):
+                entries = self.redis.hgetall(self._key("presence", room))
+                for name, owner in entries.items():
+                    if owner == instance:
+                        self._release(keys=[self._key("presence", room)], args=[name, instance])
+                        changed.add(room)
+            for key, owner in self.redis.hgetall(self._key("nicknames")).items():
+                if owner == instance:
+                    self._release(keys=[self._key("nicknames")], args=[key, instance])
+            self.redis.srem(self._key("instances"), instance)
+        return sorted(changed)
 
     def append_message(self, room: str, username: str, text: str) -> ChatMessage:
         message_id = self.redis.incr(self._key("seq", room))
@@ -298,6 +328,7 @@ class RedisStore:
         self._heartbeat.join(timeout=2)
         try:
             self.redis.delete(self._key("instance", self.instance_id))
+            self.redis.srem(self._key("instances"), self.instance_id)
         except redis.RedisError:
             pass
         self.redis.close()
