@@ -46,7 +46,7 @@ from .protocol import (
     validate_server_response,
 )
 
-READ_SIZE = 256 * 1024
+READ_SIZE = 64 * 1024
 Trace = Callable[[str, bytes], None]  # called with ("send" | "recv", raw bytes) for every socket I/O
 
 

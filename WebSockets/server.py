@@ -181,8 +181,10 @@ class WebSocketServer:
 async def serve(host: str, port: int, server: WebSocketServer,
                 ready: asyncio.Event | None = None) -> None:
     """Listen until cancelled (Ctrl-C or SIGTERM)."""
-    # `limit` bounds what readuntil() buffers while looking for the end of the handshake.
-    listener = await asyncio.start_server(server.handle, host, port, limit=4 * MAX_HEADER_BYTES)
+    # `limit` bounds what readuntil() buffers while looking for the end of the handshake (the head
+    # itself must fit in MAX_HEADER_BYTES); the reader also pauses the socket at twice this much
+    # unread data, so a small value would throttle large messages.
+    listener = await asyncio.start_server(server.handle, host, port, limit=READ_SIZE)
     log.info("listening on ws://%s:%d (mode=%s, max message %d bytes)", host, port, server.mode,
              server.max_size)
     if ready is not None:

@@ -245,3 +245,30 @@ def test_many_concurrent_clients(server):
     finally:
         for ws in clients:
             ws.close()
+
+
+def test_broadcast_drops_a_client_that_stops_reading(spawn):
+    """A broadcast receiver that never reads is disconnected once its backlog passes the limit;
+    the sender and a reading client keep receiving every broadcast."""
+    port = free_port()
+    server = spawn("WebSockets.server", "--port", port, "--mode", "broadcast", port=port)
+    from WebSockets.client import connect
+
+    big = bytes(range(256)) * 4096  # 1 MiB
+    with open_raw(port) as hog, connect(f"ws://127.0.0.1:{port}/") as sender, \
+            connect(f"ws://127.0.0.1:{port}/") as reader:
+        sender.ping(), reader.ping()  # both registered before the flood
+        for number in range(40):  # 40 MiB to the hog: far past socket buffers + 8 MiB backlog
+            sender.send(big)
+            assert sender.recv(timeout=30) == big, f"sender lost broadcast {number}"
+            assert reader.recv(timeout=30) == big, f"reader lost broadcast {number}"
+            if "unread" in server.output():
+                break
+        assert "broadcasts unread" in server.output()
+        hog.settimeout(30)
+        with contextlib.suppress(ConnectionResetError):
+            while hog.recv(1 << 20):  # the server aborted it: draining ends in EOF or RST
+                pass
+        sender.send("after the drop")
+        assert sender.recv(timeout=10) == "after the drop"
+        assert reader.recv(timeout=10) == "after the drop"
