@@ -360,7 +360,7 @@ class FrameDecoder:
     def __init__(self, *, expect_masked: bool, max_payload: int | None = None):
         self.expect_masked = expect_masked
         self.max_payload = max_payload  # the connection lowers it while a fragmented message grows
-        self.max_size_hint = max_payload
+        self.message_limit = max_payload  # the configured limit, quoted in error messages
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> Iterator[Frame]:
@@ -399,7 +399,7 @@ class FrameDecoder:
         if self.max_payload is not None and length > self.max_payload and opcode < 0x8:
             # Rejected from the header alone: we never buffer a payload we would refuse anyway.
             raise ProtocolError(CloseCode.TOO_BIG, f"a {length}-byte frame takes the message over "
-                                                   f"the {self.max_size_hint} byte limit")
+                                                   f"the {self.message_limit} byte limit")
         mask = None
         if masked:
             if available < offset + 4:
@@ -409,8 +409,9 @@ class FrameDecoder:
         end = offset + length
         if available < end:
             return None, 0
-        with memoryview(buffer) as view:  # one copy out of the buffer, not two
-            payload = bytes(view[offset:end]) if mask is None else apply_mask(view[offset:end], mask)
+        # A view, so the payload is copied out of the buffer once; released before `del buffer[...]`.
+        with memoryview(buffer)[offset:end] as body:
+            payload = bytes(body) if mask is None else apply_mask(body, mask)
         return Frame(opcode, payload, fin, rsv, mask), end
 
     def _check_header(self, rsv: int, opcode: int, fin: bool, masked: bool, length: int) -> None:
