@@ -65,10 +65,10 @@ class Round:
     handoffs_ms: list[float]     # end of one holder's section -> start of a DIFFERENT holder's section
     waits_ms: list[float]        # acquire() call -> return, every acquisition
     same_holder: float           # fraction of sections that went straight back to the previous holder
-    commands: int                # commands Redis processed during the round (polling shows up here)
+    round_trips: int             # lock commands clients sent (EVALSHA/EVAL/BLPOP): polling shows up here
 
 
-def contended_round(url: str, wait: str, processes: int, sections: int) -> Round:
+def contended_round(url: str, wait: str, processes: int, sections: int, work_s: float = 0.0) -> Round:
     """One round of `processes` x `sections` critical sections on one lock."""
     client = redis.Redis.from_url(url)
     lock_name, counter = f"contended-{wait}", f"counter-{wait}"
@@ -76,17 +76,17 @@ def contended_round(url: str, wait: str, processes: int, sections: int) -> Round
     # A barrier, not a sleep: the clock starts when every child has imported and connected.
     start, results = SPAWN.Barrier(processes + 1), SPAWN.Queue()
     procs = [SPAWN.Process(target=counter_worker,
-                           args=(url, lock_name, counter, sections, 10_000, wait, start, results))
+                           args=(url, lock_name, counter, sections, 10_000, wait, start, results, work_s))
              for _ in range(processes)]
     for proc in procs:
         proc.start()
     try:
         start.wait(timeout=60)
         began = time.monotonic()
-        commands_before = client.info("stats")["total_commands_processed"]
+        trips_before = lock_round_trips(client)
         all_sections = sorted(s for _ in procs for s in results.get(timeout=300))
         total = max(section[1] for section in all_sections) - began
-        commands = client.info("stats")["total_commands_processed"] - commands_before
+        trips = lock_round_trips(client) - trips_before
         for proc in procs:
             proc.join(30)
     finally:
@@ -99,7 +99,13 @@ def contended_round(url: str, wait: str, processes: int, sections: int) -> Round
     pairs = list(zip(all_sections, all_sections[1:], strict=False))
     handoffs = [(nxt[0] - cur[1]) * 1000 for cur, nxt in pairs if nxt[3] != cur[3]]
     same = sum(1 for cur, nxt in pairs if nxt[3] == cur[3]) / max(1, len(pairs))
-    return Round(total, handoffs, [s[4] * 1000 for s in all_sections], same, commands)
+    return Round(total, handoffs, [s[4] * 1000 for s in all_sections], same, trips)
+
+
+def lock_round_trips(client: redis.Redis) -> int:
+    """Calls of the commands the lock sends (scripts and BLPOP), from INFO commandstats."""
+    stats = client.info("commandstats")
+    return sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("evalsha", "eval", "blpop"))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -114,10 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=7, help="interleaved repetitions (median reported)")
     parser.add_argument("--processes", type=int, default=8)
     parser.add_argument("--sections", type=int, default=200, help="critical sections per process")
+    parser.add_argument("--work-ms", type=float, default=0.0,
+                        help="extra time spent inside each critical section (default 0: GET+SET only)")
     parser.add_argument("--rounds", type=int, default=5, help="contended rounds per strategy (interleaved)")
     args = parser.parse_args(argv)
-    if min(args.pairs, args.reps, args.processes, args.sections, args.rounds) < 1:
-        parser.error("every count must be >= 1")
+    if min(args.pairs, args.reps, args.processes, args.sections, args.rounds) < 1 or args.work_ms < 0:
+        parser.error("every count must be >= 1 and --work-ms >= 0")
     print(f"Python {platform.python_version()}, {os.cpu_count()} CPUs, load average "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}, redis-py {redis.__version__}")
     try:
@@ -134,18 +142,19 @@ def main(argv: list[str] | None = None) -> int:
                       f"{median / peer:9.2f}x")
 
             print(f"\n2. contended: {args.processes} processes x {args.sections} critical sections on one "
-                  f"lock, {args.rounds} interleaved rounds (medians)")
+                  f"lock (GET+SET{f' + {args.work_ms} ms' if args.work_ms else ''}), "
+                  f"{args.rounds} interleaved rounds (medians)")
             rounds: dict[str, list[Round]] = {WAIT_BACKOFF: [], WAIT_WAKEUP: []}
             for n in range(args.rounds):
                 for wait in ((WAIT_BACKOFF, WAIT_WAKEUP) if n % 2 == 0 else (WAIT_WAKEUP, WAIT_BACKOFF)):
-                    r = contended_round(url, wait, args.processes, args.sections)
+                    r = contended_round(url, wait, args.processes, args.sections, args.work_ms / 1000)
                     rounds[wait].append(r)
                     handoff = percentile(r.handoffs_ms, 0.5), percentile(r.handoffs_ms, 0.99)
                     print(f"  round {n + 1} {wait:8} total {r.total_s:5.2f} s  hand-off p50 {handoff[0]:5.2f}"
                           f" p99 {handoff[1]:6.2f} ms  wait p99 {percentile(r.waits_ms, 0.99):6.1f} ms  "
-                          f"same holder {r.same_holder:4.0%}  {r.commands} cmds")
+                          f"same holder {r.same_holder:4.0%}  {r.round_trips} lock round trips")
             print(f"\n  {'waiting':28} {'total s':>7} {'hand-off p50':>12} {'p99 ms':>7} {'wait p50':>9} "
-                  f"{'p99 ms':>7} {'same holder':>11} {'Redis cmds':>10} {'total vs backoff':>16}")
+                  f"{'p99 ms':>7} {'same holder':>11} {'lock RTTs':>9} {'total vs backoff':>16}")
             base = statistics.median(r.total_s for r in rounds[WAIT_BACKOFF])
             labels = {WAIT_BACKOFF: "backoff (exp., full jitter)", WAIT_WAKEUP: "wake-up (BLPOP on release)"}
             for wait, runs in rounds.items():
@@ -157,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{med(lambda r: percentile(r.handoffs_ms, 0.99)):7.2f} "
                       f"{med(lambda r: percentile(r.waits_ms, 0.5)):9.2f} "
                       f"{med(lambda r: percentile(r.waits_ms, 0.99)):7.1f} "
-                      f"{med(lambda r: r.same_holder):11.0%} {med(lambda r: r.commands):10,.0f} "
+                      f"{med(lambda r: r.same_holder):11.0%} {med(lambda r: r.round_trips):9,.0f} "
                       f"{total / base:15.2f}x")
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)

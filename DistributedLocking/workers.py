@@ -25,7 +25,7 @@ SPAWN = multiprocessing.get_context("spawn")
 
 
 def counter_worker(url: str, lock_name: str, counter_key: str, iterations: int, ttl_ms: int,
-                   wait: str, start: object, results: object) -> None:
+                   wait: str, start: object, results: object, work_s: float = 0.0) -> None:
     """GET then SET a counter inside the lock `iterations` times; report one tuple per section:
     (acquired, released, token, pid, waited) with times from time.monotonic() (system-wide on Linux).
 
@@ -42,6 +42,8 @@ def counter_worker(url: str, lock_name: str, counter_key: str, iterations: int, 
         token = lock.acquire()
         acquired = time.monotonic()
         value = int(client.get(counter_key) or 0)
+        if work_s:
+            time.sleep(work_s)  # a longer critical section: widens the window a lost update needs
         client.set(counter_key, value + 1)
         released = time.monotonic()
         lock.release()
