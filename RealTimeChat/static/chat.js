@@ -162,6 +162,7 @@
   socket.on("connect_error", () => showError("cannot reach the chat server; retrying…"));
 
   // ---- client -> server ------------------------------------------------------------------------
+  let lastTyping = 0;
   $("login").addEventListener("submit", (event) => {
     event.preventDefault();
     state.pendingRoom = $("room").value;
@@ -192,8 +193,8 @@
     if (key.startsWith("#")) socket.emit("message", { room: key.slice(1), text });
     else socket.emit("private_message", { to: key.slice(1), text });
     $("text").value = "";
+    lastTyping = 0;  // a sent message clears our indicator on the others' screens: allow a new one
   });
-  let lastTyping = 0;
   $("text").addEventListener("input", () => {
     const key = state.current;
     const now = Date.now();
