@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC
 from email.utils import formatdate, parsedate_to_datetime
 from urllib.parse import urlsplit
@@ -272,6 +273,13 @@ def current_age(headers: Sequence[tuple[str, str]], request_time: float, respons
     request_time:  when this cache sent the request that produced the stored response
     response_time: when this cache received the response
     """
+    resident_time = now - response_time
+    return corrected_initial_age(headers, request_time, response_time) + resident_time
+
+
+def corrected_initial_age(headers: Sequence[tuple[str, str]], request_time: float,
+                          response_time: float) -> float:
+    """The part of §4.2.3 fixed at arrival: how old the response already was when we got it."""
     date_value = parse_http_date(get_header(headers, "date"))
     if date_value is None:
         date_value = response_time  # §6.6.1 of RFC 9110: a recipient with a clock adds Date itself
@@ -279,9 +287,31 @@ def current_age(headers: Sequence[tuple[str, str]], request_time: float, respons
     apparent_age = max(0.0, response_time - date_value)
     response_delay = response_time - request_time
     corrected_age_value = age_value + response_delay
-    corrected_initial_age = max(apparent_age, corrected_age_value)
-    resident_time = now - response_time
-    return corrected_initial_age + resident_time
+    return max(apparent_age, corrected_age_value)
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """What the hot path needs about a stored response, computed once when it is stored.
+
+    Parsing Date and Cache-Control on every hit would cost more than the rest of serving it.
+    """
+
+    lifetime: float
+    initial_age: float
+    response_time: float
+    no_cache: bool
+
+    @classmethod
+    def of(cls, status: int, headers: Sequence[tuple[str, str]], request_time: float,
+           response_time: float) -> Freshness:
+        return cls(freshness_lifetime(status, headers),
+                   corrected_initial_age(headers, request_time, response_time),
+                   response_time, must_revalidate_always(headers))
+
+    def age(self, now: float) -> float:
+        """current_age (§4.2.3) at `now`."""
+        return self.initial_age + (now - self.response_time)
 
 
 def _age_value(headers: Sequence[tuple[str, str]]) -> float:

@@ -193,11 +193,11 @@ class Edge:
         entry = self.store.lookup(key, request.headers)
         if entry is not None:
             now = time.time()
-            age = policy.current_age(entry.headers, entry.request_time, entry.response_time, now)
-            lifetime = policy.freshness_lifetime(entry.status, entry.headers)
-            if self._is_usable(entry, request.headers, age, lifetime):
+            facts = freshness(entry)
+            age, lifetime = facts.age(now), facts.lifetime
+            if self._is_usable(entry, request.headers, now):
                 return await self._serve_entry(request, entry, "HIT", writer, now=now)
-            forced = (policy.must_revalidate_always(entry.headers)
+            forced = (facts.no_cache
                       or policy.request_needs_revalidation(request.headers, age, lifetime))
             if not forced and policy.may_serve_stale_while_revalidate(entry.headers, age, lifetime):
                 self._revalidate_in_background(key, request, target, entry)
@@ -228,13 +228,12 @@ class Edge:
         return await self._serve_entry(request, outcome.entry, label, writer)
 
     def _is_usable(self, entry: StoredResponse, request_headers: Sequence[tuple[str, str]],
-                   age: float | None = None, lifetime: float | None = None) -> bool:
+                   now: float | None = None) -> bool:
         """Fresh, not no-cache, and the request accepts it: servable without asking the origin."""
-        if age is None or lifetime is None:
-            age = policy.current_age(entry.headers, entry.request_time, entry.response_time, time.time())
-            lifetime = policy.freshness_lifetime(entry.status, entry.headers)
-        return (age < lifetime and not policy.must_revalidate_always(entry.headers)
-                and not policy.request_needs_revalidation(request_headers, age, lifetime))
+        facts = freshness(entry)
+        age = facts.age(time.time() if now is None else now)
+        return (age < facts.lifetime and not facts.no_cache
+                and not policy.request_needs_revalidation(request_headers, age, facts.lifetime))
 
     async def _coalesced_fetch(self, key: str, request: Request, target: str,
                                stale: StoredResponse | None) -> tuple[Outcome, bool]:
@@ -314,9 +313,8 @@ class Edge:
 
     def _stale_allowed_on_error(self, stale: StoredResponse) -> bool:
         now = time.time()
-        age = policy.current_age(stale.headers, stale.request_time, stale.response_time, now)
-        lifetime = policy.freshness_lifetime(stale.status, stale.headers)
-        return policy.may_serve_stale_on_error(stale.headers, age, lifetime)
+        facts = freshness(stale)
+        return policy.may_serve_stale_on_error(stale.headers, facts.age(now), facts.lifetime)
 
     async def _read_up_to(self, response: OriginResponse, limit: int) -> tuple[list[bytes], bool]:
         """Read the body while it fits in `limit`. (pieces, True) when complete; else the pieces so
@@ -405,21 +403,36 @@ class Edge:
         """Replay a stored response (status, headers, body) with Age and X-Cache, or a 304 if the
         client's own conditional request matches it."""
         self.stats.count(label)
-        age = policy.current_age(entry.headers, entry.request_time, entry.response_time, now or time.time())
-        extra = [("Age", str(int(age))), ("X-Cache", label), ("Via", f"1.1 {SERVER_NAME}")]
+        age = freshness(entry).age(now or time.time())
+        tail = f"Age: {int(age)}\r\nX-Cache: {label}\r\nVia: 1.1 {SERVER_NAME}\r\n\r\n".encode()
         source = headers if headers is not None else entry.headers
-        if entry.status == 200 and policy.conditional_request_matches(request.headers, entry.headers):
-            writer.write(response_head(304, "Not Modified", policy.response_304_headers(source) + extra))
+        if entry.status == 200 and has_conditional(request.headers) \
+                and policy.conditional_request_matches(request.headers, entry.headers):
+            writer.write(response_head(304, "Not Modified", policy.response_304_headers(source))[:-2] + tail)
             return True
-        fields = policy.without(source, ("content-length", "age"))
-        fields.append(("Content-Length", str(len(entry.body))))
-        writer.write(response_head(entry.status, entry.reason, fields + extra))
-        if request.method != "HEAD":
-            writer.write(entry.body)
-            self.stats.bytes_served += len(entry.body)
+        if headers is not None:
+            prefix = self._head_prefix(entry, headers)
+        else:
+            if entry.head_prefix is None:
+                entry.head_prefix = self._head_prefix(entry, entry.headers)
+            prefix = entry.head_prefix
+        body = entry.body if request.method != "HEAD" else b""
+        if len(body) <= 65536:
+            writer.write(prefix + tail + body)  # one send(): copying a small body beats a 2nd syscall
+        else:
+            writer.write(prefix + tail)
+            writer.write(body)
+        self.stats.bytes_served += len(body)
         if writer.transport.get_write_buffer_size() > 256 * 1024:
             await writer.drain()
         return True
+
+    @staticmethod
+    def _head_prefix(entry: StoredResponse, headers: policy.Headers) -> bytes:
+        """Status line and stored fields with the real Content-Length, without the final blank line."""
+        fields = policy.without(headers, ("content-length", "age"))
+        fields.append(("Content-Length", str(len(entry.body))))
+        return response_head(entry.status, entry.reason, fields)[:-2]
 
     async def _stream(self, request: Request, response: OriginResponse, prefix: list[bytes], label: str,
                       writer: asyncio.StreamWriter) -> bool:
@@ -508,6 +521,18 @@ class Edge:
             "entries": len(self.store), "bytes_cached": self.store.bytes_used,
             "cache_size": self.store.max_bytes, "evictions": self.store.evictions,
         }
+
+
+def freshness(entry: StoredResponse) -> policy.Freshness:
+    """The entry's policy facts, computed on first use and kept with it."""
+    if entry.freshness is None:
+        entry.freshness = policy.Freshness.of(entry.status, entry.headers, entry.request_time,
+                                              entry.response_time)
+    return entry.freshness
+
+
+def has_conditional(headers: Sequence[tuple[str, str]]) -> bool:
+    return any(name.lower() in ("if-none-match", "if-modified-since") for name, _ in headers)
 
 
 # ----------------------------------------------------------------------------------- entry point

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .cache_policy import Headers, variant_key
 
@@ -36,6 +37,10 @@ class StoredResponse:
     response_time: float  # cache's clock when the response arrived
     vary: tuple[str, ...] = ()
     variant: tuple[str, ...] = field(default=())
+    # Derived once by the edge and cached here: the policy facts (cache_policy.Freshness) and the
+    # serialised status line + headers, so a hit does not re-parse or re-serialise them.
+    freshness: Any = field(default=None, compare=False, repr=False)
+    head_prefix: bytes | None = field(default=None, compare=False, repr=False)
 
     @property
     def size(self) -> int:
