@@ -28,6 +28,7 @@ import signal
 from .protocol import (
     DEFAULT_MAX_SIZE,
     MAX_HEADER_BYTES,
+    CloseCode,
     CloseReceived,
     ConnectionFailed,
     HandshakeError,
@@ -102,6 +103,10 @@ class WebSocketServer:
             await self._finish_close(reader, writer)
         except (ConnectionError, OSError) as error:
             log.info("%s connection lost: %s", name, error)
+        except asyncio.CancelledError:
+            # Server shutdown cancels every handler. The task ends here on purpose: Python 3.11's
+            # start_server logs a cancelled handler task as an "Exception in callback" traceback.
+            pass
         finally:
             writer.close()
 
@@ -163,6 +168,13 @@ class WebSocketServer:
                 log.info("%s dropped: %d bytes of broadcasts unread", client.name, client.backlog())
                 client.writer.transport.abort()
 
+    def say_goodbye(self) -> None:
+        """On shutdown, tell every client why (§7.4.1: 1001 going away) instead of just vanishing."""
+        for client in list(self.clients):
+            if client.connection.state is State.OPEN:
+                client.connection.send_close(CloseCode.GOING_AWAY, "server shutting down")
+                client.flush()
+
     async def _finish_close(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """§7.1.1: the server closes TCP first. Half-close, then wait briefly for the peer's EOF.
 
@@ -189,8 +201,11 @@ async def serve(host: str, port: int, server: WebSocketServer,
              server.max_size)
     if ready is not None:
         ready.set()
-    async with listener:
-        await listener.serve_forever()
+    try:
+        async with listener:
+            await listener.serve_forever()
+    finally:
+        server.say_goodbye()
 
 
 def build_parser() -> argparse.ArgumentParser:

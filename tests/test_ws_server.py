@@ -16,6 +16,7 @@ from websockets.sync.client import connect as lib_connect
 
 from common import free_port, spawn_module
 from tests.ws_helpers import frame, http_exchange, open_raw, raw_request, read_frames_until_close
+from WebSockets.protocol import ConnectionClosed
 
 TEXT, BINARY, CONT, CLOSE, PING = 0x1, 0x2, 0x0, 0x8, 0x9
 MAX_SIZE = 1 << 20
@@ -272,3 +273,18 @@ def test_broadcast_drops_a_client_that_stops_reading(spawn):
         sender.send("after the drop")
         assert sender.recv(timeout=10) == "after the drop"
         assert reader.recv(timeout=10) == "after the drop"
+
+
+def test_shutdown_sends_1001_going_away(spawn):
+    port = free_port()
+    server = spawn("WebSockets.server", "--port", port, port=port)
+    from WebSockets.client import connect
+
+    with connect(f"ws://127.0.0.1:{port}/") as ws:
+        ws.send("hi")
+        assert ws.recv(timeout=10) == "hi"
+        server.stop()  # SIGTERM
+        with pytest.raises(ConnectionClosed) as caught:
+            ws.recv(timeout=10)
+    assert (caught.value.code, caught.value.reason) == (1001, "server shutting down")
+    assert "Traceback" not in server.output()
