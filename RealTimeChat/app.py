@@ -182,15 +182,19 @@ class ChatServer:
         self.socketio.start_background_task(loop)
 
     def close_all(self) -> None:
-        """On shutdown: release our users' nicknames and presence (matters in scale-out mode)."""
+        """On shutdown: release our users' nicknames and presence, and tell the rooms.
+
+        Matters in scale-out mode: the users of the other instances see ours leave at once,
+        instead of after the heartbeat TTL.
+        """
         with self._lock:
             connections = list(self._connections.values())
             self._connections.clear()
         for conn in connections:
             if conn.username is None:
                 continue
-            for room in conn.rooms:
-                self.store.remove_from_room(room, conn.username)
+            for room in sorted(conn.rooms):
+                self._change_presence(room, conn.username, joined=False)
             self.store.release_nickname(nickname_key(conn.username))
 
     # ---- events --------------------------------------------------------------------------------

@@ -100,3 +100,18 @@ def test_killed_instance_users_leave_presence_and_free_their_nicknames(spawn, re
             # And the room no longer lists the alice of the dead instance twice or at all apart
             # from the new one: a presence list is a set of live users.
             assert alice_again.wait_for("presence")["users"] == ["alice", "bob"]
+
+
+def test_stopped_instance_tells_the_other_instances_at_once(spawn, redis_url):
+    # A 60 s heartbeat TTL: if bob sees alice leave within the test's timeout, it was the clean
+    # shutdown path (SIGTERM) that told him, not the reaper.
+    server_a, url_a = start_chat(spawn, "--heartbeat-ttl", "60", redis=redis_url)
+    _, url_b = start_chat(spawn, "--heartbeat-ttl", "60", redis=redis_url)
+    with users(url_a, 1) as (alice,), users(url_b, 1) as (bob,):
+        alice.joined("lobby", "alice")
+        bob.joined("lobby", "bob")
+        bob.wait_for("presence", lambda p: p["users"] == ["alice", "bob"])
+        assert server_a.stop() == 0           # SIGTERM: clean exit, status 0
+        bob.wait_for("presence", lambda p: p["users"] == ["bob"], timeout=20)
+        with users(url_b, 1) as (alice_again,):
+            alice_again.joined("lobby", "alice")   # her nickname was released too
