@@ -498,6 +498,9 @@ def build_close_payload(code: int, reason: str = "") -> bytes:
     """The body of a close frame we send. 1005 means "no code": an empty body."""
     if code == CloseCode.NO_STATUS:
         return b""
+    if not is_valid_close_code(code):
+        raise ValueError(f"close code {code} may not be sent (RFC 6455 §7.4): use 1000-1003, "
+                         f"1007-1014 or an application code in 3000-4999")
     payload = code.to_bytes(2, "big") + reason.encode("utf-8")
     if len(payload) > MAX_CONTROL_PAYLOAD:
         raise ValueError("close reason too long: code + reason must fit in 125 bytes")
@@ -634,13 +637,14 @@ class WebSocketConnection:
         if self.state is State.OPEN:
             # §5.5.1: echo the status code back; then the handshake is complete on our side.
             self._send_frame(Opcode.CLOSE, frame.payload[:2])
-            self.close_code, self.close_reason = code, reason
+        # §7.1.5: the connection's close code is the one in the close frame we *received*.
+        self.close_code, self.close_reason = code, reason
         self.state = State.CLOSED
         return CloseReceived(code, reason)
 
     def _handle_data(self, frame: Frame) -> Message | None:
-        if self.state is not State.OPEN:
-            return None  # §5.5.1: after sending close we may discard data
+        # Data still arrives while CLOSING (we sent close, the peer has not answered yet): it was
+        # sent before the peer saw our close, so it is delivered, not dropped.
         if frame.opcode == Opcode.CONTINUATION:
             if self._message_opcode is None:
                 raise ProtocolError(CloseCode.PROTOCOL_ERROR, "continuation frame with no message started")

@@ -124,7 +124,7 @@ def test_length_encoding_boundaries(size, header_length):
 
 def test_apply_mask_is_a_bytewise_xor_and_its_own_inverse():
     rng = random.Random(6455)
-    for length in (0, 1, 3, 4, 5, 1000, 65537):
+    for length in (0, 1, 3, 4, 5, 1000, 4095, 4096, 4097, 4099, 65537):
         payload = rng.randbytes(length)
         mask = rng.randbytes(4)
         masked = apply_mask(payload, mask)
@@ -303,3 +303,20 @@ def test_arbitrary_bytes_give_frames_or_a_protocol_error_never_another_exception
         assert isinstance(event, Message | Ping | Pong | CloseReceived | ConnectionFailed)
         if isinstance(event, ConnectionFailed):
             assert event.code in (1002, 1007, 1009)
+
+
+@pytest.mark.parametrize("code", [0, 999, 1004, 1006, 1015, 5000])
+def test_we_refuse_to_send_a_close_code_the_rfc_forbids(code):
+    client, _ = pair()
+    with pytest.raises(ValueError, match="may not be sent"):
+        client.send_close(code)
+    assert client.state is State.OPEN
+
+
+def test_messages_sent_before_the_peer_saw_our_close_are_still_delivered():
+    client, server = pair()
+    server.send_text("in flight")
+    in_flight = server.data_to_send()
+    client.send_close(1000)
+    assert list(client.receive_data(in_flight)) == [Message("in flight")]
+    assert client.state is State.CLOSING
