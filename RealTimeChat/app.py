@@ -102,8 +102,9 @@ class ChatServer:
         on("leave")(self._guarded(self.on_leave))
         on("message")(self._guarded(self.on_message))
         on("private_message")(self._guarded(self.on_private_message))
+        # Typing pings have their own silent limiter (see on_typing).
         on("typing")(self._guarded(self.on_typing, limited=False))
-        on("*")(self._guarded(self.on_unknown_event, limited=False))
+        on("*")(self._guarded(self.on_unknown_event))
 
     def _guarded(self, handler, limited: bool = True):
         """Wrap a handler: rate limit first, and turn every failure into an `error` event.
@@ -212,6 +213,12 @@ class ChatServer:
         history = [m.payload() for m in self.store.history(req.room)]
         self.socketio.emit("history", {"room": req.room, "messages": history}, to=conn.sid)
         self._change_presence(req.room, conn.username, joined=True)
+        if self._connection(conn.sid) is None:
+            # The connection dropped while we were joining (possible with HTTP long-polling, where
+            # the disconnect may run in another thread): undo, or the user would haunt the room.
+            self._change_presence(req.room, conn.username, joined=False)
+            self.store.release_nickname(nickname_key(conn.username))
+            return
         log.info("%s joined #%s", conn.username, req.room)
 
     def _claim_nickname(self, conn: Connection, username: str) -> None:
@@ -253,11 +260,14 @@ class ChatServer:
         self.socketio.emit("private_message", payload, to=[user_room(req.to), user_room(sender)])
 
     def on_typing(self, conn: Connection, *args: Any) -> None:
+        # Advisory and frequent: over the limit we drop the ping without a word (and without even
+        # parsing it), rather than answer every keystroke with an error.
+        if not conn.typing_bucket.try_take():
+            return
         room = parse_typing(args)
         self._require_room(conn, room)
-        if conn.typing_bucket.try_take():
-            self.socketio.emit("typing", {"room": room, "username": conn.username}, to=room,
-                               skip_sid=conn.sid)
+        self.socketio.emit("typing", {"room": room, "username": conn.username}, to=room,
+                           skip_sid=conn.sid)
 
     def on_unknown_event(self, conn: Connection, event: Any = None, *args: Any) -> None:
         raise ChatError(UNKNOWN_EVENT, f"unknown event {str(event)[:40]!r}; the events are join, leave, "

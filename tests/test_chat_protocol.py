@@ -154,6 +154,21 @@ def test_typing_goes_to_others_in_the_room(chat_url):
         assert bob.received("typing") == []
 
 
+def test_typing_flood_is_thinned_silently(chat_url):
+    with users(chat_url, 2) as (alice, bob):
+        alice.joined("lobby", "alice")
+        bob.joined("lobby", "bob")
+        start = time.monotonic()
+        for _ in range(40):
+            bob.typing("lobby")
+        barrier(bob, "lobby", "stopped typing")
+        alice.wait_for("message", lambda m: m["text"] == "stopped typing")
+        elapsed = time.monotonic() - start
+        forwarded = len(alice.received("typing"))
+        assert 1 <= forwarded <= 4 + 2 * elapsed + 1     # burst 4, then 2/s
+        assert bob.received("error") == []               # no error per keystroke
+
+
 def test_text_length_limit(chat_url):
     with users(chat_url, 1) as (alice,):
         alice.joined("lobby", "alice")
