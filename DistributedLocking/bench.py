@@ -1,6 +1,6 @@
 """Benchmark: RedisLock against redis-py's redis.lock.Lock, and backoff against wake-up waiting.
 
-    python -m DistributedLocking.bench [--pairs 2000 --reps 7 --processes 8 --sections 200 --rounds 5]
+    python -m DistributedLocking.bench [--pairs 1000 --reps 11 --processes 8 --sections 200 --rounds 5]
 
 1. Uncontended: acquire+release pairs per second on one private redis-server, our RedisLock (with and
    without the renewal watchdog) and redis-py's Lock, interleaved repetitions, median reported.
@@ -116,8 +116,8 @@ def percentile(values: list[float], q: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pairs", type=int, default=2000, help="acquire+release pairs per repetition")
-    parser.add_argument("--reps", type=int, default=7, help="interleaved repetitions (median reported)")
+    parser.add_argument("--pairs", type=int, default=1000, help="acquire+release pairs per repetition")
+    parser.add_argument("--reps", type=int, default=11, help="interleaved repetitions (median reported)")
     parser.add_argument("--processes", type=int, default=8)
     parser.add_argument("--sections", type=int, default=200, help="critical sections per process")
     parser.add_argument("--work-ms", type=float, default=0.0,

@@ -15,9 +15,13 @@ What it does (each step is one atomic Lua script on one Redis server):
 * extend: reset the expiry only if the key still holds our owner value (compare-and-extend); an
   expired lock is never resurrected. With ``auto_renew`` a per-process watchdog thread extends every
   held lock at about ttl/3 and stops at release.
-* blocking acquire: either BLPOP on the wake list (default, see ``WAIT_WAKEUP``) or capped exponential
+* blocking acquire: either BLPOP on the wake list (default, ``WAIT_WAKEUP``) or capped exponential
   backoff with full jitter (``WAIT_BACKOFF``). Both wait at most until the holder's lease would expire,
-  so a crashed holder delays others by at most its TTL.
+  so a crashed holder delays others by at most its TTL. A list, not pub/sub: a release pushed while
+  nobody was blocked stays in the list for the next waiter (a pub/sub message would be lost), and
+  BLPOP wakes ONE waiter, not all of them. bench.py measured: wake-up cuts the hand-off and waiting
+  tails; backoff gets more total throughput only by letting the releasing process barge straight back
+  in while the others sleep (over 90% of sections went back to the same process). Neither is FIFO-fair.
 
 What it does NOT guarantee — read this before you rely on it:
 
