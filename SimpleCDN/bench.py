@@ -59,6 +59,7 @@ http {{
     uwsgi_temp_path {prefix}/uwsgi;
     scgi_temp_path {prefix}/scgi;
     proxy_cache_path {prefix}/cache levels=1:2 keys_zone=edge:10m max_size=64m inactive=60m use_temp_path=off;
+    keepalive_requests 10000000;  # nginx closes a keep-alive connection after 1000 by default; ours never
     upstream origin {{ server 127.0.0.1:{origin_port}; keepalive 32; }}
     server {{
         listen 127.0.0.1:{port};

@@ -20,6 +20,13 @@ import time
 
 async def one_connection(port: int, request: bytes, deadline: float, latencies: list[float],
                          errors: list[int]) -> None:
+    """Keep one request in flight until the deadline; reconnect if the server closes the connection."""
+    while time.perf_counter() < deadline:
+        await one_keep_alive_session(port, request, deadline, latencies, errors)
+
+
+async def one_keep_alive_session(port: int, request: bytes, deadline: float, latencies: list[float],
+                                 errors: list[int]) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         while time.perf_counter() < deadline:

@@ -83,12 +83,12 @@ class LRUStore:
         A response whose Vary differs from the stored variants' Vary replaces all of them: the old
         secondary keys were computed from other field names and can no longer be selected.
         """
+        names = entry.vary
+        entry.variant = variant_key(names, request_headers)  # set even if not stored: callers compare it
         if entry.size > self.max_bytes:
             return False
-        names = entry.vary
         if self._vary_by_primary.get(primary, names) != names:
             self.invalidate(primary)
-        entry.variant = variant_key(names, request_headers)
         key = (primary, entry.variant)
         if key in self._entries:
             self._remove(key)
