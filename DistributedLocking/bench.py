@@ -28,7 +28,7 @@ from redis.lock import Lock as RedisPyLock
 from common import redis_server
 
 from .lock import WAIT_BACKOFF, WAIT_WAKEUP, RedisLock
-from .workers import SPAWN, counter_worker
+from .workers import SPAWN, counter_worker, start_process
 
 
 def pairs_per_second(acquire: Callable[[], object], release: Callable[[], object], pairs: int) -> float:
@@ -75,11 +75,8 @@ def contended_round(url: str, wait: str, processes: int, sections: int, work_s: 
     client.delete(counter, f"lock:{lock_name}", f"lock-wake:{lock_name}")
     # A barrier, not a sleep: the clock starts when every child has imported and connected.
     start, results = SPAWN.Barrier(processes + 1), SPAWN.Queue()
-    procs = [SPAWN.Process(target=counter_worker,
-                           args=(url, lock_name, counter, sections, 10_000, wait, start, results, work_s))
-             for _ in range(processes)]
-    for proc in procs:
-        proc.start()
+    procs = [start_process(counter_worker, url, lock_name, counter, sections, 10_000, wait, start, results,
+                           work_s) for _ in range(processes)]
     try:
         start.wait(timeout=60)
         began = time.monotonic()

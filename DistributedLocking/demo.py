@@ -22,17 +22,15 @@ import redis
 from common import redis_server
 
 from .ticket_booking import TicketBookingSystem
-from .workers import SPAWN, booking_worker, race_worker
+from .workers import SPAWN, booking_worker, race_worker, start_process
 
 
 def race(url: str, racers: int) -> str:
     """N processes, one seat, one start signal. Returns the winner."""
     print(f"\n== 1. {racers} processes race for seat A1 of event 'race' ==")
     start, results = SPAWN.Event(), SPAWN.Queue()
-    procs = [SPAWN.Process(target=race_worker, args=(url, "race", "A1", f"user{n}", start, results))
+    procs = [start_process(race_worker, url, "race", "A1", f"user{n}", start, results)
              for n in range(racers)]
-    for proc in procs:
-        proc.start()
     start.set()
     outcomes = sorted(results.get(timeout=60) for _ in procs)
     for proc in procs:
@@ -63,9 +61,7 @@ def pause_scenario(url: str, *, fencing: bool, ttl_ms: int, payment_s: float) ->
     client = redis.Redis.from_url(url)
     line = Timeline()
     a_end, a_child = SPAWN.Pipe()
-    a = SPAWN.Process(target=booking_worker,
-                      args=(url, event, "D4", "alice", payment_s, fencing, ttl_ms, a_child))
-    a.start()
+    a = start_process(booking_worker, url, event, "D4", "alice", payment_s, fencing, ttl_ms, a_child)
     try:
         _, a_token, at = _recv(a_end)
         line.t0 = at
@@ -77,9 +73,7 @@ def pause_scenario(url: str, *, fencing: bool, ttl_ms: int, payment_s: float) ->
             time.sleep(0.005)
         line.say("A's lease expires in Redis; A still believes it holds the lock")
         b_end, b_child = SPAWN.Pipe()
-        b = SPAWN.Process(target=booking_worker,
-                          args=(url, event, "D4", "bob", 0.0, fencing, ttl_ms, b_child))
-        b.start()
+        b = start_process(booking_worker, url, event, "D4", "bob", 0.0, fencing, ttl_ms, b_child)
         _, b_token, at = _recv(b_end)
         line.say(f"B (bob) acquires the lock with token {b_token}, sees the seat free", at)
         _, b_outcome, _, at = _recv(b_end)

@@ -23,7 +23,7 @@ import redis
 from common import redis_server
 
 from .ticket_booking import TicketBookingSystem
-from .workers import SPAWN, crowd_worker
+from .workers import SPAWN, crowd_worker, start_process
 
 EVENT = "sim"
 
@@ -33,12 +33,8 @@ def run(url: str, users: int, seats: int, processes: int, cancel: float, seed: i
     seat_ids = [f"S{n:02d}" for n in range(seats)]
     user_ids = [f"user{n:03d}" for n in range(users)]
     start, results = SPAWN.Event(), SPAWN.Queue()
-    procs = [SPAWN.Process(target=crowd_worker,
-                           args=(url, EVENT, seat_ids, user_ids[p::processes], seed * 1000 + p, cancel,
-                                 start, results, payment_max_s))
-             for p in range(processes)]
-    for proc in procs:
-        proc.start()
+    procs = [start_process(crowd_worker, url, EVENT, seat_ids, user_ids[p::processes], seed * 1000 + p,
+                           cancel, start, results, payment_max_s) for p in range(processes)]
     try:
         start.set()
         log = [entry for _ in procs for entry in results.get(timeout=300)]

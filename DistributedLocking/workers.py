@@ -12,6 +12,7 @@ import logging
 import multiprocessing
 import os
 import random
+import signal
 import time
 from multiprocessing.connection import Connection
 
@@ -22,6 +23,21 @@ from .lock import RedisLock
 from .ticket_booking import BookingOutcome, TicketBookingSystem
 
 SPAWN = multiprocessing.get_context("spawn")
+
+
+def start_process(target, *args) -> multiprocessing.process.BaseProcess:
+    """Start a daemon child that ignores Ctrl-C from its first instruction.
+
+    Ctrl-C reaches the whole process group; the parent handles it and stops its children. An ignored
+    signal stays ignored across exec, so we ignore SIGINT in the parent just while the child starts.
+    """
+    proc = SPAWN.Process(target=target, args=args, daemon=True)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        proc.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return proc
 
 
 def counter_worker(url: str, lock_name: str, counter_key: str, iterations: int, ttl_ms: int,
