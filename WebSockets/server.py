@@ -148,12 +148,12 @@ class WebSocketServer:
                     log.info("%s closed: code %d %r", client.name, event.code, event.reason)
             client.flush()  # our answers: echoes, pongs, the close frame
             await client.writer.drain()  # back-pressure: a client that does not read waits alone
-            if connection.close_code is not None:
+            if connection.state is State.CLOSED:
                 return
 
     def _on_message(self, sender: Client, data: str | bytes) -> None:
-        # A message can arrive in the same read as a fatal error or a close: the state machine has
-        # then already queued its close frame, and nothing may follow it (§5.5.1).
+        # Only an OPEN connection may still send data: nothing may follow our close frame (§5.5.1),
+        # and a broadcast can find other clients mid-close.
         if self.mode == "echo":
             if sender.connection.state is State.OPEN:
                 sender.connection.send(data)
