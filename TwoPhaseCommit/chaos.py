@@ -199,8 +199,14 @@ class Chaos:
         self.armed[name] = crash_at
         try:
             self.cluster.start(name, crash_at=crash_at)
-        except SpawnError:
-            pass  # it reached its crash point during start-up recovery: the caller's loop restarts it
+        except SpawnError as exc:
+            # it reached its crash point during start-up recovery, before it listened: the caller's loop
+            # starts it again
+            self.armed[name] = None
+            if "CRASH: SIGKILL at" in str(exc):
+                with self.lock:
+                    self.result.crash_points[f"{name}:{crash_at.split(':')[0]}"] += 1
+                self.say(f"chaos: {name} killed itself at {crash_at} while recovering")
 
     # --- the run ------------------------------------------------------------------------------------
 

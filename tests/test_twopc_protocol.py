@@ -101,16 +101,26 @@ def test_participant_down_during_prepare_means_abort(spawn, tmp_path):
     assert tx_state(cluster, "delivery", answer["txid"]) == "aborted"
 
 
-@pytest.mark.slow
 def test_stalled_participant_times_out_and_the_coordinator_aborts(spawn, tmp_path):
     # delivery is SIGSTOPped: the TCP connection is accepted by the kernel but nobody answers
     cluster = make_cluster(spawn, tmp_path, rpc_timeout=2.0, decision_timeout=0.3)
     cluster.start_all()
-    cluster.processes["delivery"].signal(signal.SIGSTOP)
+    delivery = cluster.processes["delivery"]
+    delivery.signal(signal.SIGSTOP)
+
+    def wake_delivery_once_decided() -> None:
+        try:
+            wait_until(lambda: any(tx["decision"] for tx in transactions(cluster).values()),
+                       what="the coordinator to decide")
+        finally:
+            delivery.signal(signal.SIGCONT)
+
+    waker = threading.Thread(target=wake_delivery_once_decided)
+    waker.start()
     try:
         status, answer = post_order(cluster, "burger", 2)
     finally:
-        cluster.processes["delivery"].signal(signal.SIGCONT)
+        waker.join()
     assert (status, answer["outcome"]) == (200, "aborted")
     # the sweeper's decision timeout (0.3 s) fired before the 2 s call timeout: it decided first
     assert "no decision before the timeout" in answer["reason"]
