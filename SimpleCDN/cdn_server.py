@@ -129,7 +129,7 @@ class Edge:
             while True:
                 try:
                     async with asyncio.timeout(self.config.idle_timeout):
-                        request = await read_request(reader)
+                        request = await read_request(reader, writer)
                 except HttpError as exc:
                     self.stats.bad_requests += 1
                     writer.write(simple_response(exc.status, f"{exc.status} {reason_phrase(exc.status)}: "

@@ -18,6 +18,7 @@ import re
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from email.utils import formatdate
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
@@ -65,10 +66,13 @@ class Request:
 
 # ------------------------------------------------------------------------------------ server side
 
-async def read_request(reader: asyncio.StreamReader) -> Request | None:
+async def read_request(reader: asyncio.StreamReader,
+                       writer: asyncio.StreamWriter | None = None) -> Request | None:
     """Read one request; None when the client closed the connection cleanly between requests.
 
     The reader must have been created with limit=MAX_HEAD_BYTES so readuntil enforces the bound.
+    With `writer`, a client that sent `Expect: 100-continue` is told to send its body (RFC 9110
+    §10.1.1) instead of waiting a second for a 100 that never comes (curl does this for POSTs).
     """
     try:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -79,6 +83,12 @@ async def read_request(reader: asyncio.StreamReader) -> Request | None:
     except asyncio.LimitOverrunError:
         raise HttpError(431, f"request head larger than {MAX_HEAD_BYTES} bytes") from None
     method, target, version, headers = parse_head(head)
+    expect = get_header(headers, "expect")
+    if expect is not None:
+        if expect.strip().lower() != "100-continue":
+            raise HttpError(417, f"unsupported Expect: {expect!r} (only 100-continue is)")
+        if writer is not None and version == "HTTP/1.1":
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     body = await _read_request_body(reader, headers)
     return Request(method, target, version, headers, body)
 
@@ -198,8 +208,8 @@ def simple_response(status: int, message: str, extra: Sequence[tuple[str, str]] 
                     close: bool = False) -> bytes:
     """A complete small text/plain response, e.g. for 400 and 502."""
     body = (message.rstrip("\n") + "\n").encode()
-    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))),
-               *extra]
+    headers = [("Date", formatdate(usegmt=True)), ("Content-Type", "text/plain; charset=utf-8"),
+               ("Content-Length", str(len(body))), *extra]
     if close:
         headers.append(("Connection", "close"))
     return response_head(status, reason_phrase(status), headers) + body

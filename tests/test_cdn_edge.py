@@ -3,6 +3,7 @@ byte bound, large objects streamed through, origin timeouts. Each test starts it
 
 from __future__ import annotations
 
+import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -63,6 +64,25 @@ def test_stale_if_error_serves_stale_when_the_origin_is_killed(spawn):
         assert failed.status == 502, path
         assert b"origin" in failed.body and b"stale" in failed.body
     assert request(edge, "/__stats").status == 200  # the edge itself is fine
+
+
+def test_stale_if_error_when_the_origin_hangs_sigstop(spawn):
+    """A paused origin (SIGSTOP) accepts connections but never answers: the timeout is the error."""
+    origin = start_origin(spawn)
+    _, edge = start_edge(origin.url, "--origin-timeout", "1", spawn=spawn)
+    origin.script("/paused", [("Cache-Control", "max-age=10, stale-if-error=3600"), ("Age", "20")],
+                  body="kept")
+    origin.script("/paused-strict", [("Cache-Control", "max-age=10"), ("Age", "20")], body="x")
+    request(edge, "/paused")
+    request(edge, "/paused-strict")
+    origin.child.signal(signal.SIGSTOP)
+    try:
+        rescued = request(edge, "/paused")
+        assert (rescued.status, rescued.x_cache, rescued.body) == (200, "STALE", b"kept")
+        assert request(edge, "/paused-strict").status == 504
+    finally:
+        origin.child.signal(signal.SIGCONT)
+    assert request(edge, "/paused").status == 200
 
 
 def test_stale_if_error_on_origin_5xx(spawn):
