@@ -135,7 +135,7 @@ def run(workdir: str, args: argparse.Namespace) -> str:
         outcomes = list(answers.values())
         return (f"result: 4 orders, {outcomes.count('committed') - 1} committed, "
                 f"{outcomes.count('aborted')} aborted (stock, courier), 1 in doubt after the coordinator "
-                f"crash -> {crashed['outcome']} by recovery in {recovered:.1f}s; "
+                f"crash -> {crashed['outcome']} {recovered:.1f}s after its restart; "
                 f"invariant {'ok' if report.ok else 'FAILED'}")
     finally:
         cluster.stop_all()
