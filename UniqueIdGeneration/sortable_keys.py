@@ -147,16 +147,15 @@ def print_table(kinds: list[KeyKind], rows: int, batch: int) -> None:
     print(header)
     print("|" + "|".join("---" for _ in range(header.count("|") - 1)) + "|")
     for kind in kinds:
-        first, last = kind.batch_seconds[0], _tail_median(kind.batch_seconds)
+        first, last = _median(kind.batch_seconds[:5]), _median(kind.batch_seconds[-5:])
         print(f"| {kind.name} | {kind.total_seconds:.2f} | {kind.total_seconds / base.total_seconds:.2f}x "
               f"| {first * 1000:.0f} | {last * 1000:.0f} | {last / first:.1f}x "
               f"| {kind.file_bytes / 1e6:.1f} | {kind.file_bytes / base.file_bytes:.2f}x |")
-    print("(last batch = median of the last 5 batches, to damp noise from other processes)")
+    print("(first/last batch = median of the first/last 5 batches, to damp noise from other processes)")
 
 
-def _tail_median(values: list[float], count: int = 5) -> float:
-    tail = sorted(values[-count:])
-    return tail[len(tail) // 2]
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
 
 
 def plot(kinds: list[KeyKind], rows: int, batch: int, path: Path) -> None:
