@@ -385,8 +385,9 @@ def run_demo(producers: int = 3, consumers: int = 2, capacity: int = 5, items: i
     # (two consumers' appends to a shared list could land in either order after their get()s).
     received_by: list[list[tuple[str, int]]] = [[] for _ in range(consumers)]
     per_producer = [items // producers + (1 if i < items % producers else 0) for i in range(producers)]
-    print(f"{producers} producers (one item every ~{produce_every * 1000:.0f} ms each), {consumers} consumers "
-          f"(~{consume_work * 1000:.0f} ms per item), capacity {capacity}, {items} items, seed {seed}")
+    print(f"{producers} producers (one item every ~{produce_every * 1000:.0f} ms each), "
+          f"{consumers} consumers (~{consume_work * 1000:.0f} ms per item), capacity {capacity}, "
+          f"{items} items, seed {seed}")
     print("producers are faster than consumers, so the queue fills and put() blocks: that is backpressure\n")
     threads = [threading.Thread(target=_producer, name=f"P{i + 1}",
                                 args=(f"P{i + 1}", q, n, produce_every, random.Random(seed * 1000 + i), tl))
@@ -495,7 +496,8 @@ def run_bench(items: int = 200_000, capacity: int = 64, repeat: int = 7,
     print(f"Python {platform.python_version()} ({platform.python_implementation()}), "
           f"{os.cpu_count()} CPUs; {items:,} ints, capacity {capacity}, median of {repeat} "
           f"interleaved repetitions")
-    contenders = {"BlockingQueue": lambda: BlockingQueue(capacity), "queue.Queue": lambda: queue.Queue(capacity)}
+    contenders = {"BlockingQueue": lambda: BlockingQueue(capacity),
+                  "queue.Queue": lambda: queue.Queue(capacity)}
     rows = []
     for producers, consumers in shapes:
         times: dict[str, list[float]] = {name: [] for name in contenders}
@@ -508,7 +510,8 @@ def run_bench(items: int = 200_000, capacity: int = 64, repeat: int = 7,
         peer = items / statistics.median(times["queue.Queue"])
         rows.append({"shape": f"{producers}P/{consumers}C", "ours": ours, "peer": peer, "ratio": ours / peer})
         print(f"  {producers}P/{consumers}C done", flush=True)
-    print(f"\n  {'threads':<8} {'BlockingQueue items/s':>22} {'queue.Queue items/s':>20} {'ratio ours/peer':>16}")
+    print(f"\n  {'threads':<8} {'BlockingQueue items/s':>22} {'queue.Queue items/s':>20} "
+          f"{'ratio ours/peer':>16}")
     for row in rows:
         print(f"  {row['shape']:<8} {row['ours']:>22,.0f} {row['peer']:>20,.0f} {row['ratio']:>16.2f}")
     geo = math.prod(r["ratio"] for r in rows) ** (1 / len(rows))
@@ -550,9 +553,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     bench = sub.add_parser("bench", help="items/s against queue.Queue",
                            description="Throughput against queue.Queue on the same workload, in one run, "
                                        "interleaved repetitions, median.")
-    bench.add_argument("--items", type=_positive_int, default=200_000, help="ints moved per run (default 200000)")
+    bench.add_argument("--items", type=_positive_int, default=200_000,
+                       help="ints moved per run (default 200000)")
     bench.add_argument("--capacity", type=_positive_int, default=64, help="queue capacity (default 64)")
-    bench.add_argument("--repeat", type=_positive_int, default=7, help="repetitions, median taken (default 7)")
+    bench.add_argument("--repeat", type=_positive_int, default=7,
+                       help="repetitions, median taken (default 7)")
     return parser.parse_args(argv)
 
 

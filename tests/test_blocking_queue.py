@@ -133,11 +133,13 @@ def test_spurious_wakeups_neither_crash_nor_extend_the_deadline():
 
     thread = start(getter)
     wait_until(lambda: waiters(q._not_empty) == 1)
-    while thread.is_alive():
+    give_up = time.monotonic() + timeout + 10.0  # a re-armed deadline would never expire on its own
+    while thread.is_alive() and time.monotonic() < give_up:
         with q._not_empty:
             q._not_empty.notify_all()  # a wake-up with no item behind it
         time.sleep(0.02)
     thread.join(JOIN)
+    assert outcome, "get(timeout=0.5) was still blocked 10 s after its deadline"
     assert isinstance(outcome[0], queue.Empty), outcome
     assert timeout <= outcome[1] < timeout + 2.0
 
