@@ -59,6 +59,8 @@ DEFAULT_DB = PACKAGE_DIR / "data" / "chat.sqlite3"
 # Engine.IO refuses packets above this size by closing the connection: the only input that costs a
 # client its connection. Anything smaller reaches rules.py and gets a polite `error`.
 MAX_PACKET_BYTES = 1_000_000
+# Presence changes within this window are sent as one list (see ChatServer._change_presence).
+PRESENCE_COALESCE_S = 0.2
 
 log = logging.getLogger("chat")
 
@@ -90,6 +92,7 @@ class ChatServer:
         self.rate = rate
         self.burst = burst
         self._connections: dict[str, Connection] = {}
+        self._presence_pending: set[str] = set()   # rooms with a broadcast scheduled
         self._lock = threading.Lock()
 
     # ---- wiring --------------------------------------------------------------------------------
@@ -176,9 +179,7 @@ class ChatServer:
                     log.exception("reaping dead instances failed; retrying in %.1fs", interval)
                     continue
                 for room in rooms:
-                    with self.store.presence_lock(room):
-                        self.socketio.emit("presence", {"room": room, "users": self.store.presence(room)},
-                                           to=room)
+                    self._broadcast_presence(room)
                     log.info("removed a dead instance's users from #%s", room)
         self.socketio.start_background_task(loop)
 
@@ -195,7 +196,8 @@ class ChatServer:
             if conn.username is None:
                 continue
             for room in sorted(conn.rooms):
-                self._change_presence(room, conn.username, joined=False)
+                # At once: this process is about to exit and take its scheduled tasks with it.
+                self._change_presence(room, conn.username, joined=False, at_once=True)
             self.store.release_nickname(nickname_key(conn.username))
 
     # ---- events --------------------------------------------------------------------------------
@@ -285,14 +287,39 @@ class ChatServer:
         if room not in conn.rooms:
             raise ChatError(NOT_IN_ROOM, f"you are not in #{room}; join it first")
 
-    def _change_presence(self, room: str, username: str, joined: bool) -> None:
-        with self.store.presence_lock(room):
-            if joined:
-                self.store.add_to_room(room, username)
-            else:
-                self.store.remove_from_room(room, username)
-            self.socketio.emit("presence", {"room": room, "users": self.store.presence(room)}, to=room)
+    def _change_presence(self, room: str, username: str, joined: bool, at_once: bool = False) -> None:
+        """Record a join or leave now; broadcast the room's list now or within PRESENCE_COALESCE_S."""
+        if joined:
+            self.store.add_to_room(room, username)
+        else:
+            self.store.remove_from_room(room, username)
+        if at_once:
+            self._broadcast_presence(room)
+            return
+        # Coalescing: a full list to every member on every change costs O(N) per change and O(N^2)
+        # when N people arrive together (a class logging in, a reconnect storm after a deploy).
+        # One broadcast per room per window, of the list as it is *then*, costs O(N) per window.
+        with self._lock:
+            if room in self._presence_pending:
+                return
+            self._presence_pending.add(room)
+        self.socketio.start_background_task(self._broadcast_presence_later, room)
 
+    def _broadcast_presence_later(self, room: str) -> None:
+        self.socketio.sleep(PRESENCE_COALESCE_S)
+        with self._lock:
+            # Cleared *before* reading the list: a change after this point schedules another
+            # broadcast, so the last broadcast always carries the final state.
+            self._presence_pending.discard(room)
+        try:
+            self._broadcast_presence(room)
+        except Exception:
+            log.exception("presence broadcast for #%s failed", room)
+
+    def _broadcast_presence(self, room: str) -> None:
+        # Under the room's presence lock, so snapshots go out in the order they were read.
+        with self.store.presence_lock(room):
+            self.socketio.emit("presence", {"room": room, "users": self.store.presence(room)}, to=room)
 
 def create_app(store: ChatStore, redis_url: str | None = None, cors_origins: list[str] | None = None,
                rate: float = 10.0, burst: int = 20) -> tuple[Flask, SocketIO, ChatServer]:

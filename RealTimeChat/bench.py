@@ -34,11 +34,17 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 
+import socketio
+
 from common import free_port, redis_server, spawn_module
 
-from .client import ChatClient
+from .client import ChatClient, ChatTimeout
 
 PREFIX = "bench"
+
+
+class Overloaded(RuntimeError):
+    """Clients lost their connections (missed pings): the machine could not keep up with this N."""
 
 
 @dataclass
@@ -112,7 +118,10 @@ def run_round(clients: list[ChatClient], room: str, recorder: Recorder, round_id
             time.sleep(delay)  # pacing the senders: the schedule is the point of the benchmark
         with recorder.lock:
             recorder.sent[(i, k)] = time.perf_counter()
-        clients[i].sio.emit("message", {"room": room, "text": f"{PREFIX} {round_id} {i} {k}"})
+        try:
+            clients[i].sio.emit("message", {"room": room, "text": f"{PREFIX} {round_id} {i} {k}"})
+        except socketio.exceptions.SocketIOError as exc:
+            raise Overloaded(f"client {i} lost its connection ({exc})") from None
     with recorder.lock:
         recorder.all_in.wait_for(lambda: recorder.count >= recorder.expected, timeout=30)
         latencies, slowest, last = [], [], start
@@ -186,26 +195,33 @@ def main(argv: list[str] | None = None) -> int:
         setups = {"one": [f"http://127.0.0.1:{ports[0]}"],
                   "two": [f"http://127.0.0.1:{p}" for p in ports[1:]]}
         round_id = 0
+        overloaded: list[int] = []
         for n in args.clients:
             recorders = {name: Recorder() for name in setups}
-            clients = {}
-            for name, urls in setups.items():
-                print(f"N={n}: connecting {n} clients to '{name}'", flush=True)
-                clients[name] = connect_clients(urls, n, f"room{n}", recorders[name])
+            clients: dict[str, list[ChatClient]] = {}
             results = defaultdict(list)
-            for rep in range(args.repeats):
-                for name in setups:   # interleaved: one, two, one, two, ...
-                    round_id += 1
-                    result = run_round(clients[name], f"room{n}", recorders[name], round_id,
-                                       args.rate, args.seconds, rng)
-                    results[name].append(result)
-                    print(f"  N={n} round {rep + 1} {name}: p50 {result.p50_ms:.2f} ms, "
-                          f"{result.deliveries_per_s:.0f} delivered/s, lost {result.lost}", flush=True)
-            rows.append((n, median_result(results["one"]), median_result(results["two"])))
+            try:
+                for name, urls in setups.items():
+                    print(f"N={n}: connecting {n} clients to '{name}'", flush=True)
+                    clients[name] = connect_clients(urls, n, f"room{n}", recorders[name])
+                for rep in range(args.repeats):
+                    for name in setups:   # interleaved: one, two, one, two, ...
+                        round_id += 1
+                        result = run_round(clients[name], f"room{n}", recorders[name], round_id,
+                                           args.rate, args.seconds, rng)
+                        results[name].append(result)
+                        print(f"  N={n} round {rep + 1} {name}: p50 {result.p50_ms:.2f} ms, "
+                              f"{result.deliveries_per_s:.0f} delivered/s, lost {result.lost}", flush=True)
+                rows.append((n, median_result(results["one"]), median_result(results["two"])))
+            except (Overloaded, ChatTimeout, socketio.exceptions.SocketIOError) as exc:
+                print(f"  N={n}: stopped, overloaded: {exc}", flush=True)
+                overloaded.append(n)
             for group in clients.values():
                 for client in group:
                     client.drop()
     print_table(rows, args)
+    if overloaded:
+        print(f"not measured (clients dropped, machine overloaded): N = {', '.join(map(str, overloaded))}")
     print("(measured on a shared machine: compare the ratios, not the absolute figures)")
     return 0
 
