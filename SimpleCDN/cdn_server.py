@@ -125,22 +125,22 @@ class Edge:
 
     async def serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Serve requests on one keep-alive connection until the client closes or errs."""
+        watchdog = IdleWatchdog(writer, self.config.idle_timeout)
         try:
             while True:
                 try:
-                    async with asyncio.timeout(self.config.idle_timeout):
-                        request = await read_request(reader, writer)
+                    request = await read_request(reader, writer)
                 except HttpError as exc:
                     self.stats.bad_requests += 1
                     writer.write(simple_response(exc.status, f"{exc.status} {reason_phrase(exc.status)}: "
                                                  f"{exc}", close=True))
                     await writer.drain()
                     return
-                except TimeoutError:
-                    return  # idle keep-alive connection: close it quietly
                 if request is None:
                     return
+                watchdog.start_request()
                 keep_alive = await self.handle(request, writer)
+                watchdog.end_request()
                 if not (keep_alive and request.keep_alive):
                     return
         except (ConnectionError, OSError):
@@ -150,6 +150,7 @@ class Edge:
             with contextlib.suppress(Exception):
                 writer.write(simple_response(500, "500 Internal Server Error", close=True))
         finally:
+            watchdog.cancel()
             writer.close()
 
     async def handle(self, request: Request, writer: asyncio.StreamWriter) -> bool:
@@ -523,6 +524,38 @@ class Edge:
         }
 
 
+class IdleWatchdog:
+    """Closes a keep-alive connection on which no request completes for `timeout` seconds (idle, or
+    a request head trickling in byte by byte). One timer per connection, re-armed lazily: cheaper
+    than a timeout context around every read, which costs about as much as parsing the request."""
+
+    def __init__(self, writer: asyncio.StreamWriter, timeout: float):
+        self.writer = writer
+        self.timeout = timeout
+        self.busy = False
+        self.last_done = time.monotonic()
+        self._loop = asyncio.get_running_loop()
+        self._handle = self._loop.call_later(timeout, self._check)
+
+    def start_request(self) -> None:
+        self.busy = True
+
+    def end_request(self) -> None:
+        self.busy = False
+        self.last_done = time.monotonic()
+
+    def _check(self) -> None:
+        idle_for = time.monotonic() - self.last_done
+        if not self.busy and idle_for >= self.timeout:
+            self.writer.close()  # the pending read fails and serve_connection returns
+            return
+        delay = self.timeout if self.busy else self.timeout - idle_for
+        self._handle = self._loop.call_later(delay, self._check)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
 def freshness(entry: StoredResponse) -> policy.Freshness:
     """The entry's policy facts, computed on first use and kept with it."""
     if entry.freshness is None:
@@ -581,6 +614,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-object-size", type=parse_size, default=parse_size("8MB"),
                         help="larger responses are streamed through and not stored")
     parser.add_argument("--origin-timeout", type=float, default=10.0, help="seconds (-> 504 on expiry)")
+    parser.add_argument("--idle-timeout", type=float, default=60.0,
+                        help="seconds a keep-alive connection may wait for its next complete request head")
     parser.add_argument("--client-latency-ms", type=float, default=0.0,
                         help="simulated client<->edge distance, added to every response")
     parser.add_argument("--origin-latency-ms", type=float, default=0.0,
@@ -597,7 +632,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     config = EdgeConfig(origin=args.origin, cache_size=args.cache_size, max_object_size=args.max_object_size,
-                        origin_timeout=args.origin_timeout, client_latency_ms=args.client_latency_ms,
+                        origin_timeout=args.origin_timeout, idle_timeout=args.idle_timeout,
+                        client_latency_ms=args.client_latency_ms,
                         origin_latency_ms=args.origin_latency_ms, name=args.name)
     try:
         asyncio.run(run_edge(config, args.host, args.port))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import socket
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -64,3 +65,14 @@ def test_expect_100_continue_is_answered(spawn):
             rest += chunk
     assert b"HTTP/1.1 200 OK" in rest and rest.endswith(b"POST /form ok\n")
     assert origin.count("/form", "POST") == 1
+
+
+def test_slow_loris_connection_is_closed_after_the_idle_timeout(spawn):
+    origin = start_origin(spawn)
+    _, port = start_edge(origin.url, "--idle-timeout", "1", spawn=spawn)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # ... and never the blank line
+        started = time.monotonic()
+        assert sock.recv(100) == b""                      # the edge closed the connection
+        assert time.monotonic() - started < 20
+    assert request(port, "/__stats").status == 200
