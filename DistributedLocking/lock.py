@@ -337,7 +337,7 @@ class _Watchdog:
         self.pid = os.getpid()
         self._heap: list[tuple[float, int, RedisLock, str]] = []
         self._seq = 0
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())  # a plain Lock: cheaper than the default RLock
         self._thread = threading.Thread(target=self._run, name="redis-lock-watchdog", daemon=True)
         self._thread.start()
 
