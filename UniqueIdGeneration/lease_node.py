@@ -8,7 +8,8 @@ It prints one line per event, which is what the fault-injection tests read:
     issued 123456789012345 worker_id=3            (every --interval-ms)
     refused: worker id 3 lease may have expired: ...        (then exits with status 3)
 
-Exit status: 0 stopped (Ctrl-C / SIGTERM, lease released), 2 no free worker id, 3 lease lost.
+Exit status: 0 stopped (Ctrl-C / SIGTERM, lease released), 1 Redis unreachable, 2 no free worker id,
+3 lease lost (the node refused to issue IDs).
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ import signal
 import sys
 import threading
 
+import redis
+
 from .worker_lease import LeaseExpiredError, NoFreeWorkerIdError, WorkerLease
 
+EXIT_REDIS_UNAVAILABLE = 1
 EXIT_NO_FREE_ID = 2
 EXIT_LEASE_LOST = 3
 
@@ -42,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     except NoFreeWorkerIdError as exc:
         print(f"error: {exc}", flush=True)
         return EXIT_NO_FREE_ID
+    except redis.RedisError as exc:
+        print(f"error: cannot lease a worker id from {args.redis_url}: {exc}", flush=True)
+        return EXIT_REDIS_UNAVAILABLE
     try:
         print(f"leased worker_id={lease.worker_id} node={lease.node_id} ttl_ms={lease.ttl_ms}", flush=True)
         generator = lease.generator()

@@ -174,3 +174,12 @@ def test_a_node_paused_past_its_lease_refuses_to_issue_ids_when_resumed(spawn, r
         assert issued_ids(output)
         assert all(parse(i).timestamp_ms <= stopped_at_ms for i in issued_ids(output))
         assert successor.generator().next_id() > max(issued_ids(output))
+
+
+def test_a_node_started_with_every_id_taken_exits_with_a_clear_error(spawn, redis_url, client):
+    for worker_id in range(32):
+        client.set(f"worker:{worker_id}", f"someone-{worker_id}", px=60_000)
+    node = spawn("UniqueIdGeneration.lease_node", "--redis-url", redis_url)
+    node.popen.wait(timeout=30)
+    assert node.popen.returncode == 2
+    assert "error: all 32 worker ids (worker:0 .. worker:31) are leased by live nodes" in node.output()
