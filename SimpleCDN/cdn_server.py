@@ -169,7 +169,7 @@ class Edge:
             return self._purge(target, writer)
         if path == ADMIN_STATS and request.method == "GET":
             return self._write_json(writer, self.stats_snapshot())
-        if path == ADMIN_PURGE and request.method in ("POST", "GET"):
+        if path == ADMIN_PURGE and request.method == "POST":  # never GET: a crawler must not purge
             query = dict(part.partition("=")[::2] for part in target.partition("?")[2].split("&") if part)
             return self._purge(query.get("url", ""), writer)
         if request.method not in FORWARDED_METHODS:
