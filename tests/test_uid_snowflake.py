@@ -45,12 +45,17 @@ def test_eight_threads_share_one_generator_without_duplicates():
     results: list[list[int]] = [[] for _ in range(THREADS)]
     start = threading.Barrier(THREADS)
 
+    errors: list[BaseException] = []
+
     def work(index: int) -> None:
         start.wait()                      # all threads hammer the generator at the same time
         out = results[index]
         next_id = generator.next_id
-        for _ in range(IDS_EACH):
-            out.append(next_id())
+        try:
+            for _ in range(IDS_EACH):
+                out.append(next_id())
+        except BaseException as exc:      # e.g. a racy generator tripping over its own state
+            errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(THREADS)]
     for thread in threads:
@@ -59,6 +64,7 @@ def test_eight_threads_share_one_generator_without_duplicates():
         thread.join(timeout=120)
         assert not thread.is_alive()
 
+    assert errors == []
     every_id = [i for ids in results for i in ids]
     assert len(every_id) == THREADS * IDS_EACH
     assert len(set(every_id)) == len(every_id), "duplicate IDs across threads"
