@@ -5,7 +5,7 @@ participant_store), a thin HTTP+JSON layer (httpjson, coordinator, participant),
 (crash), the invariant audit (audit) and a process launcher (cluster). See README.md.
 """
 
-from .audit import AuditReport, Check, audit, settle
+from .audit import AuditReport, Check, audit, audit_states, settle
 from .coordinator_log import CoordinatorLog
 from .coordinator_machine import Decision, Phase, TxRecord, VoteKind, VoteResult, decide
 from .crash import ALL_POINTS, COORDINATOR_POINTS, CRASH_ENV, PARTICIPANT_POINTS, BadCrashPoint, CrashPlan
@@ -15,6 +15,6 @@ from .participant_store import ParticipantStore
 __all__ = [
     "ALL_POINTS", "COORDINATOR_POINTS", "CRASH_ENV", "PARTICIPANT_POINTS", "AuditReport", "BadCrashPoint",
     "BadOrder", "Check", "CoordinatorLog", "CrashPlan", "Decision", "Order", "ParticipantStore", "Phase",
-    "ProtocolViolation", "TxRecord", "TxState", "Vote", "VoteKind", "VoteResult", "audit", "decide",
-    "parse_order", "settle",
+    "ProtocolViolation", "TxRecord", "TxState", "Vote", "VoteKind", "VoteResult", "audit", "audit_states",
+    "decide", "parse_order", "settle",
 ]

@@ -81,6 +81,12 @@ def audit(coordinator_url: str, participant_urls: Mapping[str, str],
           answers: Mapping[str, str] | None = None) -> AuditReport:
     """Run every invariant check. `answers` maps txid -> the outcome the coordinator told the client."""
     coordinator, states = fetch(coordinator_url, participant_urls)
+    return audit_states(coordinator, states, answers)
+
+
+def audit_states(coordinator: Mapping[str, dict], states: Mapping[str, dict],
+                 answers: Mapping[str, str] | None = None) -> AuditReport:
+    """The checks themselves, on already fetched state (GET /transactions by txid, GET /state by name)."""
     report = AuditReport()
     decisions = {txid: tx["decision"] for txid, tx in coordinator.items()}
     by_participant = {name: {tx["txid"]: tx for tx in state["in_doubt"] + state["decided"]}

@@ -7,6 +7,7 @@ restarts - a restart is the same node coming back with its disk, which is what r
 from __future__ import annotations
 
 import signal
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,7 +95,6 @@ class Cluster:
 
     def wait_dead(self, name: str, timeout: float) -> bool:
         """Wait for a node that was armed with a crash point to kill itself."""
-        import subprocess
         try:
             self.processes[name].popen.wait(timeout=timeout)
             return True

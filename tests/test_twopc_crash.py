@@ -8,6 +8,8 @@ decision logged -> that decision, however many processes die afterwards.
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from tests.twopc_helpers import (
@@ -20,7 +22,7 @@ from tests.twopc_helpers import (
     tx_state,
     wait_until,
 )
-from TwoPhaseCommit.httpjson import Unreachable
+from TwoPhaseCommit.httpjson import Unreachable, call_json
 
 # point -> (process armed, what the client is told, final outcome, who is in doubt while it is down)
 CASES = {
@@ -86,3 +88,20 @@ def test_coordinator_down_after_decision_blocks_participants_until_it_returns(sp
     settle_and_audit(cluster)
     assert available(cluster, "pizza") == 0  # the last 3 pizzas are sold, not restored
     assert [tx["outcome"] for tx in transactions(cluster).values()] == ["committed"]
+
+
+def test_crash_at_flag_kills_at_the_point_and_the_prepare_survives(spawn, tmp_path, free_port):
+    # the command-line flag (the tests above arm processes through $TWOPC_CRASH_AT)
+    db = tmp_path / "inv.db"
+    args = ("--kind", "inventory", "--port", free_port, "--db", db, "--resolve-interval", "60")
+    inventory = spawn("TwoPhaseCommit.participant", *args, "--crash-at", "after-prepare-recorded",
+                      port=free_port)
+    body = {"txid": "t1", "order": {"item": "pizza", "quantity": 3, "address": "a"}}
+    url = f"http://127.0.0.1:{free_port}"
+    with pytest.raises(Unreachable):
+        call_json("POST", f"{url}/prepare", body, timeout=10)  # it dies before it can say yes
+    assert inventory.popen.wait(timeout=30) == -signal.SIGKILL
+    spawn("TwoPhaseCommit.participant", *args, port=free_port)
+    snapshot = call_json("GET", f"{url}/state", timeout=10)[1]
+    assert [tx["txid"] for tx in snapshot["in_doubt"]] == ["t1"]  # the reservation was durable
+    assert snapshot["resources"]["pizza"]["available"] == 0

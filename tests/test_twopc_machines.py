@@ -247,3 +247,55 @@ def test_delivery_store_holds_one_order_per_courier(tmp_path):
         delivery.deliver("t3")
     delivery.deliver("t1")
     assert delivery.prepare("t4", order).yes
+
+
+# --- the audit catches broken states ---------------------------------------------------------------
+
+def healthy():
+    coordinator = {"t1": {"txid": "t1", "phase": "committed", "decision": "commit"},
+                   "t2": {"txid": "t2", "phase": "aborted", "decision": "abort"}}
+    inventory = {"kind": "inventory", "resources": {"burger": {"available": 3, "initial": 5}}, "in_doubt": [],
+                 "decided": [{"txid": "t1", "state": "committed", "item": "burger", "quantity": 2},
+                             {"txid": "t2", "state": "aborted", "item": "burger", "quantity": 1}]}
+    delivery = {"kind": "delivery", "resources": {"John": {}, "Jane": {}}, "in_doubt": [],
+                "decided": [{"txid": "t1", "state": "committed", "courier": "John", "delivered": False},
+                            {"txid": "t2", "state": "aborted", "courier": "Jane", "delivered": False}]}
+    return coordinator, {"inventory": inventory, "delivery": delivery}, {"t1": "committed", "t2": "aborted"}
+
+
+def failed_checks(coordinator, states, answers):
+    from TwoPhaseCommit.audit import audit_states
+    return [check.name for check in audit_states(coordinator, states, answers).checks if not check.ok]
+
+
+def test_audit_passes_a_healthy_state():
+    assert failed_checks(*healthy()) == []
+
+
+@pytest.mark.parametrize("breakage, failing", [
+    ("lost_stock", "stock + committed = initial"),
+    ("split", "participants agree with the coordinator"),
+    ("in_doubt", "no in-doubt transaction left"),
+    ("unacked", "every transaction decided and acknowledged"),
+    ("two_orders", "no courier carries more than one order"),
+    ("wrong_answer", "clients' answers hold"),
+])
+def test_audit_catches_each_violation(breakage, failing):
+    coordinator, states, answers = healthy()
+    inventory, delivery = states["inventory"], states["delivery"]
+    if breakage == "lost_stock":
+        inventory["resources"]["burger"]["available"] = 4          # an abort gave back one unit too many
+    elif breakage == "split":
+        delivery["decided"][0]["state"] = "aborted"                # delivery aborted what was committed
+    elif breakage == "in_doubt":
+        delivery["in_doubt"].append({"txid": "t3", "state": "prepared", "courier": "Jane"})
+    elif breakage == "unacked":
+        coordinator["t1"]["phase"] = "committing"
+    elif breakage == "two_orders":
+        delivery["decided"].append({"txid": "t3", "state": "committed", "courier": "John",
+                                    "delivered": False})
+        coordinator["t3"] = {"txid": "t3", "phase": "committed", "decision": "commit"}
+        inventory["decided"].append({"txid": "t3", "state": "committed", "item": "burger", "quantity": 0})
+    elif breakage == "wrong_answer":
+        answers["t2"] = "committed"
+    assert failing in failed_checks(coordinator, states, answers)
