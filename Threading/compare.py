@@ -1,0 +1,181 @@
+"""Threads vs processes on CPU-bound and I/O-bound work: a measured table and a speed-up plot.
+
+    python -m Threading.compare                       workers 1 2 4 8, table only
+    python -m Threading.compare --plot Threading/images/speedup.png
+
+What it shows. In CPython one thread at a time executes Python bytecode: the Global Interpreter Lock
+(GIL) serialises it. So W threads counting primes take as long as one thread doing all of it
+(speed-up ~1x), while W *processes* (each with its own interpreter and GIL) use every core (speed-up up
+to the number of cores). A thread waiting for a socket, though, releases the GIL during the system
+call, so W threads each waiting on a 50 ms HTTP response overlap their waits (speed-up ~W) - and so
+do processes, which additionally pay for starting up.
+
+Method: every (experiment, workers, mode) cell is run `--repeat` times, the repetitions interleaved
+(round-robin over all cells, the mode order rotated each round) so background load hits every cell
+alike; the table shows the median wall time and the speed-up against the sequential run of the same
+work. Every run must produce the same prime count / number of answered requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+from collections import defaultdict
+
+from .experiments import MODES, Run, run_cpu, run_io
+from .io_server import slow_http_server
+
+
+def gil_status() -> str:
+    """Say whether this interpreter has a GIL (3.13+ free-threaded builds can run without one)."""
+    check = getattr(sys, "_is_gil_enabled", None)
+    if check is None:
+        return "GIL enabled (this interpreter has no sys._is_gil_enabled(): it is not a free-threaded build)"
+    return f"sys._is_gil_enabled() = {check()}" + ("" if check() else " (free-threaded: threads can scale)")
+
+
+def measure(workers: list[int], n: int, requests: int, delay: float, repeat: int,
+            experiments: tuple[str, ...] = ("cpu", "io"), progress: bool = True) -> list[Run]:
+    """Run every cell `repeat` times, interleaved; return every Run (the caller takes medians)."""
+    runs: list[Run] = []
+    with slow_http_server(delay) as url:
+        for rep in range(repeat):
+            for experiment in experiments:
+                for w in workers:
+                    shift = (rep + w) % len(MODES)
+                    for mode in MODES[shift:] + MODES[:shift]:
+                        if experiment == "cpu":
+                            runs.append(run_cpu(mode, w, n))
+                        else:
+                            runs.append(run_io(mode, w, url, requests))
+            if progress:
+                print(f"  round {rep + 1}/{repeat} done", flush=True)
+    return runs
+
+
+def check_agreement(runs: list[Run]) -> dict[str, int]:
+    """Every run of one experiment must have the same result; return it per experiment."""
+    results: dict[str, set[int]] = defaultdict(set)
+    for run in runs:
+        results[run.experiment].add(run.result)
+    for experiment, values in results.items():
+        if len(values) != 1:
+            raise AssertionError(f"{experiment}: the modes disagree on the result: {sorted(values)}")
+    return {experiment: values.pop() for experiment, values in results.items()}
+
+
+def summarise(runs: list[Run]) -> list[dict]:
+    """Median seconds per (experiment, workers, mode) and speed-up vs sequential with equal workers."""
+    cells: dict[tuple[str, int, str], list[float]] = defaultdict(list)
+    for run in runs:
+        cells[(run.experiment, run.workers, run.mode)].append(run.seconds)
+    rows = []
+    for (experiment, workers, mode), seconds in sorted(cells.items(), key=lambda kv: (
+            kv[0][0], kv[0][1], MODES.index(kv[0][2]))):
+        median = statistics.median(seconds)
+        baseline = statistics.median(cells[(experiment, workers, "sequential")])
+        rows.append({"experiment": experiment, "workers": workers, "mode": mode, "seconds": median,
+                     "speedup": baseline / median})
+    return rows
+
+
+def print_table(rows: list[dict], labels: dict[str, str]) -> None:
+    print(f"\n  {'experiment':<10} {'mode':<11} {'workers':>7} {'wall s':>8} {'speed-up':>9}")
+    for row in rows:
+        print(f"  {labels[row['experiment']]:<10} {row['mode']:<11} {row['workers']:>7} "
+              f"{row['seconds']:>8.3f} {row['speedup']:>8.2f}x")
+
+
+def best(rows: list[dict], experiment: str, mode: str) -> float:
+    return max(r["speedup"] for r in rows if r["experiment"] == experiment and r["mode"] == mode)
+
+
+def plot(rows: list[dict], labels: dict[str, str], path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    experiments = sorted({r["experiment"] for r in rows})
+    fig, axes = plt.subplots(1, len(experiments), figsize=(5.2 * len(experiments), 4), squeeze=False)
+    cpus = os.cpu_count() or 1
+    for ax, experiment in zip(axes[0], experiments, strict=True):
+        workers = sorted({r["workers"] for r in rows if r["experiment"] == experiment})
+        for mode, marker in (("threads", "o"), ("processes", "s")):
+            ys = [next(r["speedup"] for r in rows if r["experiment"] == experiment and r["mode"] == mode
+                       and r["workers"] == w) for w in workers]
+            ax.plot(workers, ys, marker=marker, label=mode)
+        ax.plot(workers, workers, linestyle=":", color="grey", label="ideal (= workers)")
+        if experiment == "cpu":
+            ax.axhline(cpus, linestyle="--", color="red", linewidth=1, label=f"{cpus} CPU cores")
+        ax.axhline(1, color="black", linewidth=0.6)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(workers, [str(w) for w in workers])
+        ax.set_xlabel("workers")
+        ax.set_ylabel("speed-up vs sequential")
+        ax.set_title(labels[experiment])
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Python {platform.python_version()}, {cpus} CPUs (median of repeated, interleaved runs)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m Threading.compare",
+        description="CPU-bound (count primes) and I/O-bound (HTTP requests to a slow local server) work, "
+                    "run sequentially, on threads and in processes; prints a table, optionally plots.")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8],
+                        help="worker counts to try (default 1 2 4 8)")
+    parser.add_argument("--n", type=int, default=600_000, help="count primes in [2, N] (default 600000)")
+    parser.add_argument("--requests", type=int, default=16,
+                        help="HTTP requests in the I/O-bound experiment (default 16)")
+    parser.add_argument("--delay-ms", type=float, default=50.0,
+                        help="the local server's delay before each answer, ms (default 50)")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="repetitions per cell, median taken (default 5)")
+    parser.add_argument("--experiment", choices=["cpu", "io", "both"], default="both",
+                        help="which experiment to run (default both)")
+    parser.add_argument("--plot", metavar="PATH", help="save a PNG of speed-up vs workers")
+    args = parser.parse_args(argv)
+    if any(w < 1 for w in args.workers) or args.n < 2 or args.requests < 1 or args.repeat < 1 \
+            or args.delay_ms < 0:
+        parser.error("--workers, --requests and --repeat must be >= 1, --n >= 2, --delay-ms >= 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    experiments = ("cpu", "io") if args.experiment == "both" else (args.experiment,)
+    labels = {"cpu": "CPU-bound", "io": "I/O-bound"}
+    print(f"Python {platform.python_version()} ({platform.python_implementation()}), "
+          f"{os.cpu_count()} CPUs; {gil_status()}")
+    print(f"CPU-bound: count primes in [2, {args.n:,}] split into W contiguous chunks")
+    print(f"I/O-bound: {args.requests} HTTP GETs to a local server that answers after "
+          f"{args.delay_ms:.0f} ms, split into W tasks")
+    print(f"workers {args.workers}; median of {args.repeat} interleaved repetitions")
+    try:
+        runs = measure(sorted(set(args.workers)), args.n, args.requests, args.delay_ms / 1000, args.repeat,
+                       experiments)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    results = check_agreement(runs)
+    rows = summarise(runs)
+    print_table(rows, labels)
+    agreed = ", ".join(f"{e}: {v:,}" for e, v in results.items())
+    print(f"\nevery mode produced the same result ({agreed})")
+    if args.plot:
+        plot(rows, labels, args.plot)
+        print(f"plot saved to {args.plot}")
+    parts = [f"{labels[e]} best speed-up: threads {best(rows, e, 'threads'):.2f}x, "
+             f"processes {best(rows, e, 'processes'):.2f}x" for e in experiments]
+    print(f"result: {'; '.join(parts)} ({os.cpu_count()} CPUs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
