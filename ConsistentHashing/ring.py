@@ -127,13 +127,27 @@ class ConsistentHashRing:
         self._points: list[int] = []
         self._owners: list[str] = []
         self._numpy_cache: tuple[np.ndarray, np.ndarray, list[str]] | None = None
-        for node in nodes:
-            self.add_node(node)
+        for node in nodes:  # validate and hash every node, then sort once: O(V log V) in all
+            self._register(node, 1.0)
+        self._rebuild()
 
     # ---- membership -------------------------------------------------------------------------
 
     def add_node(self, node: str, weight: float = 1.0) -> None:
         """Put `node` on the ring with round(vnodes * weight) virtual nodes (at least one)."""
+        points = self._register(node, weight)
+        # Insert each point in place: O(log V) to find the slot plus one memmove, instead of
+        # re-sorting all V points for every node that joins.
+        for point in sorted(points):
+            slot = bisect_left(self._points, point)
+            while slot < len(self._points) and self._points[slot] == point and self._owners[slot] < node:
+                slot += 1  # a collision: equal positions stay ordered by node name
+            self._points.insert(slot, point)
+            self._owners.insert(slot, node)
+        self._fix_wraparound()
+
+    def _register(self, node: str, weight: float) -> list[int]:
+        """Validate a new member and record its virtual-node positions (not yet in the lists)."""
         if not isinstance(node, str) or not node:
             raise TypeError(f"node names must be non-empty str, got {node!r}")
         if node in self._weights:
@@ -145,7 +159,7 @@ class ConsistentHashRing:
         points = [self._vnode_position(node, i) for i in range(vnode_count(self.vnodes, weight))]
         self._weights[node] = float(weight)
         self._node_points[node] = points
-        self._rebuild()
+        return points
 
     def remove_node(self, node: str) -> None:
         """Take `node` off the ring; its arcs fall to the next points clockwise."""
@@ -154,7 +168,11 @@ class ConsistentHashRing:
                                    f"nothing to remove")
         del self._weights[node]
         del self._node_points[node]
-        self._rebuild()
+        # One O(V) pass; the order of the survivors (including collision order) is unchanged.
+        kept = [(p, o) for p, o in zip(self._points, self._owners, strict=False) if o != node]
+        self._points = [p for p, _ in kept]
+        self._owners = [o for _, o in kept]
+        self._fix_wraparound()
 
     def copy(self) -> ConsistentHashRing:
         """An independent ring with the same members: plan a change before making it."""
@@ -178,7 +196,12 @@ class ConsistentHashRing:
         pairs = sorted((p, node) for node, points in self._node_points.items() for p in points)
         self._points = [p for p, _ in pairs]
         self._owners = [node for _, node in pairs]
-        if self._owners:
+        self._fix_wraparound()
+
+    def _fix_wraparound(self) -> None:
+        """Keep _owners one longer than _points, its last entry a copy of the first (see __init__)."""
+        del self._owners[len(self._points):]
+        if self._points:
             self._owners.append(self._owners[0])
         self._numpy_cache = None
 
