@@ -69,6 +69,7 @@ class EdgeConfig:
     client_latency_ms: float = 0.0   # simulated distance client <-> edge (added before each response)
     origin_latency_ms: float = 0.0   # simulated distance edge <-> origin (added before each fetch)
     name: str = "edge"
+    origin_cafile: str | None = None  # PEM CA bundle for an https origin with a private CA
 
 
 @dataclass
@@ -115,7 +116,7 @@ class Edge:
         parts = urlsplit(config.origin)
         self.config = config
         self.origin_base = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
-        self.pool = OriginPool(config.origin, timeout=config.origin_timeout)
+        self.pool = OriginPool(config.origin, timeout=config.origin_timeout, cafile=config.origin_cafile)
         self.store = LRUStore(config.cache_size)
         self.stats = EdgeStats()
         self.inflight: dict[str, asyncio.Future[Outcome]] = {}
@@ -613,6 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache-size", type=parse_size, default=parse_size("64MB"))
     parser.add_argument("--max-object-size", type=parse_size, default=parse_size("8MB"),
                         help="larger responses are streamed through and not stored")
+    parser.add_argument("--origin-cafile", help="PEM CA certificates to verify an https origin with")
     parser.add_argument("--origin-timeout", type=float, default=10.0, help="seconds (-> 504 on expiry)")
     parser.add_argument("--idle-timeout", type=float, default=60.0,
                         help="seconds a keep-alive connection may wait for its next complete request head")
@@ -627,14 +629,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        OriginPool(args.origin)
-    except ValueError as exc:
+        OriginPool(args.origin, cafile=args.origin_cafile)
+    except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     config = EdgeConfig(origin=args.origin, cache_size=args.cache_size, max_object_size=args.max_object_size,
                         origin_timeout=args.origin_timeout, idle_timeout=args.idle_timeout,
                         client_latency_ms=args.client_latency_ms,
-                        origin_latency_ms=args.origin_latency_ms, name=args.name)
+                        origin_latency_ms=args.origin_latency_ms, name=args.name,
+                        origin_cafile=args.origin_cafile)
     try:
         asyncio.run(run_edge(config, args.host, args.port))
     except KeyboardInterrupt:

@@ -327,7 +327,7 @@ class OriginPool:
     reaches this layer, so it cannot redirect the edge to another server.
     """
 
-    def __init__(self, origin: str, timeout: float = 10.0, max_idle: int = 32):
+    def __init__(self, origin: str, timeout: float = 10.0, max_idle: int = 32, cafile: str | None = None):
         parts = urlsplit(origin)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"origin must be an http:// or https:// URL, got {origin!r}")
@@ -339,7 +339,9 @@ class OriginPool:
         self.timeout = timeout
         self.max_idle = max_idle
         self._idle: list[OriginConnection] = []
-        self._ssl = ssl.create_default_context() if parts.scheme == "https" else None
+        # Certificates are always verified (system CAs, or `cafile` for a private CA): an edge that
+        # accepted any certificate would cache whatever a network attacker served it.
+        self._ssl = ssl.create_default_context(cafile=cafile) if parts.scheme == "https" else None
 
     async def request(self, method: str, target: str, headers: Sequence[tuple[str, str]],
                       body: bytes = b"") -> OriginResponse:
@@ -393,6 +395,9 @@ class OriginPool:
                 self.timeout)
         except TimeoutError:
             raise OriginError(f"connecting to the origin took over {self.timeout:g}s", timeout=True) from None
+        except ssl.SSLError as exc:
+            raise OriginError(f"TLS with the origin {self.host}:{self.port} failed: "
+                              f"{exc.reason or exc}") from None
         except OSError as exc:
             raise OriginError(f"cannot connect to the origin {self.host}:{self.port}: "
                               f"{exc.strerror or exc}") from None

@@ -30,6 +30,7 @@ import argparse
 import gzip
 import hashlib
 import json
+import ssl
 import sys
 import threading
 import time
@@ -300,13 +301,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument("--latency-ms", type=float, default=100.0,
                         help="added to every response: the origin is far away and slow")
+    parser.add_argument("--tls-cert", help="PEM certificate: serve https instead of http")
+    parser.add_argument("--tls-key", help="PEM private key for --tls-cert")
     args = parser.parse_args(argv)
     try:
         server = make_server(args.host, args.port, args.latency_ms)
-    except OSError as exc:
-        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        if args.tls_cert:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(args.tls_cert, args.tls_key)
+            server.socket = context.wrap_socket(server.socket, server_side=True)
+    except (OSError, ssl.SSLError) as exc:
+        print(f"error: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
-    print(f"[origin] serving on http://{args.host}:{args.port} (latency {args.latency_ms:g} ms)", flush=True)
+    scheme = "https" if args.tls_cert else "http"
+    print(f"[origin] serving on {scheme}://{args.host}:{args.port} (latency {args.latency_ms:g} ms)",
+          flush=True)
     import signal
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     try:
