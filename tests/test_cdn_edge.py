@@ -25,12 +25,15 @@ def concurrent_gets(port: int, path: str, clients: int, headers: dict | None = N
 def test_concurrent_misses_are_coalesced_into_one_origin_request(spawn):
     origin = start_origin(spawn)
     _, edge = start_edge(origin.url, spawn=spawn)
-    origin.script("/cold", [("Cache-Control", "max-age=100")], body="cold object {n}", delay_ms=500)
+    origin.script("/cold", [("Cache-Control", "max-age=100")], body="cold object {n}", delay_ms=1500)
     replies = concurrent_gets(edge, "/cold", 100)
     assert all(r.status == 200 and r.body == b"cold object 1" for r in replies)
     assert origin.count("/cold") == 1
     stats = edge_stats(edge)
-    assert (stats["misses"], stats["hits"], stats["coalesced"]) == (1, 99, 99)
+    assert (stats["misses"], stats["hits"]) == (1, 99)
+    # Released by a barrier, (nearly) all arrive during the 1.5 s fetch and wait on the leader; on a
+    # badly overloaded machine a straggler may arrive after it and be a plain HIT, equally correct.
+    assert stats["coalesced"] >= 50
     assert sorted(r.x_cache for r in replies) == ["HIT"] * 99 + ["MISS"]
 
 
