@@ -79,6 +79,7 @@ class Chaos:
         self.next_order = 0
         self.orders_done = threading.Event()
         self.supervisor_done = threading.Event()
+        self.stopping = threading.Event()     # Ctrl-C or an error: start nothing new
 
     def say(self, text: str) -> None:
         if self.config.verbose:
@@ -161,6 +162,8 @@ class Chaos:
             while self.answered() < threshold and not self.orders_done.is_set():
                 self.restart_dead()
                 time.sleep(0.02)
+            if self.stopping.is_set():
+                return
             time.sleep(self.rng.uniform(0.0, 0.2))  # a random moment, not right after an answer
             victim = self.rng.choice(NODES)
             self.cluster.kill(victim)
@@ -177,7 +180,7 @@ class Chaos:
 
     def restart_dead(self) -> None:
         for name in NODES:
-            while not self.cluster.alive(name):
+            while not self.cluster.alive(name) and not self.stopping.is_set():
                 self.count_self_crash(name)
                 self.start(name, armed=self.rng.random() < 0.5)
 
@@ -213,6 +216,7 @@ class Chaos:
     def run(self) -> ChaosResult:
         start = time.monotonic()
         cluster = self.cluster
+        supervisor: threading.Thread | None = None
         try:
             cluster.start_all()
             self.say(f"chaos: {self.config.orders} orders from {self.config.workers} clients, "
@@ -241,6 +245,12 @@ class Chaos:
             self.result.recovery_seconds = time.monotonic() - recovery_start
             self.result.report = audit(cluster.coordinator_url, cluster.participant_urls, self.result.answers)
         finally:
+            # stop the supervisor before the processes, or it would restart what we stop
+            self.stopping.set()
+            self.orders_done.set()
+            self.supervisor_done.set()
+            if supervisor is not None:
+                supervisor.join(timeout=60)
             cluster.stop_all()
         self.result.elapsed = time.monotonic() - start
         return self.result
