@@ -300,7 +300,13 @@ class Edge:
             if stale is not None and response.status < 500:
                 self.store.invalidate(key)  # the origin changed its mind: stop serving the old copy
             return Outcome("BYPASS", passthrough=response)
-        body, complete = await self._read_up_to(response, self.config.max_object_size)
+        try:
+            body, complete = await self._read_up_to(response, self.config.max_object_size)
+        except OriginError:
+            self.stats.origin_errors += 1  # the origin died mid-body: same rules as dying before it
+            if stale is not None and self._stale_allowed_on_error(stale):
+                return Outcome("STALE", entry=stale)
+            raise
         if not complete:
             self.store.invalidate(key)
             return Outcome("BYPASS", passthrough=response, prefix=body)

@@ -158,6 +158,10 @@ def test_revalidation_headers_and_304_merge():
     assert ("Content-Length", "5") in merged                     # framing of the stored body kept
     assert ("Cache-Control", "max-age=5") in merged
     assert all(k.lower() != "connection" for k, _ in merged)
+    # The first fetch's Age/Date must not age the refreshed copy.
+    refreshed = p.merge_304_headers([("Age", "500"), ("Date", date(T0 - 500)), ("ETag", '"v"')],
+                                    [("Date", date(T0))])
+    assert ("Date", date(T0)) in refreshed and all(k != "Age" for k, _ in refreshed)
 
 
 # ---------------------------------------------------------------------------------- targets
