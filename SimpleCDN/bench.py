@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"   run {rep + 1} {name:<5} {result['rps']:9.0f} req/s  p50 {result['p50']:6.2f} ms  "
                       f"p99 {result['p99']:6.2f} ms  errors {result['errors']}")
             # The miss path, interleaved too: fresh objects every repetition, so every request misses.
-            paths = {name: [f"/objects/{1_000_000 * (rep + 1) + 1000 * index + n}" for n in range(60)]
+            paths = {name: [f"/objects/{1_000_000 * (rep + 1) + 1000 * index + n}" for n in range(100)]
                      for index, name in enumerate(["direct", *servers])}
             misses["direct"].append(sequential_latency(origin_port, paths["direct"]))
             for name, port in servers.items():
@@ -272,7 +272,8 @@ def print_table(servers, runs, misses, coalesced, args) -> None:
     print(f"|{'-' * 33}|{'-' * 12}|{'-' * 12}|{'-' * 12}|")
     for label, ours, peer, fmt in rows:
         peer_text = fmt.format(peer) if peer is not None else "skipped"
-        ratio = f"{ours / peer:.2f}" if peer not in (None, 0) else "-"
+        # A ratio of two noise-level numbers (an overhead measured at or below zero) means nothing.
+        ratio = f"{ours / peer:.2f}" if peer is not None and peer > 0 and ours > 0 else "-"
         print(f"| {label:<31} | {fmt.format(ours):>10} | {peer_text:>10} | {ratio:>10} |")
     print(f"result: ours {median('ours', 'rps'):.0f} hit req/s"
           + (f" = {median('ours', 'rps') / median('nginx', 'rps'):.2f}x nginx" if has_nginx else "")
