@@ -70,23 +70,28 @@ def check_agreement(runs: list[Run]) -> dict[str, int]:
 def summarise(runs: list[Run]) -> list[dict]:
     """Median seconds per (experiment, workers, mode) and speed-up vs sequential with equal workers."""
     cells: dict[tuple[str, int, str], list[float]] = defaultdict(list)
+    cores: dict[tuple[str, int, str], list[float]] = defaultdict(list)
     for run in runs:
         cells[(run.experiment, run.workers, run.mode)].append(run.seconds)
+        cores[(run.experiment, run.workers, run.mode)].append(run.cores_used)
     rows = []
     for (experiment, workers, mode), seconds in sorted(cells.items(), key=lambda kv: (
             kv[0][0], kv[0][1], MODES.index(kv[0][2]))):
         median = statistics.median(seconds)
         baseline = statistics.median(cells[(experiment, workers, "sequential")])
         rows.append({"experiment": experiment, "workers": workers, "mode": mode, "seconds": median,
-                     "speedup": baseline / median})
+                     "speedup": baseline / median,
+                     "cores": statistics.median(cores[(experiment, workers, mode)])})
     return rows
 
 
 def print_table(rows: list[dict], labels: dict[str, str]) -> None:
-    print(f"\n  {'experiment':<10} {'mode':<11} {'workers':>7} {'wall s':>8} {'speed-up':>9}")
+    print(f"\n  {'experiment':<10} {'mode':<11} {'workers':>7} {'wall s':>8} {'speed-up':>9} "
+          f"{'cores used':>11}")
     for row in rows:
         print(f"  {labels[row['experiment']]:<10} {row['mode']:<11} {row['workers']:>7} "
-              f"{row['seconds']:>8.3f} {row['speedup']:>8.2f}x")
+              f"{row['seconds']:>8.3f} {row['speedup']:>8.2f}x {row['cores']:>11.2f}")
+    print("  (cores used = CPU seconds of the process and its workers / wall seconds)")
 
 
 def best(rows: list[dict], experiment: str, mode: str) -> float:
@@ -156,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"CPU-bound: count primes in [2, {args.n:,}] split into W contiguous chunks")
     print(f"I/O-bound: {args.requests} HTTP GETs to a local server that answers after "
           f"{args.delay_ms:.0f} ms, split into W tasks")
-    print(f"workers {args.workers}; median of {args.repeat} interleaved repetitions")
+    print(f"workers {args.workers}; median of {args.repeat} interleaved repetitions; load average before: "
+          f"{os.getloadavg()[0]:.1f}")
     try:
         runs = measure(sorted(set(args.workers)), args.n, args.requests, args.delay_ms / 1000, args.repeat,
                        experiments)
@@ -167,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarise(runs)
     print_table(rows, labels)
     agreed = ", ".join(f"{e}: {v:,}" for e, v in results.items())
-    print(f"\nevery mode produced the same result ({agreed})")
+    print(f"\nevery mode produced the same result ({agreed}); load average after: {os.getloadavg()[0]:.1f}")
     if args.plot:
         plot(rows, labels, args.plot)
         print(f"plot saved to {args.plot}")

@@ -11,6 +11,7 @@ after starting it would run them one after another and measure nothing but the s
 
 from __future__ import annotations
 
+import resource
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -29,6 +30,18 @@ class Run:
     workers: int
     seconds: float
     result: int      # primes counted / requests answered: identical in every mode, or something is wrong
+    cpu_seconds: float = 0.0  # CPU time used by this process's threads plus any worker processes
+
+    @property
+    def cores_used(self) -> float:
+        """Average number of cores busy during the run: CPU seconds / wall seconds.
+
+        Under the GIL, threads running pure-Python code can never keep more than ~1 core busy, however
+        many there are; processes can keep all cores busy. This holds even on a machine loaded by
+        other work (which only pushes every figure down), so it shows the GIL more robustly than
+        wall-clock speed-ups do.
+        """
+        return self.cpu_seconds / self.seconds if self.seconds > 0 else 0.0
 
 
 def split_evenly(total: int, parts: int) -> list[int]:
@@ -36,10 +49,18 @@ def split_evenly(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if k < total % parts else 0) for k in range(parts)]
 
 
-def _run_tasks(mode: str, workers: int, fn: Callable[..., int], tasks: list[tuple]) -> tuple[int, float]:
-    """Run fn(*task) for every task in the given mode; return (sum of results, wall seconds)."""
+def _cpu_seconds() -> float:
+    """CPU time of this process (all its threads) plus its reaped children (finished pool workers)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def _run_tasks(mode: str, workers: int, fn: Callable[..., int],
+               tasks: list[tuple]) -> tuple[int, float, float]:
+    """Run fn(*task) for every task in the given mode; return (sum of results, wall s, CPU s)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    cpu_started = _cpu_seconds()
     started = time.perf_counter()
     if mode == "sequential":
         total = sum(fn(*task) for task in tasks)
@@ -50,18 +71,19 @@ def _run_tasks(mode: str, workers: int, fn: Callable[..., int], tasks: list[tupl
         with pool:
             futures = [pool.submit(fn, *task) for task in tasks]  # all started before any is awaited
             total = sum(f.result() for f in futures)
-    return total, time.perf_counter() - started
+        # Leaving the `with` block joins the workers, so their CPU time is in RUSAGE_CHILDREN now.
+    return total, time.perf_counter() - started, _cpu_seconds() - cpu_started
 
 
 def run_cpu(mode: str, workers: int, n: int) -> Run:
     """Count primes in [2, n] split into `workers` contiguous chunks."""
     tasks = chunk_bounds(2, n + 1, workers)
-    count, seconds = _run_tasks(mode, workers, count_primes, tasks)
-    return Run("cpu", mode, workers, seconds, count)
+    count, seconds, cpu = _run_tasks(mode, workers, count_primes, tasks)
+    return Run("cpu", mode, workers, seconds, count, cpu)
 
 
 def run_io(mode: str, workers: int, url: str, requests: int) -> Run:
     """`requests` GETs to `url` (each answered after the server's delay) split into `workers` tasks."""
     tasks = [(url, count) for count in split_evenly(requests, workers) if count]
-    answered, seconds = _run_tasks(mode, workers, fetch_many, tasks)
-    return Run("io", mode, workers, seconds, answered)
+    answered, seconds, cpu = _run_tasks(mode, workers, fetch_many, tasks)
+    return Run("io", mode, workers, seconds, answered, cpu)

@@ -509,4 +509,4 @@ def test_bench_runs_small():
     result = run_cli("bench", "--items", "2000", "--repeat", "1", timeout=120)
     assert result.returncode == 0, result.stderr
     assert "ratio ours/peer" in result.stdout
-    assert result.stdout.strip().splitlines()[-1].startswith("result: BlockingQueue/queue.Queue")
+    assert result.stdout.strip().splitlines()[-1].startswith("result: throughput ratio BlockingQueue/queue.Queue")
