@@ -85,3 +85,20 @@ def max_load_bound(nodes: int, vnodes: int, keys_per_node: float | None = None,
         else:
             lo = mid
     return hi
+
+
+def typical_max_load(nodes: int, vnodes: int, keys_per_node: float, trials: int = 20,
+                     seed: int = 0) -> float:
+    """Mean max/mean load under the random-hash model, by sampling it (not by hashing anything):
+    each node's share is Gamma(v)/(n v), its key count Poisson(m * share). The Chernoff bound
+    above is what a test may assert; this is what to expect in a typical run."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    maxima = []
+    for _ in range(trials):
+        shares = rng.gamma(vnodes, size=nodes)
+        shares /= shares.sum()
+        counts = rng.poisson(keys_per_node * nodes * shares)
+        maxima.append(counts.max() / counts.mean())
+    return float(np.mean(maxima))

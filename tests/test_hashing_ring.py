@@ -304,3 +304,13 @@ def test_weights_give_proportional_load(positions):
         # a group of 20 nodes has >= 1,600 points: relative spread ~1/sqrt(1600) = 2.5%
         assert abs(arc / expected - 1) < 0.1, (weight, arc, expected)
         assert abs(keys / expected - 1) < 0.1, (weight, keys, expected)
+
+
+@settings(derandomize=True, max_examples=200, deadline=None)
+@given(key=st.text(max_size=30))
+def test_inlined_str_lookup_equals_the_generic_path(key: str):
+    fast = ConsistentHashRing([f"n{i}" for i in range(25)], vnodes=9)
+    generic = ConsistentHashRing([f"n{i}" for i in range(25)], vnodes=9,
+                                 hash_fn=lambda data: stable_hash64(data))
+    assert fast._points == generic._points
+    assert fast.get_node(key) == generic.get_node(key) == fast.get_node(key.encode("utf-8"))

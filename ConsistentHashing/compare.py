@@ -1,0 +1,264 @@
+"""The ring against its rivals on one workload: balance, movement, lookup cost, memory.
+
+    python -m ConsistentHashing.compare            # 1,000 nodes, 100,000 keys, seed 42
+
+Rows: the ring with 1, 3, 10, 100, 160 and 500 virtual nodes, rendezvous hashing, jump hash,
+consistent hashing with bounded loads (c = 1.25 on a 160-vnode ring) and modulo hashing. Columns:
+std-dev/mean and max/mean of keys per node; % of keys moved when `remove` random nodes leave and
+when `add` nodes join, next to the ideal; single-key lookup time; memory of the structure. It also
+plots max/mean load against vnodes (with the theory's curves) to ConsistentHashing/images.
+Balance and movement are deterministic for a seed; times are measurements and vary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .alternatives import BoundedLoadsRing, JumpHashing, ModuloHashing, RendezvousHashing
+from .ring import ConsistentHashRing, hash_keys
+from .theory import (
+    ideal_moved_on_add,
+    ideal_moved_on_remove,
+    load_relative_std,
+    max_load_bound,
+    typical_max_load,
+)
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "images"
+RING_VNODES = (1, 3, 10, 100, 160, 500)
+PLOT_NAME = "max_load_vs_vnodes.png"
+
+
+@dataclass(frozen=True)
+class Scheme:
+    label: str
+    build: Callable[[list[str]], object]
+    # Modulo and jump depend on the order of membership changes (list positions, bucket numbers),
+    # so their removals and additions are applied one by one to the same instance. The ring,
+    # rendezvous and bounded loads are functions of the member set (bounded loads: and of the key
+    # arrival order), so the changed structure is built afresh, which is equal and faster.
+    order_matters: bool = False
+    lookup_sample: int = 20_000
+    vnodes: int | None = None
+
+
+@dataclass
+class Row:
+    label: str
+    std_over_mean: float
+    max_over_mean: float
+    moved_remove: float
+    moved_add: float
+    lookup_ns: float
+    memory_bytes: int
+    vnodes: int | None
+
+
+def schemes() -> list[Scheme]:
+    rings = [Scheme(f"ring, {v} vnode{'s' if v > 1 else ''}",
+                    lambda nodes, v=v: ConsistentHashRing(nodes, vnodes=v), vnodes=v)
+             for v in RING_VNODES]
+    return rings + [
+        Scheme("rendezvous (HRW)", RendezvousHashing, lookup_sample=300),
+        Scheme("jump hash", JumpHashing, order_matters=True),
+        Scheme("bounded loads c=1.25", lambda nodes: BoundedLoadsRing(nodes, c=1.25, vnodes=160)),
+        Scheme("modulo", ModuloHashing, order_matters=True),
+    ]
+
+
+def assign(placement, keys: list[str], positions: np.ndarray) -> np.ndarray:
+    if isinstance(placement, BoundedLoadsRing):
+        return placement.assign(keys)  # stateful: places keys in arrival order
+    return placement.assign_hashes(positions)
+
+
+def load_stats(owners: np.ndarray, node_count: int) -> tuple[float, float]:
+    counts = np.unique(owners, return_counts=True)[1].astype(float)
+    counts = np.concatenate([counts, np.zeros(node_count - len(counts))])  # nodes with no key
+    return counts.std() / counts.mean(), counts.max() / counts.mean()
+
+
+def measure_memory(build: Callable[[], object]) -> tuple[object, int]:
+    """Bytes the built structure still holds (tracemalloc: Python objects and NumPy buffers)."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        built = build()
+        return built, tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+def lookup_ns(placement, keys: list[str]) -> float:
+    """Median over 5 timed passes of get_node on `keys`, in ns per key."""
+    get = placement.get_node
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        for key in keys:
+            get(key)
+        times.append(time.perf_counter() - started)
+    return 1e9 * float(np.median(times)) / len(keys)
+
+
+def measure(scheme: Scheme, nodes: list[str], removed: list[str], added: list[str],
+            keys: list[str], positions: np.ndarray) -> Row:
+    if isinstance(scheme.build([nodes[0]]), BoundedLoadsRing):
+        # its state is the placement table, so count it: build and place the keys
+        def build_and_place():
+            built = scheme.build(nodes)
+            built.assign(keys)
+            return built
+        placement, memory = measure_memory(build_and_place)
+    else:
+        placement, memory = measure_memory(lambda: scheme.build(nodes))
+    before = assign(placement, keys, positions)
+    std_mean, max_mean = load_stats(before, len(nodes))
+
+    if scheme.order_matters:
+        shrunk = scheme.build(nodes)
+        for node in removed:
+            shrunk.remove_node(node)
+        grown = scheme.build(nodes)
+        for node in added:
+            grown.add_node(node)
+    else:
+        gone = set(removed)
+        shrunk = scheme.build([n for n in nodes if n not in gone])
+        grown = scheme.build(nodes + added)
+    moved_remove = float(np.mean(before != assign(shrunk, keys, positions)))
+    moved_add = float(np.mean(before != assign(grown, keys, positions)))
+
+    if isinstance(placement, BoundedLoadsRing):
+        fresh = scheme.build(nodes)  # a lookup of a new key is a placement: time those
+        sample = keys[:scheme.lookup_sample]
+        started = time.perf_counter()
+        fresh.assign(sample)
+        ns = 1e9 * (time.perf_counter() - started) / len(sample)
+    else:
+        ns = lookup_ns(placement, keys[:scheme.lookup_sample])
+    return Row(scheme.label, std_mean, max_mean, 100 * moved_remove, 100 * moved_add, ns, memory,
+               scheme.vnodes)
+
+
+def human_bytes(count: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def print_table(rows: list[Row], ideal_remove: float, ideal_add: float, args) -> None:
+    per_node = args.keys / args.shards
+    print(f"\n| scheme | std/mean (model) | max/mean (model) | moved on remove {args.remove} "
+          f"(ideal {ideal_remove:.2f}%) | moved on add {args.add} (ideal {ideal_add:.2f}%) "
+          f"| lookup ns/key | memory |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        std_model = max_model = ""
+        if row.vnodes is not None:
+            std_model = f" ({load_relative_std(row.vnodes, per_node):.3f})"
+            max_model = f" ({typical_max_load(args.shards, row.vnodes, per_node):.2f})"
+        print(f"| {row.label} | {row.std_over_mean:.3f}{std_model} | {row.max_over_mean:.2f}{max_model} | "
+              f"{row.moved_remove:.2f}% | {row.moved_add:.2f}% | {row.lookup_ns:,.0f} | "
+              f"{human_bytes(row.memory_bytes)} |")
+
+
+def plot(rows: list[Row], args, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per_node = args.keys / args.shards
+    ring_rows = [r for r in rows if r.vnodes is not None]
+    vnodes = [r.vnodes for r in ring_rows]
+    grid = np.unique(np.geomspace(1, max(vnodes), 60).round().astype(int))
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+    ax.plot(vnodes, [r.max_over_mean for r in ring_rows], "o-", color="#4C72B0", lw=2,
+            label="ring: measured max/mean")
+    ax.plot(grid, [max_load_bound(args.shards, int(v), per_node) for v in grid], "--", color="#4C72B0",
+            alpha=0.6, label="ring: theory bound (exceeded w.p. <= 1e-6)")
+    ax.plot(grid, [typical_max_load(args.shards, int(v), per_node) for v in grid], ":", color="#4C72B0",
+            alpha=0.9, label="ring: typical max/mean under the random-hash model")
+    styles = {"rendezvous (HRW)": "#55A868", "jump hash": "#C44E52", "bounded loads c=1.25": "#8172B2",
+              "modulo": "#937860"}
+    for row in rows:
+        if row.label in styles:
+            ax.axhline(row.max_over_mean, color=styles[row.label], lw=1.5,
+                       label=f"{row.label}: {row.max_over_mean:.2f}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("virtual nodes per node")
+    ax.set_ylabel("max load / mean load")
+    ax.set_title(f"Max/mean load vs virtual nodes: {args.shards:,} nodes, {args.keys:,} keys "
+                 f"({per_node:g} per node)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--shards", type=int, default=1000, help="nodes")
+    parser.add_argument("--keys", type=int, default=100_000, help="keys")
+    parser.add_argument("--remove", type=int, default=50, help="random nodes removed")
+    parser.add_argument("--add", type=int, default=50, help="nodes added")
+    parser.add_argument("--seed", type=int, default=42, help="seed for key names and removed nodes")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for the plot")
+    parser.add_argument("--no-plot", action="store_true", help="print the table only")
+    args = parser.parse_args(argv)
+    if args.shards < 2 or args.keys < 1 or args.add < 0 or not 0 <= args.remove < args.shards:
+        parser.error("need --shards >= 2, --keys >= 1, 0 <= --remove < --shards, --add >= 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    rng = random.Random(args.seed)
+    keys = [f"key-{rng.getrandbits(64):016x}" for _ in range(args.keys)]
+    nodes = [f"node-{i:04d}" for i in range(args.shards)]
+    removed = sorted(rng.sample(nodes, args.remove))
+    added = [f"node-{i:04d}" for i in range(args.shards, args.shards + args.add)]
+    positions = hash_keys(keys)
+    print(f"Comparing placement schemes: {args.shards:,} nodes, {args.keys:,} keys, remove {args.remove}, "
+          f"add {args.add}, seed {args.seed}")
+    print(f"Python {platform.python_version()}, {os.cpu_count()} CPUs; times are single-key get_node "
+          f"(median of 5 passes; bounded loads: placing a new key)")
+    rows = []
+    for scheme in schemes():
+        print(f"  measuring {scheme.label} ...", file=sys.stderr, flush=True)
+        rows.append(measure(scheme, nodes, removed, added, keys, positions))
+    ideal_remove = 100 * ideal_moved_on_remove(args.shards, args.remove)
+    ideal_add = 100 * ideal_moved_on_add(args.shards, args.add)
+    print_table(rows, ideal_remove, ideal_add, args)
+    print("\n(model) = the random-hash model for the ring (theory.py): std/mean = sqrt(1/v + n/m); "
+          "max/mean = mean of 20 sampled maxima")
+    if not args.no_plot:
+        plot(rows, args, args.out / PLOT_NAME)
+        print(f"plot written to {os.path.relpath(args.out / PLOT_NAME)}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        sys.exit(130)
