@@ -279,3 +279,15 @@ def test_page_is_self_contained(chat_url):
     assert "default-src 'self'" in page.headers["Content-Security-Policy"]
     script = requests.get(chat_url + "/static/vendor/socket.io.min.js", timeout=10)
     assert script.status_code == 200 and "Socket.IO v4" in script.text[:200]
+
+
+def test_packet_over_the_transport_limit_closes_only_that_connection(chat_url):
+    from RealTimeChat.app import MAX_PACKET_BYTES
+
+    with users(chat_url, 2) as (alice, bob):
+        alice.joined("lobby", "alice")
+        bob.joined("lobby", "bob")
+        bob.emit("message", {"room": "lobby", "text": "z" * (MAX_PACKET_BYTES + 1000)})
+        bob.wait_for("disconnect")              # the one deliberate exception: refused by Engine.IO
+        alice.wait_for("presence", lambda p: p["users"] == ["alice"])
+        barrier(alice, "lobby", "the server is fine")   # everyone else carries on
