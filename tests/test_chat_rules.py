@@ -198,6 +198,7 @@ def test_redis_store_forgets_a_dead_instance(redis_url):
         # What a SIGKILL leaves behind: entries whose owner's heartbeat has expired. Deleting the
         # heartbeat key is the expiry, without waiting out the TTL.
         dead._stop.set()
+        dead._heartbeat.join()                      # no beat can land after the delete below
         client = redis.Redis.from_url(redis_url)
         client.delete(f"chat:instance:{dead.instance_id}")
         client.close()
