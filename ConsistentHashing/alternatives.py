@@ -428,7 +428,9 @@ class BoundedLoadsRing:
                 self._place(data)
 
     def add_node(self, node: str, weight: float = 1.0) -> None:
-        self.ring.add_node(node, weight)
+        # The cap is the same for every node, so a heavier node could not use its extra arcs.
+        _check_unweighted("bounded loads (one capacity for all nodes)", weight)
+        self.ring.add_node(node)
         self.rebalance()
 
     def remove_node(self, node: str) -> None:

@@ -108,9 +108,12 @@ class ConsistentHashRing:
     """Nodes (str names) on a hash ring; keys map to the first node point clockwise.
 
         ring = ConsistentHashRing(["a", "b", "c"])          # 160 virtual nodes each
-        ring.get_node("user:42")      -> "b"
-        ring.get_nodes("user:42", 2)  -> ["b", "a"]          # primary + 1 replica, distinct
+        ring.get_node("user:42")      -> "a"
+        ring.get_nodes("user:42", 2)  -> ["a", "c"]          # primary + 1 replica, distinct
         ring.add_node("d", weight=2)  # ~2x the keys of a weight-1 node
+
+    `hash_fn(data: bytes) -> int` must return a position in [0, 2**64); the default is
+    `stable_hash64`. Every client of the same data must use the same hash_fn and vnodes.
     """
 
     def __init__(self, nodes: Iterable[str] = (), *, vnodes: int = 160, hash_fn: HashFn | None = None):
@@ -157,6 +160,9 @@ class ConsistentHashRing:
                 or not math.isfinite(weight) or weight <= 0:
             raise ValueError(f"weight must be a finite number > 0, got {weight!r}")
         points = self._vnode_positions(node, vnode_count(self.vnodes, weight))
+        if min(points) < 0 or max(points) >= RING_SIZE:
+            raise ValueError(f"hash_fn returned a position outside [0, 2**64) for node {node!r}; "
+                             f"it must return an unsigned 64-bit int")
         self._weights[node] = float(weight)
         self._node_points[node] = points
         return points

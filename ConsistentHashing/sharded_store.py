@@ -80,9 +80,13 @@ class ShardedStore:
         self.urls: dict[str, str] = {}
         self.clients: dict[str, redis.Redis] = {}
         named = servers.items() if isinstance(servers, Mapping) else ((server_name(u), u) for u in servers)
-        for name, url in named:
-            self._connect(name, url)
-            self.ring.add_node(name)
+        try:
+            for name, url in named:
+                self._connect(name, url)
+                self.ring.add_node(name)
+        except BaseException:
+            self.close()  # do not leak the connections already made
+            raise
 
     # ---- connections ------------------------------------------------------------------------
 

@@ -117,7 +117,7 @@ def test_interface_and_errors(scheme):
     assert set(placement.assign(keys)) == {"a", "b", "c"}
 
 
-@pytest.mark.parametrize("scheme", [ModuloHashing, RendezvousHashing, JumpHashing])
+@pytest.mark.parametrize("scheme", [ModuloHashing, RendezvousHashing, JumpHashing, BoundedLoadsRing])
 def test_unweighted_schemes_refuse_weights(scheme):
     with pytest.raises(UnsupportedWeightError, match="ConsistentHashRing"):
         scheme().add_node("a", weight=2)

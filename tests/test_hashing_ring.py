@@ -314,3 +314,12 @@ def test_inlined_str_lookup_equals_the_generic_path(key: str):
                                  hash_fn=lambda data: stable_hash64(data))
     assert fast._points == generic._points
     assert fast.get_node(key) == generic.get_node(key) == fast.get_node(key.encode("utf-8"))
+
+
+def test_docstring_example_and_hash_fn_contract():
+    ring = ConsistentHashRing(["a", "b", "c"])
+    assert ring.get_node("user:42") == "a" and ring.get_nodes("user:42", 2) == ["a", "c"]
+    with pytest.raises(ValueError, match="unsigned 64-bit"):
+        ConsistentHashRing(["a"], hash_fn=lambda data: -1)
+    with pytest.raises(ValueError, match="unsigned 64-bit"):
+        ConsistentHashRing(["a"], hash_fn=lambda data: 2**64)
