@@ -11,6 +11,7 @@ one-line result the tour shows.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from common import redis_servers
@@ -64,6 +65,40 @@ def change(store: ShardedStore, label: str, keys: list[str], apply, planned) -> 
     return len(predicted), migration.moved, same
 
 
+def run_changes(store: ShardedStore, keys: list[str], values: dict[str, str], names: list[str],
+                urls: list[str]) -> tuple[bool, int, int, int, int]:
+    """Load the keys, add the last server, remove the second one; print every step.
+
+    Returns (all checks passed, moved on add, predicted on add, moved on remove, predicted on remove).
+    """
+    store.set_many(values)
+    print(f"\nloaded {len(keys):,} keys onto {len(store.ring)} servers "
+          f"({store.ring.vnodes} virtual nodes each)")
+    print(f"  keys per server          : {counts_line(store)}")
+
+    newcomer, leaver = names[-1], names[1]
+    planned = store.ring.copy()
+    planned.add_node(newcomer)
+    add_predicted, add_moved, add_same = change(
+        store, f"add {newcomer} (ideal: 1/{len(planned)} of the keys move, {len(keys) / len(planned):,.0f})",
+        keys, lambda: store.add_server(newcomer, urls[-1]), planned)
+    add_ok = everything_reads_back(store, values)
+    print(f"  every key reads back     : {'yes' if add_ok else 'NO'}")
+
+    planned = store.ring.copy()
+    planned.remove_node(leaver)
+    share = store.key_counts()[leaver]
+    remove_predicted, remove_moved, remove_same = change(
+        store, f"remove {leaver} (ideal: exactly its {share:,} keys move)",
+        keys, lambda: store.remove_server(leaver), planned)
+    remove_ok = everything_reads_back(store, values)
+    total = sum(store.key_counts().values())
+    print(f"  every key reads back     : {'yes' if remove_ok else 'NO'}; "
+          f"{total:,} keys stored in all (no copies left behind)")
+    ok = add_ok and remove_ok and add_same and remove_same and total == len(keys)
+    return ok, add_moved, add_predicted, remove_moved, remove_predicted
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     keys = [f"user:{i}" for i in range(args.keys)]
@@ -73,36 +108,22 @@ def main(argv: list[str] | None = None) -> int:
         names = [f"redis-{i + 1}" for i in range(len(urls))]
         for name, url in zip(names, urls, strict=True):
             print(f"  {name}: {url}")
-        with ShardedStore(dict(zip(names[:-1], urls[:-1], strict=True)), vnodes=args.vnodes) as store:
-            store.set_many(values)
-            print(f"\nloaded {len(keys):,} keys onto {len(store.ring)} servers "
-                  f"({args.vnodes} virtual nodes each)")
-            print(f"  keys per server          : {counts_line(store)}")
+        # A namespace of our own: with REDIS_URL set these are databases of a shared server, and
+        # the migrations must touch (and the clean-up delete) nothing but the demo's keys.
+        namespace = f"consistent-hashing-demo:{os.getpid()}:"
+        with ShardedStore(dict(zip(names[:-1], urls[:-1], strict=True)), vnodes=args.vnodes,
+                          namespace=namespace) as store:
+            try:
+                ok, add_moved, add_predicted, remove_moved, remove_predicted = run_changes(
+                    store, keys, values, names, urls)
+                servers_now = len(store.ring)
+            finally:
+                store.drop_all()
 
-            newcomer, leaver = names[-1], names[1]
-            planned = store.ring.copy()
-            planned.add_node(newcomer)
-            add = change(store, f"add {newcomer} (ideal: 1/{len(planned)} of the keys move, "
-                         f"{len(keys) / len(planned):,.0f})", keys,
-                         lambda: store.add_server(newcomer, urls[-1]), planned)
-            add_ok = everything_reads_back(store, values)
-            print(f"  every key reads back     : {'yes' if add_ok else 'NO'}")
-
-            planned = store.ring.copy()
-            planned.remove_node(leaver)
-            share = store.key_counts()[leaver]
-            remove = change(store, f"remove {leaver} (ideal: exactly its {share:,} keys move)", keys,
-                            lambda: store.remove_server(leaver), planned)
-            remove_ok = everything_reads_back(store, values)
-            total = sum(store.key_counts().values())
-            print(f"  every key reads back     : {'yes' if remove_ok else 'NO'}; "
-                  f"{total:,} keys stored in all (no copies left behind)")
-            servers_now = len(store.ring)
-
-    ok = add_ok and remove_ok and add[2] and remove[2] and total == len(keys)
     print(f"\nresult: {len(keys):,} keys on {args.servers} redis-servers; adding a server moved "
-          f"{add[1]:,} (predicted {add[0]:,}), removing one moved {remove[1]:,} (predicted {remove[0]:,}); "
-          f"{'all keys read back' if ok else 'CHECK FAILED'} from {servers_now} servers")
+          f"{add_moved:,} (predicted {add_predicted:,}), removing one moved {remove_moved:,} "
+          f"(predicted {remove_predicted:,}); {'all keys read back' if ok else 'CHECK FAILED'} "
+          f"from {servers_now} servers")
     return 0 if ok else 1
 
 

@@ -71,9 +71,13 @@ class ShardedStore:
     """GET/SET/DELETE over Redis servers placed by a ConsistentHashRing, with rebalancing."""
 
     def __init__(self, servers: Mapping[str, str] | Iterable[str], *, vnodes: int = 160,
-                 batch: int = 500, socket_timeout: float = 10.0):
+                 batch: int = 500, socket_timeout: float = 10.0, namespace: str = ""):
+        """`namespace` prefixes every key stored in Redis (the ring hashes the key without it), so
+        several stores can share servers and a migration touches only this store's keys."""
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
+        self.namespace = namespace.encode("utf-8")
+        self._match = _glob_escape(self.namespace) + b"*"
         self.batch = batch
         self.socket_timeout = socket_timeout
         self.ring = ConsistentHashRing(vnodes=vnodes)
@@ -119,20 +123,24 @@ class ShardedStore:
         """The server that holds `key`."""
         return self.ring.get_node(key)
 
+    def _stored(self, key: Key) -> bytes:
+        """The Redis key for `key`: namespace + key bytes."""
+        return self.namespace + key_bytes(key)
+
     def set(self, key: Key, value: Value) -> None:
-        self.clients[self.owner(key)].set(key_bytes(key), value)
+        self.clients[self.owner(key)].set(self._stored(key), value)
 
     def get(self, key: Key) -> bytes | None:
-        return self.clients[self.owner(key)].get(key_bytes(key))
+        return self.clients[self.owner(key)].get(self._stored(key))
 
     def delete(self, key: Key) -> bool:
-        return bool(self.clients[self.owner(key)].delete(key_bytes(key)))
+        return bool(self.clients[self.owner(key)].delete(self._stored(key)))
 
     def set_many(self, items: Mapping[Key, Value]) -> None:
         """MSET per server in pipelined batches: one round trip per batch, not per key."""
         grouped: dict[str, dict[bytes, Value]] = defaultdict(dict)
         for key, value in items.items():
-            grouped[self.owner(key)][key_bytes(key)] = value
+            grouped[self.owner(key)][self._stored(key)] = value
         for name, mapping in grouped.items():
             with self.clients[name].pipeline(transaction=False) as pipe:
                 for chunk in _chunks(list(mapping.items()), self.batch):
@@ -140,7 +148,7 @@ class ShardedStore:
                 pipe.execute()
 
     def get_many(self, keys: Iterable[Key]) -> dict[bytes, bytes | None]:
-        """MGET per server; returns {key bytes: value or None}."""
+        """MGET per server; returns {key bytes (without namespace): value or None}."""
         grouped: dict[str, list[bytes]] = defaultdict(list)
         for key in keys:
             grouped[self.owner(key)].append(key_bytes(key))
@@ -149,17 +157,31 @@ class ShardedStore:
             chunks = list(_chunks(names, self.batch))
             with self.clients[name].pipeline(transaction=False) as pipe:
                 for chunk in chunks:
-                    pipe.mget(chunk)
+                    pipe.mget([self.namespace + key for key in chunk])
                 for chunk, values in zip(chunks, pipe.execute(), strict=True):
                     found.update(zip(chunk, values, strict=True))
         return found
 
     def scan_keys(self, name: str) -> Iterator[bytes]:
-        """Every key on one server, incrementally (SCAN; never KEYS)."""
-        return self.clients[name].scan_iter(count=1000)
+        """This store's keys on one server (namespace stripped), incrementally: SCAN, never KEYS."""
+        cut = len(self.namespace)
+        for stored in self.clients[name].scan_iter(match=self._match, count=1000):
+            yield stored[cut:]
 
     def key_counts(self) -> dict[str, int]:
-        return {name: client.dbsize() for name, client in sorted(self.clients.items())}
+        """This store's keys per server (DBSIZE if there is no namespace, else a SCAN count)."""
+        if not self.namespace:
+            return {name: client.dbsize() for name, client in sorted(self.clients.items())}
+        return {name: sum(1 for _ in self.scan_keys(name)) for name in sorted(self.clients)}
+
+    def drop_all(self) -> int:
+        """Delete every key of this store on every server (SCAN + pipelined DEL). Returns the count."""
+        dropped = 0
+        for name, client in self.clients.items():
+            for chunk in _chunks(self.scan_keys(name), self.batch):
+                client.delete(*(self.namespace + key for key in chunk))
+                dropped += len(chunk)
+        return dropped
 
     # ---- membership changes -----------------------------------------------------------------
 
@@ -216,7 +238,7 @@ class ShardedStore:
         for source, keys in copied.items():
             with self.clients[source].pipeline(transaction=False) as pipe:
                 for chunk in _chunks(keys, self.batch):
-                    pipe.delete(*chunk)
+                    pipe.delete(*(self.namespace + key for key in chunk))
                 pipe.execute()
         migration.seconds = time.perf_counter() - started
         return migration
@@ -225,18 +247,26 @@ class ShardedStore:
         """DUMP+PTTL from source, RESTORE REPLACE on target, one pipeline each way."""
         with self.clients[source].pipeline(transaction=False) as pipe:
             for key in keys:
-                pipe.dump(key)
-                pipe.pttl(key)
+                pipe.dump(self.namespace + key)
+                pipe.pttl(self.namespace + key)
             replies = pipe.execute()
         copied: list[bytes] = []
         with self.clients[target].pipeline(transaction=False) as pipe:
             for key, payload, pttl in zip(keys, replies[0::2], replies[1::2], strict=True):
                 if payload is None or pttl == -2:
                     continue  # expired or deleted since SCAN saw it: nothing to move
-                pipe.restore(key, max(pttl, 0), payload, replace=True)  # pttl -1 = no TTL -> 0
+                # PTTL -1 means "no TTL", which RESTORE spells 0
+                pipe.restore(self.namespace + key, max(pttl, 0), payload, replace=True)
                 copied.append(key)
             pipe.execute()
         return copied
+
+
+def _glob_escape(pattern: bytes) -> bytes:
+    """Escape SCAN MATCH's glob characters so a namespace matches literally."""
+    for char in (b"\\", b"*", b"?", b"[", b"]"):
+        pattern = pattern.replace(char, b"\\" + char)
+    return pattern
 
 
 def _chunks(items: Iterable, size: int) -> Iterator[list]:

@@ -100,3 +100,22 @@ def test_store_errors_are_specific(redis_urls):
         assert store.ring.nodes == ["a"] and "ghost" not in store.clients
         store.set("k", "v")  # the store keeps working after the failed add
         assert store.get("k") == b"v" and store.delete("k") and store.get("k") is None
+
+
+def test_namespaces_isolate_stores_sharing_servers(redis_urls):
+    urls = redis_urls(3)
+    odd = "ns*[x]?\\:"  # glob characters must match literally in SCAN MATCH
+    with ShardedStore({"a": urls[0], "b": urls[1]}, namespace=odd) as mine, \
+            ShardedStore({"a": urls[0], "b": urls[1]}, namespace="other:") as theirs:
+        mine.set_many({k: "mine" for k in KEYS[:500]})
+        theirs.set_many({k: "theirs" for k in KEYS[:500]})
+        bystander = redis.Redis.from_url(urls[0])
+        bystander.set("nsX[x]?\\:unrelated", "keep")  # would match if the glob were not escaped
+        migration = mine.add_server("c", urls[2])
+        assert migration.moved > 0
+        assert sum(mine.key_counts().values()) == 500 == sum(theirs.key_counts().values())
+        assert all(v == b"mine" for v in mine.get_many(KEYS[:500]).values())
+        assert all(v == b"theirs" for v in theirs.get_many(KEYS[:500]).values())
+        assert mine.drop_all() == 500
+        assert sum(theirs.key_counts().values()) == 500 and bystander.get("nsX[x]?\\:unrelated") == b"keep"
+        bystander.close()
