@@ -94,11 +94,15 @@ class RedisServer:
     def _wait_for_ping(self, timeout: float) -> None:
         # The port opens slightly before the server answers commands (e.g. while loading).
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
-        client = redis.Redis(host=LOOPBACK, port=self.port, socket_timeout=1)
+        # No client-side retries: this loop is the retry, and it checks our process between tries.
+        client = redis.Redis(host=LOOPBACK, port=self.port, socket_timeout=0.5,
+                             socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
         deadline = time.monotonic() + timeout
         try:
-            while True:
+            while self.alive():
                 try:
                     if client.ping():
                         return
@@ -114,6 +118,7 @@ class RedisServer:
                 time.sleep(0.01)
         finally:
             client.close()
+        # Our process died (e.g. "Address already in use": someone else owns the port) or hung.
         log = self.child.tail() if self.child else ""
         self.stop()
         raise RedisUnavailable(f"redis-server on port {self.port} never answered PING.\n"

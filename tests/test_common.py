@@ -131,7 +131,7 @@ def test_a_port_taken_by_something_else_is_reported(monkeypatch):
         port = squatter.getsockname()[1]
         with pytest.raises(RedisUnavailable) as excinfo:
             RedisServer(port=port).start(timeout=5)
-    assert "Address already in use" in str(excinfo.value) or "never answered PING" in str(excinfo.value)
+    assert "Address already in use" in str(excinfo.value)  # redis-server's own words, from its log
 
 
 def test_spawn_reports_a_child_that_dies_at_start_up(tmp_path):
