@@ -375,18 +375,21 @@ class Timeline:
 
 def _producer(name: str, q: BlockingQueue, count: int, pause: float, rng: random.Random,
               tl: Timeline) -> None:
-    for seq in range(count):
-        item = (name, seq)
-        try:
-            q.put_nowait(item)
-        except queue.Full:
-            # Backpressure: the producer has to wait for a consumer to free a slot.
-            tl.record(name, "blocked: queue full", q.qsize(), blocked=True)
-            q.put(item)
-            tl.record(name, f"put {name}-{seq} (unblocked)", q.qsize(), blocked=False)
-        else:
-            tl.record(name, f"put {name}-{seq}", q.qsize())
-        time.sleep(pause * rng.uniform(0.5, 1.5))
+    try:
+        for seq in range(count):
+            item = (name, seq)
+            try:
+                q.put_nowait(item)
+            except queue.Full:
+                # Backpressure: the producer has to wait for a consumer to free a slot.
+                tl.record(name, "blocked: queue full", q.qsize(), blocked=True)
+                q.put(item)
+                tl.record(name, f"put {name}-{seq} (unblocked)", q.qsize(), blocked=False)
+            else:
+                tl.record(name, f"put {name}-{seq}", q.qsize())
+            time.sleep(pause * rng.uniform(0.5, 1.5))
+    except Closed:
+        return  # the demo was interrupted (Ctrl-C closed the queue): stop producing
 
 
 def _consumer(name: str, q: BlockingQueue, work: float, rng: random.Random, tl: Timeline,
@@ -424,10 +427,15 @@ def run_demo(producers: int = 3, consumers: int = 2, capacity: int = 5, items: i
                                        received_by[i]))
                 for i in range(consumers)]
     for t in threads:
+        t.daemon = True  # never keep the process alive after the main thread is gone
         t.start()
-    for t in threads[:producers]:
-        t.join()
-    q.close()  # all items are in: consumers drain the rest, then see Closed and stop
+    try:
+        for t in threads[:producers]:
+            t.join()
+    finally:
+        # Normally: all items are in, so consumers drain the rest, then see Closed and stop.
+        # On Ctrl-C: the same close() also makes the blocked producers give up.
+        q.close()
     for t in threads[producers:]:
         t.join()
 

@@ -4,6 +4,7 @@
 - io_server     a real loopback HTTP server that answers after a delay (the I/O-bound work)
 - experiments   the same work run sequentially, on W threads, in W processes, timed
 - compare       `python -m Threading.compare`: the table and the speed-up plot
+- race            the shared counter updated with and without a lock (pure)
 - race_condition  `python -m Threading.race_condition`: lost updates without a lock
 - demo          `python -m Threading.demo`: the short version for the tour
 """
@@ -11,7 +12,7 @@
 from .experiments import MODES, Run, run_cpu, run_io, split_evenly
 from .io_server import fetch, fetch_many, slow_http_server
 from .primes import chunk_bounds, count_primes, is_prime
-from .race_condition import Counter, RaceResult, run_race
+from .race import Counter, RaceResult, run_race
 
 __all__ = [
     "MODES", "Counter", "RaceResult", "Run", "chunk_bounds", "count_primes", "fetch", "fetch_many",

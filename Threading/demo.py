@@ -16,7 +16,7 @@ import sys
 from .compare import gil_status
 from .experiments import MODES, run_cpu, run_io
 from .io_server import slow_http_server
-from .race_condition import describe, run_race
+from .race import describe, run_race
 
 
 def median_speedups(run, repeat: int) -> dict[str, float]:

@@ -12,6 +12,7 @@ after starting it would run them one after another and measure nothing but the s
 from __future__ import annotations
 
 import resource
+import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -49,6 +50,12 @@ def split_evenly(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if k < total % parts else 0) for k in range(parts)]
 
 
+def _ignore_sigint() -> None:
+    """Pool workers ignore Ctrl-C: the parent handles it and shuts the pool down, so the terminal
+    shows one clean "interrupted" instead of a traceback from every worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _cpu_seconds() -> float:
     """CPU time of this process (all its threads) plus its reaped children (finished pool workers)."""
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -66,7 +73,7 @@ def _run_tasks(mode: str, workers: int, fn: Callable[..., int],
         total = sum(fn(*task) for task in tasks)
     else:
         pool: Executor = (ThreadPoolExecutor(workers) if mode == "threads"
-                          else ProcessPoolExecutor(workers))
+                          else ProcessPoolExecutor(workers, initializer=_ignore_sigint))
         # The pool's start-up and shutdown are inside the timing: they are part of the real cost.
         with pool:
             futures = [pool.submit(fn, *task) for task in tasks]  # all started before any is awaited

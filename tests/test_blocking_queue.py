@@ -509,4 +509,5 @@ def test_bench_runs_small():
     result = run_cli("bench", "--items", "2000", "--repeat", "1", timeout=120)
     assert result.returncode == 0, result.stderr
     assert "ratio ours/peer" in result.stdout
-    assert result.stdout.strip().splitlines()[-1].startswith("result: throughput ratio BlockingQueue/queue.Queue")
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("result: throughput ratio BlockingQueue/queue.Queue")
