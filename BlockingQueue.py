@@ -6,7 +6,7 @@ down to the consumers' pace instead of piling up unbounded work in memory. Every
 (servers with worker pools, brokers, chat fan-out) leans on this idea.
 
 How it is built (compare CPython's Lib/queue.py, which does the same thing):
-- ONE lock protects the deque, the `closed` flag and nothing else.
+- ONE lock protects all the state: the deque, the `closed` flag and the counts of waiting threads.
 - TWO condition variables share that lock: `not_full` (putters wait on it) and `not_empty`
   (getters wait on it). A put wakes one getter; a get wakes one putter; close() wakes everybody.
 - put/get call notify() only when somebody is waiting (a count kept under the same lock). The
@@ -23,7 +23,7 @@ How it is built (compare CPython's Lib/queue.py, which does the same thing):
 
 Run it:
     python BlockingQueue.py                 interactive: enqueue X, dequeue, size, peek, help, exit
-    python BlockingQueue.py demo --plot images/depth.png
+    python BlockingQueue.py demo --plot Threading/images/blocking_queue_depth.png
     python BlockingQueue.py bench           items/s against queue.Queue on the same workload
 """
 
