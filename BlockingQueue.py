@@ -54,6 +54,9 @@ def _deadline(timeout: float | None) -> float | None:
     """Turn a relative timeout into an absolute monotonic deadline (None means wait forever)."""
     if timeout is None:
         return None
+    if isinstance(timeout, bool):  # put(x, block=False) habits from queue.Queue: False would mean 0 s
+        raise ValueError("timeout must be a number of seconds, not a bool; use put_nowait/get_nowait "
+                         "for non-blocking calls")
     # `not timeout >= 0` also rejects NaN, which would otherwise make every comparison False.
     if not timeout >= 0:
         raise ValueError(f"timeout must be None or a number >= 0, got {timeout!r}")
@@ -93,10 +96,12 @@ class BlockingQueue(Generic[T]):
     def closed(self) -> bool:
         return self._closed
 
-    def put(self, item: T, timeout: float | None = None) -> None:
+    def put(self, item: T, *, timeout: float | None = None) -> None:
         """Append `item`, blocking while the queue is full.
 
         Raises queue.Full if `timeout` seconds pass first, Closed if the queue is (or gets) closed.
+        `timeout` is keyword-only: queue.Queue's second positional parameter is `block`, so
+        `q.put(x, True)` must fail loudly here rather than silently mean "wait at most 1 second".
         """
         deadline = _deadline(timeout)
         with self._not_full:
@@ -122,7 +127,7 @@ class BlockingQueue(Generic[T]):
             if self._getters_waiting:
                 self._not_empty.notify()  # exactly one new item, so exactly one getter can use it
 
-    def get(self, timeout: float | None = None) -> T:
+    def get(self, *, timeout: float | None = None) -> T:
         """Remove and return the oldest item, blocking while the queue is empty.
 
         Raises queue.Empty if `timeout` seconds pass first. After close(), returns the remaining

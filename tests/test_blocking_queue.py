@@ -100,6 +100,19 @@ def test_negative_or_nan_timeout_is_rejected(timeout):
     assert q.qsize() == 0  # a rejected put must not have added anything
 
 
+def test_queue_queue_style_block_flags_fail_loudly():
+    """queue.Queue's put(item, block, timeout): here timeout is keyword-only, and bools are refused,
+    so code ported from queue.Queue cannot silently turn `True` into a 1-second timeout."""
+    q = BlockingQueue(1)
+    with pytest.raises(TypeError):
+        q.put("x", True)
+    with pytest.raises(TypeError):
+        q.get(False)
+    with pytest.raises(ValueError, match="not a bool"):
+        q.put("x", timeout=False)
+    assert q.qsize() == 0
+
+
 # ---------------------------------------------------------------------------- timeouts
 
 @pytest.mark.parametrize("operation", ["get", "put"])
