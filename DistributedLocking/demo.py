@@ -21,7 +21,7 @@ import redis
 
 from common import redis_server
 
-from .ticket_booking import TicketBookingSystem
+from .ticket_booking import TicketBookingSystem, delete_event_keys
 from .workers import SPAWN, booking_worker, race_worker, start_process
 
 
@@ -115,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("need --racers >= 2, --ttl-ms > 0 and --payment-s > 0")
     try:
         with redis_server() as url:
-            redis.Redis.from_url(url).flushdb()
+            client = redis.Redis.from_url(url)
+            for event in ("race", "fenced", "unfenced"):  # only ours: REDIS_URL may be the user's Redis
+                delete_event_keys(client, event)
             print(f"redis-server at {url}")
             winner = race(url, args.racers)
             fenced = pause_scenario(url, fencing=True, ttl_ms=args.ttl_ms, payment_s=args.payment_s)

@@ -22,7 +22,7 @@ import redis
 
 from common import redis_server
 
-from .ticket_booking import TicketBookingSystem
+from .ticket_booking import TicketBookingSystem, delete_event_keys
 from .workers import SPAWN, crowd_worker, start_process
 
 EVENT = "sim"
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with redis_server() as url:
             client = redis.Redis.from_url(url)
-            client.flushdb()
+            delete_event_keys(client, EVENT)  # only our keys: under REDIS_URL this is the user's Redis
             print(f"redis-server at {url}: {args.users} users in {args.processes} processes, "
                   f"{args.seats} seats, cancel probability {args.cancel}, seed {args.seed}")
             log = run(url, args.users, args.seats, args.processes, args.cancel, args.seed,

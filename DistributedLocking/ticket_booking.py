@@ -192,6 +192,22 @@ class TicketBookingSystem:
         return FencedResource(self.client, f"seat:{event_id}:{seat_id}")
 
 
+def delete_event_keys(client: redis.Redis, event_id: str) -> int:
+    """Delete every key one event uses (seats, fences, seat locks and their counters); returns how many.
+
+    For the demo and the simulation: under REDIS_URL they run against the user's own Redis, where a
+    FLUSHDB would wipe data that is not ours. SCAN, not KEYS, for the same reason as ``reservations``.
+    """
+    _check_ids(event_id=event_id)
+    escaped = _glob_escape(event_id)
+    deleted = 0
+    for prefix in ("seat", "fence:seat", "lock", "lock-token", "lock-wake"):
+        keys = list(client.scan_iter(match=f"{prefix}:{escaped}:*", count=500))
+        for start in range(0, len(keys), 500):
+            deleted += client.delete(*keys[start:start + 500])
+    return deleted
+
+
 def _check_ids(**ids: str) -> None:
     for name, value in ids.items():
         if not isinstance(value, str) or not value:

@@ -109,3 +109,33 @@ def test_gc_pause_during_payment(redis_url, fencing):
     else:
         assert outcome == "booked"                                # both were told "booked"...
         assert system.reservations("opera") == {"D4": "alice"}    # ...and B's booking was overwritten
+
+
+def test_simulation_under_redis_url_keeps_other_keys_and_starts_from_a_clean_event(redis_url, monkeypatch):
+    # With REDIS_URL set the scripts use the user's own Redis: they must delete only their own keys
+    # (a FLUSHDB there would wipe the user's data), yet still start without the last run's seats.
+    from DistributedLocking import simulation
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.set("users-own-data", "precious")
+    client.set("seat:sim:S00", "ghost-from-a-previous-run")
+    client.set("seat:other:S00", "someone")
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    assert simulation.main(["--users", "4", "--seats", "2", "--processes", "1", "--cancel", "0"]) == 0
+    assert client.get("users-own-data") == "precious" and client.get("seat:other:S00") == "someone"
+    assert "ghost-from-a-previous-run" not in TicketBookingSystem(client).reservations("sim").values()
+
+
+def test_delete_event_keys_deletes_exactly_one_events_keys(redis_url):
+    from DistributedLocking.ticket_booking import delete_event_keys
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    system = TicketBookingSystem(client)
+    for event in ("e*", "eX", "e"):
+        assert system.book_seat(event, "A1", "u").booked
+    client.set("seat-notes", "keep")
+    assert delete_event_keys(client, "e*") == 4                   # seat, fence, token counter, wake list
+    assert sorted(client.keys("*")) == sorted(
+        [f"{prefix}:{event}:A1" for event in ("eX", "e")
+         for prefix in ("seat", "fence:seat", "lock-token", "lock-wake")]
+        + ["seat-notes"])
