@@ -64,7 +64,7 @@ def show_ids(count: int) -> int:
 
 
 def show_leasing(redis_url: str) -> list[int]:
-    """Three nodes lease worker ids; one leaves; a newcomer reuses its id."""
+    """Three nodes lease worker ids; one leaves (its id stays taken for the skew margin); a newcomer joins."""
     print("\n== 2. Worker-id leasing: SET worker:<id> <node> NX PX <ttl>, renewed in the background")
     leases = [WorkerLease(redis_url, node_id=f"node-{name}", ttl_ms=2000).acquire() for name in "abc"]
     try:
@@ -74,7 +74,8 @@ def show_leasing(redis_url: str) -> list[int]:
                   f"(lease {lease.remaining_ms():.0f} ms left) -> first ID {generator.next_id()}")
         leaving = leases.pop(1)
         leaving.close()
-        print(f"   {leaving.node_id} closed: worker id {leaving.worker_id} released (compare-and-delete)")
+        print(f"   {leaving.node_id} closed: worker id {leaving.worker_id} released (compare-and-shorten: "
+              f"free again after the {leaving.max_clock_skew_ms} ms skew margin)")
         newcomer = WorkerLease(redis_url, node_id="node-d", ttl_ms=2000).acquire()
         leases.append(newcomer)
         print(f"   {newcomer.node_id} joins and gets worker id {newcomer.worker_id}")

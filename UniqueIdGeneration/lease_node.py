@@ -42,7 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     # lease is released instead of lingering until its ttl.
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     try:
-        lease = WorkerLease(args.redis_url, node_id=args.node_id, ttl_ms=args.ttl_ms).acquire()
+        lease = WorkerLease(args.redis_url, node_id=args.node_id, ttl_ms=args.ttl_ms)
+    except ValueError as exc:       # a malformed --redis-url or a non-positive --ttl-ms
+        parser.error(str(exc))
+    try:
+        lease.acquire()
     except NoFreeWorkerIdError as exc:
         print(f"error: {exc}", flush=True)
         return EXIT_NO_FREE_ID

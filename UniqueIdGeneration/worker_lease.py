@@ -6,15 +6,16 @@ node *leases* an id from Redis instead:
 
     SET worker:<id> <node> NX PX <ttl>         take the first free id (one atomic Lua call)
     compare-and-extend every ttl/3             PEXPIRE only if the value is still <node>
-    compare-and-delete on close                DEL only if the value is still <node>
+    compare-and-shorten on close               PEXPIRE <skew + 1 ms> only if the value is still <node>
 
 A node that crashes stops renewing; Redis deletes its key after the ttl and the id is free again.
 
 The dangerous case is a node that is *alive but stalled* (GC pause, SIGSTOP, a VM frozen for
 minutes): its lease expires, another node takes the id — and then the stalled node wakes up and
-issues IDs with the same worker id. So the node tracks the lease's expiry itself, on the local
-monotonic clock, and `LeasedSnowflakeGenerator.next_id()` refuses (LeaseExpiredError) once the lease
-*may* have expired, whatever the renewal thread believes:
+issues IDs with the same worker id. So the node tracks the lease's expiry itself, on a local
+monotonic clock that keeps counting through the stall (CLOCK_BOOTTIME on Linux, which unlike
+CLOCK_MONOTONIC also counts a system suspend), and `LeasedSnowflakeGenerator.next_id()` refuses
+(LeaseExpiredError) once the lease *may* have expired, whatever the renewal thread believes:
 
 - the expiry estimate is taken from the moment *before* the SET/PEXPIRE was sent, so it is never
   later than Redis's own expiry (the key's ttl starts when Redis receives the command);
@@ -45,6 +46,19 @@ from .snowflake import MAX_WORKER_ID, SnowflakeGenerator
 log = logging.getLogger(__name__)
 
 DEFAULT_TTL_MS = 10_000
+
+
+def _stall_counting_clock() -> Callable[[], float]:
+    """A monotonic clock (seconds) that keeps counting while this host is suspended.
+
+    CLOCK_MONOTONIC counts a GC pause or a SIGSTOP but stops during a system suspend, while Redis's
+    ttl (on another host) keeps running: a node resumed from suspend would trust a lease that is
+    long gone. Linux's CLOCK_BOOTTIME includes the suspend; elsewhere fall back to time.monotonic.
+    """
+    if hasattr(time, "CLOCK_BOOTTIME"):
+        boottime = time.CLOCK_BOOTTIME
+        return lambda: time.clock_gettime(boottime)
+    return time.monotonic
 DEFAULT_KEY_PREFIX = "worker:"
 
 # KEYS = worker:0 .. worker:31, ARGV = node, ttl_ms. One round trip, atomic: two nodes starting at
@@ -67,10 +81,12 @@ end
 return 0
 """
 
-# Compare-and-delete: never delete a lease that has passed to another node.
+# Release = compare-and-shorten, not DEL: the id stays taken for max_clock_skew_ms + 1 more ms. A
+# newcomer whose clock is behind ours (by up to the margin) could otherwise take the id at once and
+# reuse the milliseconds we just issued IDs in. Never touches a lease that has passed to another node.
 _RELEASE_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
 """
@@ -100,7 +116,7 @@ class WorkerLease:
                  ttl_ms: int = DEFAULT_TTL_MS, renew_interval_ms: int | None = None,
                  max_clock_skew_ms: int | None = None, worker_ids: range = range(MAX_WORKER_ID + 1),
                  key_prefix: str = DEFAULT_KEY_PREFIX,
-                 monotonic: Callable[[], float] = time.monotonic):
+                 monotonic: Callable[[], float] | None = None):
         if ttl_ms <= 0:
             raise ValueError(f"ttl_ms must be positive, got {ttl_ms}")
         self.max_clock_skew_ms = ttl_ms // 10 if max_clock_skew_ms is None else max_clock_skew_ms
@@ -119,7 +135,7 @@ class WorkerLease:
         self.node_id = node_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.worker_ids = worker_ids
         self.key_prefix = key_prefix
-        self._monotonic = monotonic
+        self._monotonic = monotonic or _stall_counting_clock()
         self._owns_client = isinstance(redis_client, str)
         if isinstance(redis_client, str):
             # A bounded socket timeout: a hung Redis must not block renewal past the lease.
@@ -160,7 +176,9 @@ class WorkerLease:
         return self
 
     def close(self) -> None:
-        """Stop renewing and release the id (compare-and-delete). Safe to call twice."""
+        """Stop renewing and release the id: it is free again max_clock_skew_ms + 1 ms later (the same
+        margin as an expiry, so a newcomer with a slower clock cannot reuse our last milliseconds).
+        Safe to call twice."""
         self._stop.set()
         if self._renewer is not None and self._renewer is not threading.current_thread():
             self._renewer.join()
@@ -170,7 +188,8 @@ class WorkerLease:
             self._lost_reason = "the lease was released (close() was called)"
         try:
             if held:
-                self._release_script(keys=[self.key(self._worker_id)], args=[self.node_id])
+                self._release_script(keys=[self.key(self._worker_id)],
+                                     args=[self.node_id, self.max_clock_skew_ms + 1])
         except redis.RedisError as exc:
             # Not fatal: the key expires on its own within ttl_ms.
             log.warning("could not release %s (%s); it expires within %d ms",

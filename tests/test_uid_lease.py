@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -60,7 +62,24 @@ def test_32_nodes_get_32_distinct_ids_and_the_33rd_gets_a_clear_error(redis_url,
     finally:
         for lease in leases:
             lease.close()
-    assert client.keys("worker:*") == [], "close() must release every id"
+    # released: each id is free again once the skew margin (ttl/10 = 1 s by default) has passed
+    assert all(0 < client.pttl(f"worker:{worker_id}") <= 1001 for worker_id in range(32))
+    wait_until(lambda: client.keys("worker:*") == [], timeout=10, what="close() to release every id")
+
+
+def test_a_released_id_is_not_handed_out_again_within_the_skew_margin(redis_url, client):
+    # Regression: close() used to DEL the key, so a newcomer whose clock is behind ours (by less than
+    # the margin the lease promises to absorb) got the id at once and re-issued our last milliseconds.
+    first = WorkerLease(redis_url, node_id="first", ttl_ms=5000, max_clock_skew_ms=500).acquire()
+    first.generator().next_id()
+    first.close()
+    assert client.get("worker:0") == "first"
+    assert 0 < client.pttl("worker:0") <= 501
+    with WorkerLease(redis_url, node_id="second") as second:
+        assert second.worker_id == 1, "worker id 0 was handed out again before the skew margin passed"
+    wait_until(lambda: client.get("worker:0") is None, timeout=10, what="the released id to be free")
+    with WorkerLease(redis_url, node_id="third") as third:
+        assert third.worker_id == 0
 
 
 def test_release_never_deletes_another_nodes_lease(redis_url, client):
@@ -81,7 +100,8 @@ def test_renewal_keeps_the_lease_past_its_ttl(redis_url, client):
         assert client.get("worker:0") == lease.node_id
         assert 0 < client.pttl("worker:0") <= 300
         assert {parse(i).worker_id for i in ids} == {0}
-    assert client.get("worker:0") is None
+    assert 0 < client.pttl("worker:0") <= 31             # released: kept only for the skew margin
+    wait_until(lambda: client.get("worker:0") is None, timeout=10, what="the released id to be free")
 
 
 def test_a_lease_taken_over_by_another_node_is_lost_for_good(redis_url, client):
@@ -183,3 +203,14 @@ def test_a_node_started_with_every_id_taken_exits_with_a_clear_error(spawn, redi
     node.popen.wait(timeout=30)
     assert node.popen.returncode == 2
     assert "error: all 32 worker ids (worker:0 .. worker:31) are leased by live nodes" in node.output()
+
+
+@pytest.mark.parametrize("args", [["--redis-url", "not-a-url"], ["--redis-url", "redis://127.0.0.1:1/0",
+                                                                  "--ttl-ms", "0"]])
+def test_lease_node_bad_arguments_get_a_one_line_error(args):
+    # Regression: a malformed --redis-url or --ttl-ms 0 ended in a ValueError traceback.
+    done = subprocess.run([sys.executable, "-m", "UniqueIdGeneration.lease_node", *args],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "lease_node.py: error:" in done.stderr
