@@ -140,7 +140,7 @@ def delta_seconds(directives: dict[str, str | None], name: str) -> int | None:
     freshness_lifetime).
     """
     arg = directives.get(name)
-    if arg is None or not arg.isdigit():
+    if arg is None or not (arg.isascii() and arg.isdigit()):  # "²".isdigit() is True; int("²") fails
         return None
     return min(int(arg), 2**31)  # §1.2.2: values beyond 2^31 mean "as long as you like"
 
@@ -229,11 +229,13 @@ def headers_to_store(response_headers: Sequence[tuple[str, str]]) -> Headers:
 
 # -------------------------------------------------------------------------------------- freshness
 
-def freshness_lifetime(status: int, headers: Sequence[tuple[str, str]]) -> float:
+def freshness_lifetime(status: int, headers: Sequence[tuple[str, str]],
+                       response_time: float | None = None) -> float:
     """Seconds the response stays fresh in a shared cache (RFC 9111 §4.2.1).
 
     Order: s-maxage, then max-age, then Expires minus Date, then a heuristic. `no-cache` does not
     change the lifetime; it forces revalidation on every use (see must_revalidate_always).
+    Without a Date field, §4.2.1 says to use the time the response was received: `response_time`.
     """
     directives = cache_control(headers)
     for name in ("s-maxage", "max-age"):
@@ -243,16 +245,17 @@ def freshness_lifetime(status: int, headers: Sequence[tuple[str, str]]) -> float
     expires_field = get_header(headers, "expires")
     if expires_field is not None:
         expires = parse_http_date(expires_field)
-        date = parse_http_date(get_header(headers, "date"))
+        date = _date_or(headers, response_time)
         if expires is None:
             return 0.0  # §5.3: an invalid Expires (e.g. "0") means "already expired"
         if date is None:
-            return 0.0  # without Date there is nothing trustworthy to subtract from
+            return 0.0  # no Date and no arrival time: nothing trustworthy to subtract from
         return max(0.0, expires - date)
-    return heuristic_lifetime(status, headers)
+    return heuristic_lifetime(status, headers, response_time)
 
 
-def heuristic_lifetime(status: int, headers: Sequence[tuple[str, str]]) -> float:
+def heuristic_lifetime(status: int, headers: Sequence[tuple[str, str]],
+                       response_time: float | None = None) -> float:
     """10% of (Date - Last-Modified), capped at a day, for heuristically cacheable statuses (§4.2.2).
 
     Returns 0 ("none") when there is no Last-Modified to base a guess on.
@@ -260,10 +263,16 @@ def heuristic_lifetime(status: int, headers: Sequence[tuple[str, str]]) -> float
     if status not in HEURISTICALLY_CACHEABLE:
         return 0.0
     last_modified = parse_http_date(get_header(headers, "last-modified"))
-    date = parse_http_date(get_header(headers, "date"))
+    date = _date_or(headers, response_time)
     if last_modified is None or date is None or last_modified >= date:
         return 0.0
     return min(HEURISTIC_FRACTION * (date - last_modified), float(HEURISTIC_MAX_SECONDS))
+
+
+def _date_or(headers: Sequence[tuple[str, str]], response_time: float | None) -> float | None:
+    """The Date field, or when it is missing or invalid the time the response arrived (RFC 9110 §6.6.1)."""
+    date = parse_http_date(get_header(headers, "date"))
+    return response_time if date is None else date
 
 
 def current_age(headers: Sequence[tuple[str, str]], request_time: float, response_time: float,
@@ -305,7 +314,7 @@ class Freshness:
     @classmethod
     def of(cls, status: int, headers: Sequence[tuple[str, str]], request_time: float,
            response_time: float) -> Freshness:
-        return cls(freshness_lifetime(status, headers),
+        return cls(freshness_lifetime(status, headers, response_time),
                    corrected_initial_age(headers, request_time, response_time),
                    response_time, must_revalidate_always(headers))
 
@@ -319,7 +328,7 @@ def _age_value(headers: Sequence[tuple[str, str]]) -> float:
     if raw is None:
         return 0.0
     first = raw.split(",")[0].strip()
-    return float(first) if first.isdigit() else 0.0
+    return float(first) if first.isascii() and first.isdigit() else 0.0
 
 
 def must_revalidate_always(headers: Sequence[tuple[str, str]]) -> bool:
@@ -395,10 +404,10 @@ def variant_key(names: Sequence[str], request_headers: Sequence[tuple[str, str]]
 
 def etag_matches(if_none_match: str, etag: str | None) -> bool:
     """Weak comparison for If-None-Match (RFC 9110 §13.1.2): W/"x" matches "x"."""
+    if if_none_match.strip() == "*":
+        return True  # "*" matches any current representation, with or without an ETag (§13.1.2)
     if etag is None:
         return False
-    if if_none_match.strip() == "*":
-        return True
     wanted = {_opaque(tag) for tag in split_list(if_none_match)}
     return _opaque(etag) in wanted
 

@@ -633,7 +633,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.cache_size <= 0:
+        parser.error("--cache-size must be larger than 0, e.g. 64MB")
     try:
         OriginPool(args.origin, cafile=args.origin_cafile)
     except (ValueError, OSError) as exc:
@@ -648,8 +651,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(run_edge(config, args.host, args.port))
     except KeyboardInterrupt:
         pass
-    except OSError as exc:
-        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+    except (OSError, OverflowError) as exc:  # OverflowError: a port outside 0-65535
+        print(f"error: cannot listen on {args.host}:{args.port}: {getattr(exc, 'strerror', None) or exc}",
+              file=sys.stderr)
         return 1
     return 0
 

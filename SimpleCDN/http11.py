@@ -22,7 +22,7 @@ from email.utils import formatdate
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
-from .cache_policy import Headers, get_header, split_list
+from .cache_policy import Headers, get_header, header_values, split_list
 
 MAX_HEAD_BYTES = 16 * 1024
 MAX_HEADER_COUNT = 100
@@ -83,6 +83,11 @@ async def read_request(reader: asyncio.StreamReader,
     except asyncio.LimitOverrunError:
         raise HttpError(431, f"request head larger than {MAX_HEAD_BYTES} bytes") from None
     method, target, version, headers = parse_head(head)
+    hosts = header_values(headers, "host")
+    if len(hosts) > 1 or (version == "HTTP/1.1" and not hosts):
+        # RFC 9112 §3.2 (a MUST): two Host fields are how a front end and a back end are made to
+        # disagree about which site a request is for.
+        raise HttpError(400, "an HTTP/1.1 request needs exactly one Host header field")
     expect = get_header(headers, "expect")
     if expect is not None:
         if expect.strip().lower() != "100-continue":
@@ -134,7 +139,7 @@ async def _read_request_body(reader: asyncio.StreamReader, headers: Headers) -> 
             raise HttpError(400, "both Transfer-Encoding and Content-Length: refusing an ambiguous body")
         if [t.lower() for t in split_list(transfer_encoding)] != ["chunked"]:
             raise HttpError(501, "only Transfer-Encoding: chunked is supported")
-        return await _read_chunked(reader, MAX_REQUEST_BODY, client=True)
+        return await _read_chunked(reader, MAX_REQUEST_BODY)
     if content_length is None:
         return b""
     length = parse_content_length(content_length)
@@ -154,41 +159,56 @@ def parse_content_length(value: str) -> int | None:
     if len(values) != 1:
         return None
     (single,) = values
-    return int(single) if single.isdigit() and len(single) < 19 else None
+    # isascii(): str.isdigit() also accepts "²", which int() then refuses (a 500 instead of a 400).
+    return int(single) if single.isascii() and single.isdigit() and len(single) < 19 else None
 
 
-async def _read_chunked(reader: asyncio.StreamReader, limit: int, client: bool) -> bytes:
+async def _read_chunked(reader: asyncio.StreamReader, limit: int) -> bytes:
     body = bytearray()
-    async for chunk in _chunks(reader):
+    async for chunk in _chunks(reader, limit):
         body += chunk
-        if len(body) > limit:
-            raise HttpError(413, f"request body larger than {limit} bytes") if client else \
-                OriginError("chunked body too large")
     return bytes(body)
 
 
-async def _chunks(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
-    """Decode chunked transfer coding (RFC 9112 §7.1); trailers are read and dropped."""
+async def _chunks(reader: asyncio.StreamReader, limit: int | None = None) -> AsyncIterator[bytes]:
+    """Decode chunked transfer coding (RFC 9112 §7.1); trailers are read and dropped.
+
+    A chunk's data is yielded in pieces of at most READ_CHUNK bytes, and a chunk that would take the
+    body over `limit` is refused *before* it is read: the size line is attacker-controlled, and
+    reading a declared 4 GB chunk in one go would hold it all in memory first.
+    """
+    total = 0
     while True:
-        try:
-            size_line = await reader.readuntil(b"\r\n")
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            raise HttpError(400, "malformed chunked body") from None
-        size_text = size_line.split(b";", 1)[0].strip()
+        size_line = await _read_line(reader, "malformed chunked body")
+        size_text = size_line.split(b";", 1)[0].rstrip(b" \t\r\n")
         if not size_text or len(size_text) > 16 or not re.match(rb"^[0-9A-Fa-f]+$", size_text):
             raise HttpError(400, "malformed chunk size")
         size = int(size_text, 16)
         if size == 0:
-            while (await reader.readuntil(b"\r\n")) != b"\r\n":
+            while (await _read_line(reader, "malformed trailer section")) != b"\r\n":
                 pass  # trailer fields: not forwarded
             return
+        total += size
+        if limit is not None and total > limit:
+            raise HttpError(413, f"request body larger than {limit} bytes")
+        remaining = size
         try:
-            data = await reader.readexactly(size + 2)
+            while remaining:
+                piece = await reader.readexactly(min(remaining, READ_CHUNK))
+                remaining -= len(piece)
+                yield piece
+            crlf = await reader.readexactly(2)
         except asyncio.IncompleteReadError:
             raise HttpError(400, "chunked body ended early") from None
-        if data[-2:] != b"\r\n":
+        if crlf != b"\r\n":
             raise HttpError(400, "chunk not followed by CRLF")
-        yield data[:-2]
+
+
+async def _read_line(reader: asyncio.StreamReader, problem: str) -> bytes:
+    try:
+        return await reader.readuntil(b"\r\n")
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        raise HttpError(400, problem) from None
 
 
 def response_head(status: int, reason: str, headers: Sequence[tuple[str, str]]) -> bytes:
@@ -418,7 +438,8 @@ class OriginPool:
 def _parse_response_head(head: bytes) -> tuple[int, str, Headers]:
     lines = head[:-4].split(b"\r\n")
     status_line = lines[0].split(b" ", 2)
-    if len(status_line) < 2 or not status_line[0].startswith(b"HTTP/1.") or not status_line[1].isdigit():
+    if len(status_line) < 2 or not status_line[0].startswith(b"HTTP/1.") or not re.fullmatch(
+            rb"[0-9]{3}", status_line[1]):
         raise ValueError("bad status line")
     headers: Headers = []
     for line in lines[1:]:

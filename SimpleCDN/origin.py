@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(args.tls_cert, args.tls_key)
             server.socket = context.wrap_socket(server.socket, server_side=True)
-    except (OSError, ssl.SSLError) as exc:
+    except (OSError, OverflowError, ssl.SSLError) as exc:  # OverflowError: a port outside 0-65535
         print(f"error: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
     scheme = "https" if args.tls_cert else "http"

@@ -150,8 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     checker.start()
     try:
         server = make_server(args.host, args.port, args.edge)
-    except OSError as exc:
-        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+    except (OSError, OverflowError) as exc:  # OverflowError: a port outside 0-65535
+        checker.stop()
+        print(f"error: cannot listen on {args.host}:{args.port}: {getattr(exc, 'strerror', None) or exc}",
+              file=sys.stderr)
         return 1
     print(f"[router] on http://{args.host}:{args.port}: " + ", ".join(
         f"{e.name}@{e.distance_ms:g}ms" for e in args.edge), flush=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 
 import pytest
@@ -50,11 +51,29 @@ def assert_still_serving(port: int) -> None:
     (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
     (b"GET http://[bad/ HTTP/1.1\r\nConnection: close\r\n\r\n", 400),
     (b"GET /a#frag HTTP/1.1\r\n\r\n", 400),
-    (b"BREW /pot HTTP/1.1\r\nConnection: close\r\n\r\n", 405),
+    (b"BREW /pot HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 405),
+    (b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", 400),                # HTTP/1.1 without Host
+    (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n", 400),  # two Hosts
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: \xb2\r\n\r\nab", 400),  # "\xb2".isdigit() is True
+    # A declared 4 GB chunk is refused before it is read (413), not buffered first:
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFF\r\nabc", 413),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: " + b"a" * 40_000, 400),
 ])
 def test_malformed_requests_get_a_specific_error_and_the_edge_keeps_serving(edge, wire, expected):
     _, port = edge
     assert status_of(raw_exchange(port, wire)) == expected
+    assert_still_serving(port)
+
+
+def test_a_chunked_body_cut_off_in_its_trailer_section_gets_400(edge):
+    _, port = edge
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-Trailer: y")
+        sock.shutdown(socket.SHUT_WR)  # the client stops sending in the middle of a trailer field
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    assert status_of(reply) == 400
     assert_still_serving(port)
 
 
@@ -173,3 +192,11 @@ def test_cli_rejects_a_bad_origin_and_a_bad_size():
     bad_size = subprocess.run([sys.executable, "-m", "SimpleCDN.cdn_server", "--cache-size", "lots"],
                               capture_output=True, text=True, timeout=60)
     assert bad_size.returncode == 2 and "not a size" in bad_size.stderr
+    zero_size = subprocess.run([sys.executable, "-m", "SimpleCDN.cdn_server", "--cache-size", "0"],
+                               capture_output=True, text=True, timeout=60)
+    assert zero_size.returncode == 2 and "larger than 0" in zero_size.stderr
+    for module in ("SimpleCDN.cdn_server", "SimpleCDN.origin"):
+        bad_port = subprocess.run([sys.executable, "-m", module, "--port", "70000"],
+                                  capture_output=True, text=True, timeout=60)
+        assert bad_port.returncode == 1 and "Traceback" not in bad_port.stderr, bad_port.stderr
+        assert "0-65535" in bad_port.stderr

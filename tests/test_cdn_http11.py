@@ -32,7 +32,8 @@ def test_parse_head_keeps_repeated_fields_in_order():
 
 
 @pytest.mark.parametrize("value, expected", [("5", 5), ("5, 5", 5), ("5, 6", None), ("-1", None),
-                                             ("0x10", None), ("", None), ("9" * 30, None)])
+                                             ("0x10", None), ("", None), ("9" * 30, None),
+                                             ("\xb2", None)])
 def test_content_length_parsing(value, expected):
     assert parse_content_length(value) == expected
 

@@ -83,6 +83,20 @@ def test_freshness_lifetime_order(headers, lifetime):
     assert p.freshness_lifetime(200, headers) == pytest.approx(lifetime)
 
 
+def test_expires_without_date_is_measured_from_the_arrival_time():
+    # RFC 9111 §4.2.1: "using the time the message was received if [Date] is not present".
+    headers = [("Expires", date(T0 + 60))]
+    assert p.freshness_lifetime(200, headers, response_time=T0) == pytest.approx(60)
+    assert p.Freshness.of(200, headers, T0, T0).lifetime == pytest.approx(60)
+
+
+def test_non_ascii_digits_are_not_numbers():
+    # "\xb2".isdigit() is True but int("\xb2") raises: a hostile field must not become a 500.
+    assert p.delta_seconds(p.parse_cache_control("max-age=\xb2"), "max-age") is None
+    assert p.freshness_lifetime(200, [("Cache-Control", "max-age=\xb2")]) == 0
+    assert p.current_age([("Age", "\xb2"), ("Date", date(T0))], T0, T0, T0 + 5) == pytest.approx(5)
+
+
 def test_heuristic_only_for_heuristically_cacheable_status():
     headers = [("Last-Modified", date(T0 - 1000)), ("Date", date(T0))]
     assert p.freshness_lifetime(302, headers) == 0
@@ -147,6 +161,11 @@ def test_conditional_request_matching():
     assert p.conditional_request_matches([("If-Modified-Since", date(T0))], stored)
     assert not p.conditional_request_matches([("If-Modified-Since", date(T0 - 1))], stored)
     assert not p.conditional_request_matches([("If-Modified-Since", "garbage")], stored)
+
+
+def test_if_none_match_star_matches_a_stored_response_without_an_etag():
+    # RFC 9110 §13.1.2: "*" is false whenever a current representation exists.
+    assert p.conditional_request_matches([("If-None-Match", "*")], [("Content-Type", "text/plain")])
 
 
 def test_revalidation_headers_and_304_merge():
