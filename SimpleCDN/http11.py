@@ -88,6 +88,10 @@ async def read_request(reader: asyncio.StreamReader,
         # RFC 9112 §3.2 (a MUST): two Host fields are how a front end and a back end are made to
         # disagree about which site a request is for.
         raise HttpError(400, "an HTTP/1.1 request needs exactly one Host header field")
+    if version == "HTTP/1.0" and get_header(headers, "transfer-encoding") is not None:
+        # RFC 9112 §6.1: HTTP/1.0 has no chunked coding, so such framing MUST be treated as faulty
+        # (an HTTP/1.0 front end would read the body by Content-Length or to the close: smuggling).
+        raise HttpError(400, "Transfer-Encoding in an HTTP/1.0 request: the body's framing is faulty")
     expect = get_header(headers, "expect")
     if expect is not None:
         if expect.strip().lower() != "100-continue":
@@ -400,7 +404,11 @@ class OriginPool:
         except ValueError as exc:
             connection.close()
             raise OriginError(f"the origin sent a malformed response: {exc}") from None
-        return OriginResponse(connection, status, reason, response_headers, method, self.timeout)
+        try:
+            return OriginResponse(connection, status, reason, response_headers, method, self.timeout)
+        except OriginError:
+            connection.close()  # its framing is unknown, so it can neither be reused nor left open
+            raise
 
     async def _connection(self) -> OriginConnection:
         while self._idle:

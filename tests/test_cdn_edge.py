@@ -3,6 +3,7 @@ byte bound, large objects streamed through, origin timeouts. Each test starts it
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -149,3 +150,33 @@ def test_chunked_small_object_is_cached(spawn):
     first, second = request(edge, "/small-chunked"), request(edge, "/small-chunked")
     assert (first.x_cache, second.x_cache) == ("MISS", "HIT")
     assert second.body == b"x" * 100_000 and second.headers["content-length"] == "100000"
+
+
+def test_an_origin_response_with_a_bad_content_length_gets_502_and_its_connection_is_closed(spawn):
+    origin = start_origin(spawn)
+    child, edge = start_edge(origin.url, spawn=spawn)
+    origin.script("/bad-length", [("Content-Length", "abc")])  # the origin adds its own: "abc, 6"
+    request(edge, "/__stats")
+
+    def open_fds() -> int:
+        return len(os.listdir(f"/proc/{child.pid}/fd"))
+
+    before = open_fds()
+    for _ in range(20):
+        reply = request(edge, "/bad-length")
+        assert reply.status == 502 and b"invalid Content-Length" in reply.body
+    assert open_fds() - before < 5  # one socket leaked per request before the fix
+
+
+def test_when_the_leader_fails_its_waiters_share_the_failure_and_the_key_is_released(spawn):
+    """Coalesced waiters get the leader's 504 (no stampede on a failing origin: one request), and the
+    failed fetch does not stay in flight: the next request goes to the origin again."""
+    origin = start_origin(spawn)
+    _, edge = start_edge(origin.url, "--origin-timeout", "2", spawn=spawn)  # 2 s: no straggler misses it
+    origin.script("/down", [("Cache-Control", "max-age=100")], body="late", delay_ms=6000)
+    replies = concurrent_gets(edge, "/down", 10)
+    assert [r.status for r in replies] == [504] * 10
+    assert origin.count("/down") == 1
+    origin.script("/down", [("Cache-Control", "max-age=100")], body="back")
+    reply = request(edge, "/down")
+    assert (reply.status, reply.x_cache, reply.body) == (200, "MISS", b"back")
