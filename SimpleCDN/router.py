@@ -15,6 +15,7 @@ simulated round trip); health comes from polling each edge's `/__stats` in a bac
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import sys
 import threading
@@ -22,6 +23,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 
 class NoHealthyEdge(RuntimeError):
@@ -49,6 +51,9 @@ def parse_edge(spec: str) -> EdgeInfo:
     try:
         name, rest = spec.split("=", 1)
         url, distance = rest.rsplit("@", 1)
+        parts = urlsplit(url)
+        if not name or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("not an http(s) URL")
         return EdgeInfo(name, url.rstrip("/"), float(distance))
     except ValueError:
         raise argparse.ArgumentTypeError(
@@ -90,7 +95,7 @@ class HealthChecker:
         try:
             with urllib.request.urlopen(f"{edge.url}/__stats", timeout=self.timeout) as response:
                 return response.status == 200
-        except OSError:
+        except (OSError, http.client.HTTPException):  # refused, timed out, or not HTTP at all
             return False
 
     def _run(self) -> None:

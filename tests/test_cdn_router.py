@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import socket
+import threading
 import time
 
 import pytest
 
 from common import free_port
-from SimpleCDN.router import EdgeInfo, NoHealthyEdge, choose_edge, parse_edge
+from SimpleCDN.router import EdgeInfo, HealthChecker, NoHealthyEdge, choose_edge, parse_edge
 from tests.cdn_helpers import request, start_edge, start_origin
 
 
@@ -26,6 +29,32 @@ def test_choose_edge_prefers_the_nearest_healthy_one():
 
 def test_parse_edge_spec():
     assert parse_edge("tokyo=http://127.0.0.1:8001/@5") == EdgeInfo("tokyo", "http://127.0.0.1:8001", 5.0)
+    for bad in ("tokyo=127.0.0.1:8001@5", "tokyo=foo@5", "=http://x@5", "tokyo=http://x@far"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_edge(bad)
+
+
+def test_an_edge_that_does_not_speak_http_is_unhealthy_and_the_checker_survives():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+
+        def answer_garbage():
+            for _ in range(2):
+                connection, _ = server.accept()
+                with connection:
+                    connection.recv(65536)
+                    connection.sendall(b"SSH-2.0-OpenSSH\r\n\r\n")
+
+        thread = threading.Thread(target=answer_garbage, daemon=True)
+        thread.start()
+        edge = EdgeInfo("odd", f"http://127.0.0.1:{port}", 5)
+        checker = HealthChecker([edge], timeout=10)
+        checker.check_once()  # used to raise http.client.BadStatusLine and end the checker thread
+        checker.check_once()
+        thread.join(timeout=30)
+    assert not edge.healthy
 
 
 def wait_for_route(port: int, expected: str, timeout: float = 30.0) -> dict:
