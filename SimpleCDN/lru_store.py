@@ -79,13 +79,17 @@ class LRUStore:
     def put(self, primary: str, entry: StoredResponse, request_headers: Sequence[tuple[str, str]]) -> bool:
         """Store `entry` for the request that fetched it; evict least recently used entries to fit.
 
-        Returns False (and stores nothing) when the entry alone is larger than the whole budget.
+        Returns False (and stores nothing) when the entry alone is larger than the whole budget; an
+        older copy of the same variant is then dropped, since this newer response supersedes it.
         A response whose Vary differs from the stored variants' Vary replaces all of them: the old
         secondary keys were computed from other field names and can no longer be selected.
         """
         names = entry.vary
         entry.variant = variant_key(names, request_headers)  # set even if not stored: callers compare it
         if entry.size > self.max_bytes:
+            if (primary, entry.variant) in self._entries:
+                # The origin sent a newer response we cannot keep: the older copy must not outlive it.
+                self._remove((primary, entry.variant))
             return False
         if self._vary_by_primary.get(primary, names) != names:
             self.invalidate(primary)

@@ -244,6 +244,14 @@ def test_lru_refuses_an_entry_larger_than_the_budget():
     assert len(store) == 0 and store.bytes_used == 0
 
 
+def test_lru_a_newer_response_too_big_to_keep_drops_the_older_copy():
+    store = LRUStore(max_bytes=500)
+    assert store.put("k", entry(10), [])
+    assert not store.put("k", entry(1000), [])  # e.g. a forced reload returned a bigger new version
+    assert store.lookup("k", []) is None        # the old version is not served as if still current
+    assert len(store) == 0 and store.bytes_used == 0
+
+
 def test_lru_variants_invalidate_and_vary_change():
     store = LRUStore(max_bytes=10**6)
     store.put("k", entry(10, ("accept-language",)), [("Accept-Language", "en")])
