@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import re
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -249,13 +250,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         crash = CrashPlan.from_cli_or_env(args.crash_at, COORDINATOR_POINTS)
         participants = parse_participants(args.participant)
+        coordinator = Coordinator(CoordinatorLog(args.log), participants, f"http://{args.host}:{args.port}",
+                                  rpc_timeout=args.rpc_timeout, decision_timeout=args.decision_timeout,
+                                  retry_interval=args.retry_interval, crash=crash)
+        server = CoordinatorServer((args.host, args.port), coordinator)
     except (BadCrashPoint, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    coordinator = Coordinator(CoordinatorLog(args.log), participants, f"http://{args.host}:{args.port}",
-                              rpc_timeout=args.rpc_timeout, decision_timeout=args.decision_timeout,
-                              retry_interval=args.retry_interval, crash=crash)
-    server = CoordinatorServer((args.host, args.port), coordinator)
+    except sqlite3.Error as exc:
+        print(f"error: cannot use --log {args.log}: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, OverflowError) as exc:  # port in use, or outside 0-65535
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 2
     unfinished = len(coordinator.log.unfinished())
     log(f"listening on http://{args.host}:{args.port} log={args.log} unfinished={unfinished}"
         + (f" crash-at={crash.point}" if crash.point else ""))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -98,8 +99,11 @@ class InDoubtResolver(threading.Thread):
 
     def run(self) -> None:
         while not self.stopping.is_set():
-            for tx in self.store.in_doubt(prepared_before=time.time() - self.in_doubt_after):
-                self.resolve(tx)
+            try:
+                for tx in self.store.in_doubt(prepared_before=time.time() - self.in_doubt_after):
+                    self.resolve(tx)
+            except Exception as exc:  # e.g. "database is locked": one bad round must not end recovery
+                log(self.store.kind, f"in-doubt check failed ({exc!r}); trying again")
             self.stopping.wait(self.interval)
 
     def resolve(self, tx: dict) -> None:
@@ -161,10 +165,16 @@ def main(argv: list[str] | None = None) -> int:
         crash = CrashPlan.from_cli_or_env(args.crash_at, PARTICIPANT_POINTS)
         store = ParticipantStore(args.db, args.kind, stock=parse_stock(args.stock),
                                  couriers=parse_couriers(args.couriers), crash=crash)
+        server = ParticipantServer((args.host, args.port), store, args.coordinator)
     except (BadCrashPoint, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    server = ParticipantServer((args.host, args.port), store, args.coordinator)
+    except sqlite3.Error as exc:
+        print(f"error: cannot use --db {args.db}: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, OverflowError) as exc:  # port in use, or outside 0-65535
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 2
     resolver = InDoubtResolver(store, args.resolve_interval, args.in_doubt_after, args.rpc_timeout)
     resolver.start()
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)

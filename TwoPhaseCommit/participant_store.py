@@ -98,7 +98,8 @@ class ParticipantStore:
             try:
                 yield conn
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # the block may have committed before raising (see _seed)
+                    conn.execute("ROLLBACK")
                 raise
 
     def _seed(self, stock: dict[str, int], couriers: list[str]) -> None:
@@ -108,7 +109,8 @@ class ParticipantStore:
             if row is not None:
                 conn.execute("COMMIT")
                 if row["value"] != self.kind:
-                    raise ValueError(f"{self.path} belongs to a {row['value']} participant, not {self.kind}")
+                    raise ValueError(f"{self.path} belongs to the {row['value']} participant,"
+                                     f" not {self.kind}")
                 return
             conn.execute("INSERT INTO meta VALUES ('kind', ?)", (self.kind,))
             conn.executemany("INSERT INTO stock VALUES (?, ?, ?)",

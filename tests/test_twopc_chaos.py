@@ -46,3 +46,18 @@ def test_demo_tells_the_story_and_ends_with_a_result_line():
     lines = done.stdout.strip().splitlines()
     assert "IN DOUBT" in done.stdout and "blocking problem" in done.stdout
     assert lines[-1].startswith("result: 4 orders, 1 committed, 2 aborted") and "invariant ok" in lines[-1]
+
+
+@pytest.mark.parametrize("module, args, message", [
+    ("participant", ["--kind", "inventory", "--port", "99999", "--db", "{tmp}/i.db"], "cannot listen on"),
+    ("participant", ["--kind", "inventory", "--port", "0", "--db", "{tmp}/missing/i.db"], "cannot use --db"),
+    ("coordinator", ["--port", "99999", "--log", "{tmp}/c.db", "--participant", "inventory=http://127.0.0.1:1"],
+     "cannot listen on"),
+    ("coordinator", ["--port", "0", "--log", "{tmp}/missing/c.db", "--participant",
+                     "inventory=http://127.0.0.1:1"], "cannot use --log"),
+])
+def test_startup_errors_are_one_line_not_a_traceback(module, args, message, tmp_path):
+    # Regression: a bad port or an unopenable SQLite file ended in a traceback.
+    done = run_module(f"TwoPhaseCommit.{module}", *[arg.format(tmp=tmp_path) for arg in args])
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
