@@ -404,6 +404,10 @@ class OriginPool:
         except ValueError as exc:
             connection.close()
             raise OriginError(f"the origin sent a malformed response: {exc}") from None
+        if get_header(response_headers, "date") is None:
+            # RFC 9110 §6.6.1: a recipient with a clock MUST add the time it received a Date-less
+            # response before caching or forwarding it (and RFC 9111's age calculation needs one).
+            response_headers.append(("Date", formatdate(usegmt=True)))
         try:
             return OriginResponse(connection, status, reason, response_headers, method, self.timeout)
         except OriginError:

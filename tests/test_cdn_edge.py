@@ -3,8 +3,10 @@ byte bound, large objects streamed through, origin timeouts. Each test starts it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -180,3 +182,28 @@ def test_when_the_leader_fails_its_waiters_share_the_failure_and_the_key_is_rele
     origin.script("/down", [("Cache-Control", "max-age=100")], body="back")
     reply = request(edge, "/down")
     assert (reply.status, reply.x_cache, reply.body) == (200, "MISS", b"back")
+
+
+def test_a_response_without_date_gets_one_when_stored_and_forwarded(spawn):
+    """RFC 9110 §6.6.1: an origin without a clock sends no Date; the edge adds the time it received it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    origin_port = listener.getsockname()[1]
+
+    def serve() -> None:  # a minimal origin with no clock: every answer lacks Date
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = listener.accept()
+                with connection:
+                    while connection.recv(65536):
+                        connection.sendall(b"HTTP/1.1 200 OK\r\nCache-Control: max-age=100\r\n"
+                                           b"Content-Length: 2\r\n\r\nhi")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        _, edge = start_edge(f"http://127.0.0.1:{origin_port}", spawn=spawn)
+        first, second = request(edge, "/clockless"), request(edge, "/clockless")
+    finally:
+        listener.close()
+    assert (first.x_cache, second.x_cache) == ("MISS", "HIT")
+    assert "date" in first.headers and first.headers["date"] == second.headers["date"]
