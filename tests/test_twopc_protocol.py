@@ -43,6 +43,7 @@ def test_concurrent_orders_for_the_last_units(spawn, tmp_path):
         t.start()
     for t in threads:
         t.join()
+    assert len(answers) == 12, "every order must get an answer (an assert in a thread fails silently)"
     assert list(answers.values()).count("committed") == 3  # exactly the stock, the last unit included
     assert available(cluster, "pizza") == 0
     settle_and_audit(cluster, answers)
