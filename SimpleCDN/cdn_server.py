@@ -432,7 +432,7 @@ class Edge:
             writer.write(body)
         self.stats.bytes_served += len(body)
         if writer.transport.get_write_buffer_size() > 256 * 1024:
-            await writer.drain()
+            await self._drain_client(writer)
         return True
 
     @staticmethod
@@ -465,11 +465,11 @@ class Edge:
         try:
             for piece in prefix:
                 self._write_piece(writer, piece, chunked)
-            await writer.drain()
+            await self._drain_client(writer)
             async for piece in body:
                 self.stats.origin_bytes += len(piece)
                 self._write_piece(writer, piece, chunked)
-                await writer.drain()  # backpressure: never buffer a large body in memory
+                await self._drain_client(writer)  # backpressure: never buffer a large body in memory
         except OriginError as exc:
             log(self.config.name, f"origin failed mid-body: {exc}")
             return False  # the status line is already sent; closing is the only honest signal
@@ -478,6 +478,16 @@ class Edge:
         if chunked:
             writer.write(b"0\r\n\r\n")
         return response.content_length is not None or chunked
+
+    async def _drain_client(self, writer: asyncio.StreamWriter) -> None:
+        """Wait for the client to take what was written, but not forever: a client that stops
+        reading would otherwise hold this handler, its buffers and an origin connection for good
+        (nginx's send_timeout). The idle timeout is the bound."""
+        try:
+            await asyncio.wait_for(writer.drain(), self.config.idle_timeout)
+        except TimeoutError:
+            writer.transport.abort()
+            raise ConnectionError(f"the client read nothing for {self.config.idle_timeout:g}s") from None
 
     def _write_piece(self, writer: asyncio.StreamWriter, piece: bytes, chunked: bool) -> None:
         self.stats.bytes_served += len(piece)

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from tests.cdn_helpers import edge_stats, request, start_edge, start_origin
@@ -207,3 +208,22 @@ def test_a_response_without_date_gets_one_when_stored_and_forwarded(spawn):
         listener.close()
     assert (first.x_cache, second.x_cache) == ("MISS", "HIT")
     assert "date" in first.headers and first.headers["date"] == second.headers["date"]
+
+
+def test_a_client_that_stops_reading_is_cut_off_after_the_idle_timeout(spawn):
+    """Without a bound on the wait for the client, a stalled reader of a streamed 12 MB object would
+    hold its handler and an origin connection forever."""
+    origin = start_origin(spawn, latency_ms=0)
+    _, edge = start_edge(origin.url, "--idle-timeout", "1", spawn=spawn)
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)  # no kernel-side slack
+        sock.settimeout(30)
+        sock.connect(("127.0.0.1", edge))
+        sock.sendall(b"GET /large.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(4)  # the scenario itself: a client that reads nothing for longer than the timeout
+        received = 0
+        with contextlib.suppress(ConnectionError):
+            while chunk := sock.recv(1 << 20):
+                received += len(chunk)
+    assert received < 12 * 2**20  # the edge gave up on this client instead of waiting for it
+    assert request(edge, "/__stats").status == 200
