@@ -633,7 +633,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--origin-cafile", help="PEM CA certificates to verify an https origin with")
     parser.add_argument("--origin-timeout", type=float, default=10.0, help="seconds (-> 504 on expiry)")
     parser.add_argument("--idle-timeout", type=float, default=60.0,
-                        help="seconds a keep-alive connection may wait for its next complete request head")
+                        help="seconds a connection may take to send its next complete request head, or to "
+                             "take a chunk of its response, before it is closed")
     parser.add_argument("--client-latency-ms", type=float, default=0.0,
                         help="simulated client<->edge distance, added to every response")
     parser.add_argument("--origin-latency-ms", type=float, default=0.0,
