@@ -378,6 +378,9 @@ class Timeline:
         return f"  {at * 1000:7.1f}  {text:<24} [{bar}] {depth}/{self.capacity}  {waiting}"
 
 
+BLOCKED = "blocked: queue full"  # the timeline's text for a producer that has to wait
+
+
 def _producer(name: str, q: BlockingQueue, count: int, pause: float, rng: random.Random,
               tl: Timeline) -> None:
     try:
@@ -387,7 +390,7 @@ def _producer(name: str, q: BlockingQueue, count: int, pause: float, rng: random
                 q.put_nowait(item)
             except queue.Full:
                 # Backpressure: the producer has to wait for a consumer to free a slot.
-                tl.record(name, "blocked: queue full", q.qsize(), blocked=True)
+                tl.record(name, BLOCKED, q.qsize(), blocked=True)
                 q.put(item)
                 tl.record(name, f"put {name}-{seq} (unblocked)", q.qsize(), blocked=False)
             else:
@@ -455,7 +458,8 @@ def run_demo(producers: int = 3, consumers: int = 2, capacity: int = 5, items: i
         print(tl.format_event(event))
 
     max_depth = max(e[2] for e in events)
-    blocked_count = sum(1 for e in events if "blocked" in e[1])
+    # endswith, not `in`: "put P1-3 (unblocked)" contains "blocked" too, and would count every wait twice.
+    blocked_count = sum(1 for e in events if e[1].endswith(BLOCKED))
     full_share = sum(1 for e in events if e[2] == capacity) / len(events)
     expected = {(f"P{i + 1}", seq) for i, n in enumerate(per_producer) for seq in range(n)}
     received = [item for log in received_by for item in log]

@@ -167,6 +167,44 @@ def test_timed_get_receives_an_item_that_arrives_in_time():
     assert got == ["late"]
 
 
+@pytest.mark.parametrize("operation", ["get", "put"])
+def test_waiter_notified_after_its_timeout_expired_still_uses_the_item(operation):
+    """The race between a timeout and a notify(): the waiter's timed wait has already given up, but
+    it is still in the condition's waiter list, so notify() picks it (and nobody else). It must then
+    take the item (or slot) it was woken for: raising Empty/Full instead - e.g. by trusting wait()'s
+    False return value - loses that wake-up, and another waiter sleeps while an item sits in the queue.
+
+    The interleaving is forced by holding the queue's lock past the waiter's deadline: its wait times
+    out but cannot return until the lock is free, and under that same lock we do what put() (get())
+    does - change the deque, then notify one waiter."""
+    q = BlockingQueue(1)
+    if operation == "put":
+        q.put("filler")
+    condition = q._not_empty if operation == "get" else q._not_full
+    outcome: list[object] = []
+
+    def waiter():
+        try:
+            outcome.append(q.get(timeout=0.05) if operation == "get" else q.put("mine", timeout=0.05))
+        except BaseException as exc:  # noqa: BLE001 - record whatever happened for the assertion
+            outcome.append(exc)
+
+    thread = start(waiter)
+    wait_until(lambda: waiters(condition) == 1)
+    with condition:  # the queue's one lock
+        time.sleep(0.3)  # not synchronisation: the waiter's 0.05 s deadline must really pass
+        if operation == "get":
+            q._items.append("item")
+        else:
+            q._items.popleft()
+        condition.notify()
+    thread.join(JOIN)
+    if operation == "get":
+        assert outcome == ["item"]
+    else:
+        assert outcome == [None] and q.get_nowait() == "mine"
+
+
 def test_blocked_put_proceeds_when_a_slot_frees():
     q = BlockingQueue(1)
     q.put("first")
@@ -516,6 +554,19 @@ def test_demo_runs_and_plots(tmp_path):
     assert last.startswith("result: 30/30 items delivered exactly once") and last.endswith("ok")
     assert "blocked: queue full" in result.stdout  # backpressure really happened
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_counts_each_blocked_put_once(capsys):
+    """The summary's "producers blocked N times" must equal the number of "blocked" events in the
+    full timeline (it once also counted the "(unblocked)" events, doubling the figure)."""
+    import BlockingQueue as module
+
+    result = module.run_demo(items=30, show=10_000)
+    out = capsys.readouterr().out
+    blocked_lines = out.count(module.BLOCKED)
+    assert blocked_lines > 0 and out.count("(unblocked)") == blocked_lines
+    assert result["blocked"] == blocked_lines
+    assert f"producers blocked {blocked_lines} times" in out.strip().splitlines()[-1]
 
 
 def test_bench_runs_small():
