@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=300_000, help="count primes in [2, N] (default 300000)")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions, median taken (default 3)")
     args = parser.parse_args(argv)
+    if args.n < 2 or args.repeat < 1:
+        parser.error("--n must be >= 2 and --repeat >= 1")
     cpus = os.cpu_count() or 1
     print(f"Python {sys.version.split()[0]}, {cpus} CPUs; {gil_status()}")
     try:

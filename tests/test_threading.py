@@ -164,6 +164,10 @@ def test_bad_arguments_get_a_clear_message():
     assert result.returncode == 2 and "must be >= 1" in result.stderr
     result = run_module("Threading.compare", "--workers", "0")
     assert result.returncode == 2 and "must be >= 1" in result.stderr
+    for args in (("--repeat", "0"), ("--n", "-5")):  # were tracebacks (median of nothing, empty range)
+        result = run_module("Threading.demo", *args)
+        assert result.returncode == 2 and "demo: error:" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
 
 
 def test_race_condition_cli_prints_expected_actual_lost():
