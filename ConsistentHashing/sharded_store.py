@@ -16,7 +16,11 @@ How a migration works (add or remove):
    (one round trip per batch instead of per key). DUMP/RESTORE keeps every Redis type and TTL.
 3. Switch the ring, then delete the copied keys from their sources.
 If the client dies during step 2 nothing is lost: the old ring still points at complete sources,
-and a rerun overwrites the partial copies (REPLACE). This is a single-writer migration: another
+and a rerun overwrites the partial copies (REPLACE). If it dies during step 3, the sources keep
+stale duplicates of keys that now live elsewhere. Either way a server can be left holding a copy
+of a key it does not own; a migration moves only the keys a source *owns* under the current ring
+and counts the others as `strays` (never copies them: RESTORE REPLACE of a stale stray onto the
+owner would silently destroy the owner's newer value). This is a single-writer migration: another
 client writing the moving keys meanwhile could lose writes. Online systems add a dual-read /
 forwarding phase (e.g. Redis Cluster's ASK redirection) for that.
 """
@@ -48,6 +52,7 @@ class Migration:
     moved_keys: set[bytes] = field(default_factory=set)
     routes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (source, target) -> keys
     scanned: int = 0
+    strays: int = 0  # keys found on a source that does not own them (left by an interrupted run)
     seconds: float = 0.0
 
     @property
@@ -226,6 +231,9 @@ class ShardedStore:
                 for key in chunk:
                     if key in migration.moved_keys:
                         continue  # SCAN may return a key twice; it moved already
+                    if self.ring.get_node(key) != source:
+                        migration.strays += 1  # not this source's key: its owner has the real value
+                        continue
                     target = after.get_node(key)
                     if target != source:
                         by_target[target].append(key)

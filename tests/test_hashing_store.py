@@ -62,11 +62,10 @@ def test_add_and_remove_move_exactly_the_predicted_keys(redis_urls):
 def test_migration_keeps_types_and_ttls_and_uses_scan_not_keys(redis_urls):
     urls = redis_urls(3)
     with ShardedStore({"a": urls[0], "b": urls[1]}) as store:
-        for i in range(200):
-            client = store.clients[store.owner(f"h{i}")]
-            client.hset(f"h{i}", mapping={"field": i})
-            client.rpush(f"l{i}", "x", "y")
-            client.set(f"t{i}", "ttl", ex=3600)
+        for i in range(200):  # each key written on its own owner (a key elsewhere is a stray)
+            store.clients[store.owner(f"h{i}")].hset(f"h{i}", mapping={"field": i})
+            store.clients[store.owner(f"l{i}")].rpush(f"l{i}", "x", "y")
+            store.clients[store.owner(f"t{i}")].set(f"t{i}", "ttl", ex=3600)
         before = {k: store.owner(k) for i in range(200) for k in (f"h{i}", f"l{i}", f"t{i}")}
         store.add_server("c", urls[2])
         moved = [k for k, old in before.items() if store.owner(k) != old]
@@ -119,3 +118,25 @@ def test_namespaces_isolate_stores_sharing_servers(redis_urls):
         assert mine.drop_all() == 500
         assert sum(theirs.key_counts().values()) == 500 and bystander.get("nsX[x]?\\:unrelated") == b"keep"
         bystander.close()
+
+
+def test_a_stale_copy_on_a_server_that_does_not_own_the_key_never_overwrites_the_owner(redis_urls):
+    """An interrupted migration can leave a stale copy of a key on a server that does not own it.
+    A later migration must not treat that copy as the key's data (RESTORE REPLACE onto the owner
+    would silently lose the owner's newer value); it skips it and counts it as a stray."""
+    urls = redis_urls(3)
+    with ShardedStore({"a": urls[0], "b": urls[1]}, vnodes=64) as store:
+        planned = store.ring.copy()
+        planned.add_node("c")
+        # A key owned by "a" before and after adding "c": it must not move at all.
+        key = next(k for k in KEYS if store.owner(k) == "a" and planned.get_node(k) == "a")
+        store.clients["b"].set(key, "stale")  # e.g. left by a copy whose switch never happened
+        store.set(key, "fresh")
+        migration = store.add_server("c", urls[2])
+        assert store.get(key) == b"fresh"
+        assert key_bytes(key) not in migration.moved_keys
+        assert migration.strays == 1
+        # Removing the server that holds the stray must not overwrite the owner either.
+        store.clients["b"].set(key, "stale")
+        migration = store.remove_server("b")
+        assert store.get(key) == b"fresh" and migration.strays == 1
