@@ -225,6 +225,9 @@ class Repl:
         self.interactive = False  # set by run(): whether to re-draw the prompt after background news
         self._print_lock = threading.Lock()  # waiter threads and the shell print to the same stream
         self._waiters: list[threading.Thread] = []
+        # The newest waiter of each kind ("put", "get"). A new command of that kind queues up behind
+        # it: the queue itself does not stop a newcomer from overtaking a woken waiter.
+        self._last_waiter: dict[str, threading.Thread] = {}
         self._commands: dict[str, Callable[[str], bool]] = {
             "enqueue": self.cmd_enqueue, "dequeue": self.cmd_dequeue, "size": self.cmd_size,
             "peek": self.cmd_peek, "help": self.cmd_help, "exit": self.cmd_exit,
@@ -258,25 +261,35 @@ class Repl:
         if not argument:
             self.say("error: enqueue needs a value, e.g. 'enqueue hello'")
             return True
+        if self._still_waiting("put"):
+            # The slot a dequeue just freed belongs to the woken earlier enqueue, which may not have
+            # run yet: a put_nowait() here could take it and overtake what the user typed first.
+            self.say(f"an earlier enqueue is still waiting: waiting behind it to enqueue {argument!r}")
+            self._start_waiter("put", self._wait_to_put, argument)
+            return True
         try:
             self.queue.put_nowait(argument)
             self.say(f"enqueued {argument!r} (size {self.queue.qsize()}/{self.queue.capacity})")
         except queue.Full:
             self.say(f"queue is full ({self.queue.capacity}/{self.queue.capacity}): "
                      f"waiting in the background to enqueue {argument!r}")
-            self._start_waiter(self._wait_to_put, argument)
+            self._start_waiter("put", self._wait_to_put, argument)
         return True
 
     def cmd_dequeue(self, argument: str) -> bool:
         if argument:
             self.say("error: dequeue takes no argument")
             return True
+        if self._still_waiting("get"):  # the same for dequeues: the first one typed gets the next item
+            self.say("an earlier dequeue is still waiting: this one waits behind it")
+            self._start_waiter("get", self._wait_to_get)
+            return True
         try:
             item = self.queue.get_nowait()
             self.say(f"dequeued {item!r} (size {self.queue.qsize()}/{self.queue.capacity})")
         except queue.Empty:
             self.say("queue is empty: waiting in the background for the next item (the prompt stays free)")
-            self._start_waiter(self._wait_to_get)
+            self._start_waiter("get", self._wait_to_get)
         return True
 
     def cmd_size(self, argument: str) -> bool:
@@ -298,10 +311,23 @@ class Repl:
     def cmd_exit(self, argument: str) -> bool:
         return False
 
-    def _start_waiter(self, target: Callable[..., None], *args: str) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)
+    def _still_waiting(self, kind: str) -> bool:
+        last = self._last_waiter.get(kind)
+        return last is not None and last.is_alive()
+
+    def _start_waiter(self, kind: str, target: Callable[..., None], *args: str) -> None:
+        previous = self._last_waiter.get(kind)
+        thread = threading.Thread(target=self._after, args=(previous, target, *args), daemon=True)
+        self._last_waiter[kind] = thread
         self._waiters.append(thread)
         thread.start()
+
+    @staticmethod
+    def _after(previous: threading.Thread | None, target: Callable[..., None], *args: str) -> None:
+        """Run target(*args) once the previous waiter of the same kind is done (close() ends it)."""
+        if previous is not None:
+            previous.join()
+        target(*args)
 
     def _wait_to_get(self) -> None:
         started = time.monotonic()

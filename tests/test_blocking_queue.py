@@ -7,6 +7,7 @@ does not re-check the bound (qsize() > capacity), a close() that does not wake w
 
 from __future__ import annotations
 
+import io
 import math
 import queue
 import random
@@ -22,7 +23,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from BlockingQueue import BlockingQueue, Closed
+from BlockingQueue import BlockingQueue, Closed, Repl
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "BlockingQueue.py"
@@ -521,6 +522,22 @@ def test_cli_blocking_enqueue_on_full_queue_and_end_of_input_cancels_waiters():
     assert "waiting enqueue of 'c' was cancelled" in out
     assert out.rstrip().endswith("bye")
     assert "Traceback" not in out
+
+
+def test_cli_waiting_enqueue_is_not_overtaken_by_a_later_one():
+    """enqueue a, enqueue b (waits: full), dequeue, enqueue c: the queue must then hold b before c.
+    The dequeue wakes b's waiter, but until it runs, the slot is free: a shell that tried c with
+    put_nowait() first let c jump ahead of b (the queue itself is fair to nobody; the shell must keep
+    the order the user typed). In-process, the overtaking happened on most runs."""
+    for _ in range(20):
+        shell = Repl(1, out=io.StringIO())
+        shell.handle("enqueue a")
+        shell.handle("enqueue b")
+        wait_until(lambda q=shell.queue: waiters(q._not_full) == 1)
+        shell.handle("dequeue")
+        shell.handle("enqueue c")
+        assert [shell.queue.get(timeout=JOIN), shell.queue.get(timeout=JOIN)] == ["b", "c"]
+        shell.shutdown()
 
 
 def test_cli_errors_are_one_line_and_the_shell_keeps_going():
