@@ -188,16 +188,19 @@ class Connection:
         self._process(data)
 
     def _process(self, data: bytes) -> None:
-        for event in self._protocol.receive_data(data):
-            kind = type(event)
-            if kind is Message:
-                self._messages.append(event.data)
-            elif kind is Pong:
-                self._pongs.append(event.payload)
-            elif kind is CloseReceived or kind is ConnectionFailed:
-                pass  # the protocol queued our close frame; the server will close TCP
-        # Pong answers to pings and close frames the protocol queued while reading.
+        # Under the write lock: reading queues frames too (pongs, the close echo) and changes the
+        # state. Without the lock, a pong queued while a sender's _flush() sits between joining
+        # and clearing the outgoing queue would be cleared unsent. No socket wait happens here.
         with self._write_lock:
+            for event in self._protocol.receive_data(data):
+                kind = type(event)
+                if kind is Message:
+                    self._messages.append(event.data)
+                elif kind is Pong:
+                    self._pongs.append(event.payload)
+                elif kind is CloseReceived or kind is ConnectionFailed:
+                    pass  # the protocol queued our close frame; the server will close TCP
+            # Pong answers to pings and close frames the protocol queued while reading.
             try:
                 self._flush()
             except OSError:

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 
 from .protocol import (
     DEFAULT_MAX_SIZE,
@@ -208,6 +209,19 @@ async def serve(host: str, port: int, server: WebSocketServer,
         server.say_goodbye()
 
 
+def _positive(kind: type) -> Callable[[str], int | float]:
+    """An argparse type: a number > 0 (0 bytes would refuse every message, 0 s every handshake)."""
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not value > 0 or value == float("inf"):  # `not >` also refuses NaN
+            raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="RFC 6455 WebSocket server written from scratch "
                                                  "(echo or broadcast).")
@@ -215,9 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     parser.add_argument("--mode", choices=("echo", "broadcast"), default="echo",
                         help="echo each message to its sender, or send it to every client")
-    parser.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE,
+    parser.add_argument("--max-size", type=_positive(int), default=DEFAULT_MAX_SIZE,
                         help="largest message accepted, in bytes; larger closes with 1009 (default 1 MiB)")
-    parser.add_argument("--handshake-timeout", type=float, default=HANDSHAKE_TIMEOUT,
+    parser.add_argument("--handshake-timeout", type=_positive(float), default=HANDSHAKE_TIMEOUT,
                         help=f"seconds to complete the opening handshake (default {HANDSHAKE_TIMEOUT})")
     return parser
 

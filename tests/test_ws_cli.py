@@ -35,3 +35,13 @@ def test_line_client_reports_an_unreachable_server(free_port):
 def test_line_client_refuses_wss():
     done = run_client("WebSockets.client", "wss://example.com/", "")
     assert done.returncode == 1 and "TLS" in done.stderr
+
+
+@pytest.mark.parametrize("args", [["--max-size", "0"], ["--max-size", "-5"], ["--handshake-timeout", "-1"],
+                                  ["--handshake-timeout", "nan"]])
+def test_server_refuses_a_nonsensical_limit_with_a_one_line_error(args):
+    """A max size of 0 would close every message with 1009, a negative timeout drop every client."""
+    done = subprocess.run([sys.executable, "-m", "WebSockets.server", "--port", "0", *args],
+                          capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "must be" in done.stderr.splitlines()[-1]

@@ -320,3 +320,45 @@ def test_messages_sent_before_the_peer_saw_our_close_are_still_delivered():
     client.send_close(1000)
     assert list(client.receive_data(in_flight)) == [Message("in flight")]
     assert client.state is State.CLOSING
+
+
+def test_client_reader_and_writer_threads_never_lose_a_queued_frame():
+    """One thread sends while another reads (the client's documented use). The reader answers a
+    ping by queueing a pong in the protocol; if it did so while the writer was between reading and
+    clearing the outgoing queue, the pong would vanish. Force exactly that interleaving."""
+    import socket
+    import threading
+
+    from WebSockets.client import Connection
+
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        connection = Connection(ours, b"", max_size=1 << 20, handshake_request=b"", handshake_response=b"")
+        protocol = connection._protocol
+        inside_flush, resume = threading.Event(), threading.Event()
+
+        def data_to_send_with_a_pause() -> bytes:  # the real method, paused between its two steps
+            data = b"".join(protocol._outgoing)
+            inside_flush.set()
+            resume.wait(10)
+            protocol._outgoing.clear()
+            return data
+
+        protocol.data_to_send = data_to_send_with_a_pause
+        writer = threading.Thread(target=connection.send, args=("from the writer",))
+        writer.start()
+        assert inside_flush.wait(10)
+        ping = encode_frame(Opcode.PING, b"are you there")
+        reader = threading.Thread(target=connection._process, args=(ping,))
+        reader.start()
+        reader.join(0.5)  # with the fix it waits for the writer's lock; without, it queued the pong
+        resume.set()
+        writer.join(10)
+        reader.join(10)
+        assert not writer.is_alive() and not reader.is_alive()
+        peer.settimeout(10)
+        decoder, frames = FrameDecoder(expect_masked=True), []
+        while len(frames) < 2:
+            frames += decoder.feed(peer.recv(65536))
+        assert [(f.opcode, f.payload) for f in frames] == [(Opcode.TEXT, b"from the writer"),
+                                                          (Opcode.PONG, b"are you there")]
