@@ -7,7 +7,7 @@ client (the design of `websockets` and `wsproto`). What lives here:
 - the opening handshake (§4): validating a client's request, computing `Sec-WebSocket-Accept`,
   building the client's request and checking the server's answer;
 - frames (§5.2): `encode_frame` and the incremental `FrameDecoder` (FIN, RSV1-3, opcode,
-  7/16/64-bit lengths, masking with a whole-buffer integer XOR);
+  7/16/64-bit lengths, each in its shortest form, masking with a whole-buffer integer XOR);
 - `WebSocketConnection`: message assembly from fragments (§5.4), control frames (§5.5), the close
   handshake with close-code validation (§7.4), incremental UTF-8 validation of text (§8.1), and
   the mapping of every failure to a close code: 1002 protocol error, 1007 invalid data, 1009 too big.
@@ -388,6 +388,8 @@ class FrameDecoder:
             if available < 4:
                 return None, 0
             length = int.from_bytes(buffer[2:4], "big")
+            if length < 126:  # §5.2: "the minimal number of bytes MUST be used"
+                raise ProtocolError(CloseCode.PROTOCOL_ERROR, f"length {length} not in its shortest form")
             offset = 4
         elif length == 127:
             if available < 10:
@@ -395,6 +397,8 @@ class FrameDecoder:
             length = int.from_bytes(buffer[2:10], "big")
             if length >> 63:
                 raise ProtocolError(CloseCode.PROTOCOL_ERROR, "64-bit length with the top bit set")
+            if length < 1 << 16:
+                raise ProtocolError(CloseCode.PROTOCOL_ERROR, f"length {length} not in its shortest form")
             offset = 10
         if self.max_payload is not None and length > self.max_payload and opcode < 0x8:
             # Rejected from the header alone: we never buffer a payload we would refuse anyway.

@@ -160,6 +160,17 @@ def test_oversized_frame_is_refused_from_its_header_alone():
     assert caught.value.code == 1009
 
 
+
+@pytest.mark.parametrize(("header", "length"), [(b"\x82\x7e\x00\x05", 5), (b"\x82\x7e\x00\x7d", 125),
+                                                (b"\x82\x7f" + (65535).to_bytes(8, "big"), 65535),
+                                                (b"\x82\x7f" + (5).to_bytes(8, "big"), 5)])
+def test_a_length_not_in_its_shortest_form_is_a_protocol_error(header, length):
+    """§5.2: "the minimal number of bytes MUST be used to encode the length" (wsproto enforces it too)."""
+    with pytest.raises(ProtocolError, match="shortest") as caught:
+        list(FrameDecoder(expect_masked=False).feed(header + bytes(length)))
+    assert caught.value.code == 1002
+
+
 # ---------------------------------------------------------------------------- connection
 
 

@@ -60,6 +60,8 @@ MALFORMED = [
     ("reserved data opcode 0x7", frame(0x7), 1002),
     ("reserved control opcode 0xB", frame(0xB), 1002),
     ("reserved control opcode 0xF", frame(0xF, b"x"), 1002),
+    ("16-bit length for a 5-byte payload (not the shortest form)",
+     b"\x82\xfe\x00\x05" + b"mask" + b"hello", 1002),
     ("ping of 126 bytes", frame(PING, b"p" * 126), 1002),
     ("close of 126 bytes", frame(CLOSE, close_payload(1000, b"r" * 124)), 1002),
     ("fragmented ping", frame(PING, b"p", fin=False), 1002),
