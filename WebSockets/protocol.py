@@ -690,3 +690,8 @@ class WebSocketConnection:
             self._parts.append(self._utf8.decode(frame.payload, final=frame.fin))
         except UnicodeDecodeError:
             raise ProtocolError(CloseCode.INVALID_DATA, "text message is not valid UTF-8") from None
+        # CPython rejects E0 80, F0 8F, F4 90 at their second byte but keeps ED A0..BF (the start
+        # of a UTF-16 surrogate, never valid in UTF-8) waiting for a third: reject it now.
+        pending = self._utf8.getstate()[0]
+        if len(pending) >= 2 and pending[0] == 0xED and pending[1] >= 0xA0:
+            raise ProtocolError(CloseCode.INVALID_DATA, "text message is not valid UTF-8")

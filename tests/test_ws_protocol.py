@@ -196,6 +196,18 @@ def test_utf8_fails_fast_on_the_first_fragment():
     assert reply[0] == 0x88 and reply[2:4] == (1007).to_bytes(2, "big")  # our close frame, code 1007
 
 
+
+@pytest.mark.parametrize("tail", [b"\xed\xa0", b"\xed\xbf", b"\xf4\x90", b"\xe0\x80", b"\xf0\x8f"])
+def test_utf8_fails_fast_on_the_second_byte_of_an_impossible_sequence(tail):
+    """A fragment ending in the first two bytes of a surrogate (ED A0..BF) or of another sequence
+    no third byte can save must fail at once. CPython's incremental decoder catches E0/F0/F4
+    at the second byte but buffers ED A0 until the third, so the connection checks that itself."""
+    _, server = pair()
+    first_fragment = encode_frame(Opcode.TEXT, b"ok " + tail, fin=False, mask=b"\x00\x01\x02\x03")
+    events = list(server.receive_data(first_fragment))
+    assert events == [ConnectionFailed(1007, "text message is not valid UTF-8")]
+
+
 def test_incomplete_utf8_at_the_end_of_a_message_is_invalid():
     _, server = pair()
     wire = encode_frame(Opcode.TEXT, "é".encode()[:1], mask=b"abcd")
