@@ -21,12 +21,14 @@ import logging
 import os
 import secrets
 import signal
+import sqlite3
 import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import redis
 from flask import Flask, render_template, request
 from flask_socketio import SocketIO, join_room, leave_room
 
@@ -392,19 +394,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--heartbeat-ttl", type=float, default=10.0,
                         help="scale-out: seconds after which a silent instance's users count as gone")
     parser.add_argument("--debug", action="store_true", help="Flask debug mode (never in production)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # Checked here, not at the first connection: a bad value must stop the start, not every client.
+    if not args.rate > 0 or args.burst < 1 or not args.heartbeat_ttl > 0:
+        parser.error("need --rate > 0, --burst >= 1 and --heartbeat-ttl > 0")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     store: ChatStore
-    if args.redis:
-        store = RedisStore(args.redis, heartbeat_ttl=args.heartbeat_ttl)
-        where = f"redis {args.redis} (instance {store.instance_id})"
-    else:
-        store = LocalStore(args.db)
-        where = f"sqlite {args.db}"
+    try:
+        if args.redis:
+            store = RedisStore(args.redis, heartbeat_ttl=args.heartbeat_ttl)
+            where = f"redis {args.redis} (instance {store.instance_id})"
+        else:
+            store = LocalStore(args.db)
+            where = f"sqlite {args.db}"
+    except (redis.RedisError, ValueError, OSError, sqlite3.Error) as exc:
+        what = f"Redis at {args.redis}" if args.redis else f"the history database {args.db}"
+        print(f"RealTimeChat.app: cannot use {what}: {exc}", file=sys.stderr)
+        return 1
     app, socketio, chat = create_app(store, redis_url=args.redis, cors_origins=args.cors_origin,
                                      rate=args.rate, burst=args.burst)
     if args.redis:
