@@ -75,6 +75,11 @@ class Connection:
     typing_bucket: TokenBucket
     username: str | None = None
     rooms: set[str] = field(default_factory=set)
+    # Held by each handler and by the disconnect clean-up. Flask-SocketIO runs one connection's
+    # events one at a time, but a disconnect may run in another thread (ping timeout, long-polling)
+    # while a handler is half-way: the clean-up waits for it, then undoes all of it, exactly once.
+    lock: threading.RLock = field(default_factory=threading.RLock)  # re-entrant: never self-deadlock
+    closed: bool = False
 
 
 def user_room(username: str) -> str:
@@ -121,17 +126,20 @@ class ChatServer:
             conn = self._connection(request.sid)
             if conn is None:
                 return  # raced with disconnect
-            try:
-                if limited and not conn.bucket.try_take():
-                    raise ChatError(RATE_LIMITED, f"slow down: at most {self.rate:g} events/s "
-                                                  f"(bursts of {self.burst})")
-                handler(conn, *args)
-            except ChatError as exc:
-                self._send_error(conn.sid, exc)
-            except Exception:
-                log.exception("handler %s failed", handler.__name__)
-                self._send_error(conn.sid, ChatError(INTERNAL_ERROR, "the server failed to handle "
-                                                                     "that event; try again"))
+            with conn.lock:
+                if conn.closed:
+                    return  # the disconnect clean-up ran first: nothing may be claimed after it
+                try:
+                    if limited and not conn.bucket.try_take():
+                        raise ChatError(RATE_LIMITED, f"slow down: at most {self.rate:g} events/s "
+                                                      f"(bursts of {self.burst})")
+                    handler(conn, *args)
+                except ChatError as exc:
+                    self._send_error(conn.sid, exc)
+                except Exception:
+                    log.exception("handler %s failed", handler.__name__)
+                    self._send_error(conn.sid, ChatError(INTERNAL_ERROR, "the server failed to handle "
+                                                                         "that event; try again"))
         wrapper.__name__ = handler.__name__
         return wrapper
 
@@ -158,11 +166,15 @@ class ChatServer:
     def on_disconnect(self, *reason: Any) -> None:
         with self._lock:
             conn = self._connections.pop(request.sid, None)
-        if conn is None or conn.username is None:
+        if conn is None:
             return
-        for room in sorted(conn.rooms):
-            self._change_presence(room, conn.username, joined=False)
-        self.store.release_nickname(nickname_key(conn.username))
+        with conn.lock:  # waits for a handler of this connection that is still running
+            conn.closed = True
+            if conn.username is None:
+                return
+            for room in sorted(conn.rooms):
+                self._change_presence(room, conn.username, joined=False)
+            self.store.release_nickname(nickname_key(conn.username))
         log.info("%s disconnected", conn.username)
 
     def start_reaper(self, interval: float) -> None:
@@ -216,13 +228,8 @@ class ChatServer:
         conn.rooms.add(req.room)
         history = [m.payload() for m in self.store.history(req.room)]
         self.socketio.emit("history", {"room": req.room, "messages": history}, to=conn.sid)
+        # A disconnect arriving meanwhile waits on conn.lock and then undoes this join in full.
         self._change_presence(req.room, conn.username, joined=True)
-        if self._connection(conn.sid) is None:
-            # The connection dropped while we were joining (possible with HTTP long-polling, where
-            # the disconnect may run in another thread): undo, or the user would haunt the room.
-            self._change_presence(req.room, conn.username, joined=False)
-            self.store.release_nickname(nickname_key(conn.username))
-            return
         log.info("%s joined #%s", conn.username, req.room)
 
     def _claim_nickname(self, conn: Connection, username: str) -> None:
