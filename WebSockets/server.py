@@ -14,7 +14,8 @@ is that nothing may block the event loop, so every wait on a peer is an `await` 
 - in broadcast mode a client whose unsent backlog passes `SLOW_CLIENT_BACKLOG` is disconnected
   instead of letting its buffer grow without bound;
 - a client that breaks the protocol gets a close frame with the right code (1002/1007/1009) and
-  only its own connection ends.
+  only its own connection ends;
+- on Ctrl-C or SIGTERM every client gets 1001 "going away" and `CLOSE_TIMEOUT` seconds to answer.
 """
 
 from __future__ import annotations
@@ -176,6 +177,16 @@ class WebSocketServer:
                 client.connection.send_close(CloseCode.GOING_AWAY, "server shutting down")
                 client.flush()
 
+    async def shut_down(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Send 1001 to every client, give them `timeout` seconds to answer, then cut the rest."""
+        self.say_goodbye()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.clients and loop.time() < deadline:
+            await asyncio.sleep(0.05)  # each handler leaves `clients` once the close handshake ends
+        for client in list(self.clients):
+            client.writer.transport.abort()
+
     async def _finish_close(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """§7.1.1: the server closes TCP first. Half-close, then wait briefly for the peer's EOF.
 
@@ -202,11 +213,14 @@ async def serve(host: str, port: int, server: WebSocketServer,
              server.max_size)
     if ready is not None:
         ready.set()
-    try:
-        async with listener:
-            await listener.serve_forever()
-    finally:
-        server.say_goodbye()
+    async with listener:  # start_server is already accepting connections
+        try:
+            await asyncio.get_running_loop().create_future()  # serve until cancelled
+        finally:
+            # Not serve_forever(): from Python 3.12.1, a cancelled serve_forever() and the exit of
+            # `async with` wait for every connection to end, and clients only end once they have
+            # our close frame. So say goodbye first, and bound the wait.
+            await server.shut_down()
 
 
 def _positive(kind: type) -> Callable[[str], int | float]:

@@ -7,6 +7,7 @@ connected to the same server the whole time still gets its echo: one bad peer ne
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import struct
 import time
@@ -290,3 +291,30 @@ def test_shutdown_sends_1001_going_away(spawn):
             ws.recv(timeout=10)
     assert (caught.value.code, caught.value.reason) == (1001, "server shutting down")
     assert "Traceback" not in server.output()
+
+
+def test_shutdown_does_not_wait_forever_for_a_client_that_never_answers_the_close(spawn):
+    """SIGTERM: the polite client gets 1001, a silent one is cut after the close timeout, and the
+    server exits by itself (from Python 3.12.1 a server that awaited serve_forever() here waited for
+    every connection to end before it had told anyone to close)."""
+    port = free_port()
+    server = spawn("WebSockets.server", "--port", port, port=port)
+    from WebSockets.client import connect
+
+    with open_raw(port) as silent, connect(f"ws://127.0.0.1:{port}/") as polite:
+        polite.ping()  # both connections are established before the signal
+        silent.sendall(frame(PING, b"registered"))
+        assert read_frame_opcode(silent) == 0xA
+        server.signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed) as caught:
+            polite.recv(timeout=10)
+        assert caught.value.code == 1001
+        server.popen.wait(timeout=15)  # no SIGKILL needed: the stop() grace period is not used
+    assert server.popen.returncode == 0 and "Traceback" not in server.output()
+
+
+def read_frame_opcode(sock: socket.socket) -> int:
+    sock.settimeout(10)
+    header = sock.recv(2)
+    sock.recv(header[1] & 0x7F)
+    return header[0] & 0x0F
