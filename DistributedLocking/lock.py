@@ -374,7 +374,8 @@ class _Watchdog:
             log.warning("watchdog could not extend %s: %s", lock.key, exc)
             extended = None
         if extended == 0:
-            log.warning("watchdog: %s (token %s) was lost — the lease had expired", lock.key, lock.token)
+            if lock._owner == owner:  # else release() ran between our owner check and the extend
+                log.warning("watchdog: %s (token %s) was lost — the lease had expired", lock.key, lock.token)
             return
         if extended:
             lock.renewals += 1

@@ -184,3 +184,19 @@ def test_redis_restart_gives_clear_errors_and_the_lock_works_again(redis_process
     assert renewed.release() is False and again.owned()
     assert again.release()
     assert watchdog_active_count() == 0
+
+
+def test_watchdog_renewal_racing_a_release_is_not_reported_as_a_lost_lease(redis_url, caplog):
+    # The watchdog checks the owner, then extends; a release in between makes the extend fail.
+    # That is a normal release, not "the lease had expired": warning about it would cry wolf.
+    from DistributedLocking.lock import _watchdog
+
+    client = redis.Redis.from_url(redis_url)
+    lock = RedisLock(client, "race", ttl_ms=5_000)
+    lock.acquire()
+    owner = lock._owner
+    assert lock.release()
+    with caplog.at_level("WARNING", logger="DistributedLocking.lock"):
+        _watchdog()._renew(lock, owner)          # the renewal that lost the race with release()
+    assert "was lost" not in caplog.text
+    assert watchdog_active_count() == 0
