@@ -118,6 +118,8 @@ class BlockingQueue(Generic[T]):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise queue.Full
+                    # A huge timeout (1e10, inf) would overflow the lock's C timeout: wait in slices.
+                    remaining = min(remaining, threading.TIMEOUT_MAX)
                 self._putters_waiting += 1
                 try:
                     self._not_full.wait(remaining)
@@ -144,6 +146,8 @@ class BlockingQueue(Generic[T]):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise queue.Empty
+                    # A huge timeout (1e10, inf) would overflow the lock's C timeout: wait in slices.
+                    remaining = min(remaining, threading.TIMEOUT_MAX)
                 self._getters_waiting += 1
                 try:
                     self._not_empty.wait(remaining)

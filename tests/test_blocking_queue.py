@@ -592,3 +592,33 @@ def test_bench_runs_small():
     assert "ratio ours/peer" in result.stdout
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith("result: throughput ratio BlockingQueue/queue.Queue")
+
+
+def _wait_until(predicate, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.001)
+
+
+@pytest.mark.parametrize("timeout", [1e10, float("inf")])
+def test_a_huge_timeout_waits_instead_of_overflowing(timeout):
+    # threading's lock timeout is capped at threading.TIMEOUT_MAX; a larger one raised OverflowError
+    # in the waiting thread, which then never took its item.
+    q = BlockingQueue(1)
+    got = []
+    getter = threading.Thread(target=lambda: got.append(q.get(timeout=timeout)), daemon=True)
+    getter.start()
+    # White-box poll on the waiter count: it rises only once the getter is really waiting.
+    _wait_until(lambda: q._getters_waiting == 1 or not getter.is_alive(), "the getter waits")
+    q.put("x")
+    getter.join(timeout=10)
+    assert got == ["x"]
+    q.put("y")
+    # The queue is full again: a put with a huge timeout must wait, then get the slot.
+    putter = threading.Thread(target=lambda: q.put("z", timeout=timeout), daemon=True)
+    putter.start()
+    _wait_until(lambda: q._putters_waiting == 1 or not putter.is_alive(), "the putter waits")
+    assert q.get() == "y"
+    putter.join(timeout=10)
+    assert q.get_nowait() == "z"
