@@ -29,11 +29,16 @@ class SpawnError(RuntimeError):
 class ChildProcess:
     """A running child process whose output is captured in a log file."""
 
-    def __init__(self, popen: subprocess.Popen, log_path: Path, description: str, port: int | None):
+    def __init__(self, popen: subprocess.Popen, log_path: Path, description: str, port: int | None,
+                 owns_log: bool = False):
         self.popen = popen
         self.log_path = log_path
         self.description = description
         self.port = port
+        # A log we created in the system temp dir is ours to delete once the child is gone (demos
+        # would otherwise leave a file behind per child); its text is kept so output() still works.
+        self._owns_log = owns_log
+        self._final_output: str | None = None
 
     @property
     def pid(self) -> int:
@@ -44,6 +49,8 @@ class ChildProcess:
 
     def output(self) -> str:
         """Everything the child has printed so far (stdout and stderr interleaved)."""
+        if self._final_output is not None:
+            return self._final_output
         try:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
@@ -61,10 +68,18 @@ class ChildProcess:
         """SIGKILL and reap: the crash no handler can intercept."""
         self.signal(signal.SIGKILL)
         self.popen.wait()
+        self._release_log()
 
     def stop(self, grace: float = 5.0) -> int | None:
         """SIGTERM, then SIGKILL after `grace` seconds. Returns the exit code."""
-        return stop_process(self.popen, grace)
+        code = stop_process(self.popen, grace)
+        self._release_log()
+        return code
+
+    def _release_log(self) -> None:
+        if self._owns_log and self._final_output is None:
+            self._final_output = self.output()
+            self.log_path.unlink(missing_ok=True)
 
     def __enter__(self) -> ChildProcess:
         return self
@@ -134,7 +149,7 @@ def spawn_command(
             list(argv), cwd=REPO_ROOT, env=child_env, stdin=subprocess.DEVNULL,
             stdout=log_file, stderr=subprocess.STDOUT,
         )
-    child = ChildProcess(popen, Path(log_name), description, port)
+    child = ChildProcess(popen, Path(log_name), description, port, owns_log=log_dir is None)
     if port is not None:
         try:
             wait_for_port(port, host, timeout, still_alive=child.alive)

@@ -157,6 +157,15 @@ def test_spawn_waits_for_the_port_and_stop_escalates_to_sigkill(tmp_path):
     assert "listening" in child.output()
 
 
+def test_a_log_in_the_system_temp_dir_is_removed_at_stop_and_its_text_kept():
+    child = spawn_command([sys.executable, "-c", "print('hello from the child')"])
+    child.popen.wait(timeout=10)
+    assert child.log_path.exists()
+    child.stop()
+    assert not child.log_path.exists()  # demos must not leave a file per child in /tmp
+    assert child.output().strip() == "hello from the child"
+
+
 def test_spawn_runs_from_the_repository_root(tmp_path):
     child = spawn_command([sys.executable, "-c", "import os; print(os.getcwd())"], log_dir=tmp_path)
     child.popen.wait(timeout=10)
