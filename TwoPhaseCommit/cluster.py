@@ -6,7 +6,6 @@ restarts - a restart is the same node coming back with its disk, which is what r
 
 from __future__ import annotations
 
-import signal
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -75,6 +74,9 @@ class Cluster:
         """Start (or restart) one node; `crash_at` arms a crash point through the environment."""
         spec = self.specs[name]
         env = {CRASH_ENV: crash_at or ""}
+        previous = self.processes.get(name)
+        if previous is not None:
+            previous.stop()  # normally already dead (killed or crashed); this also tidies its log
         self.processes[name] = self.spawner(spec.module, *spec.args, port=spec.port, env=env, timeout=30.0)
         return self.processes[name]
 
@@ -86,8 +88,7 @@ class Cluster:
         """SIGKILL: the crash no handler can intercept."""
         process = self.processes.get(name)
         if process is not None:
-            process.signal(signal.SIGKILL)
-            process.popen.wait()
+            process.kill()
 
     def alive(self, name: str) -> bool:
         process = self.processes.get(name)
