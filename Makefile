@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench figures clean
 
 demo: $(VENV)/.runtime-installed
 	$(BIN)/python tour.py $(ARGS)
@@ -19,6 +19,44 @@ lint: $(VENV)/.dev-installed
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python tour.py --bench $(ARGS)
+
+# `make figures`: regenerate every image the guides show (seeded, so a re-run changes little).
+# One target per concept; each passes explicit paths under Concept/images/ (scripts default to out/).
+FIGURE_TARGETS := figures-BlockingQueue figures-Threading figures-WebSockets figures-RealTimeChat \
+                  figures-TwoPhaseCommit figures-UniqueIdGeneration figures-SimpleCDN \
+                  figures-ConsistentHashing figures-DistributedLocking figures-common
+.PHONY: $(FIGURE_TARGETS)
+figures: $(FIGURE_TARGETS)
+
+figures-BlockingQueue: $(VENV)/.dev-installed
+	@true
+
+figures-Threading: $(VENV)/.dev-installed
+	@true
+
+figures-WebSockets: $(VENV)/.dev-installed
+	@true
+
+figures-RealTimeChat: $(VENV)/.dev-installed
+	@true
+
+figures-TwoPhaseCommit: $(VENV)/.dev-installed
+	@true
+
+figures-UniqueIdGeneration: $(VENV)/.dev-installed
+	@true
+
+figures-SimpleCDN: $(VENV)/.dev-installed
+	@true
+
+figures-ConsistentHashing: $(VENV)/.dev-installed
+	@true
+
+figures-DistributedLocking: $(VENV)/.dev-installed
+	@true
+
+figures-common: $(VENV)/.dev-installed
+	@true
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
