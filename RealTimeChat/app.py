@@ -61,6 +61,9 @@ DEFAULT_DB = PACKAGE_DIR / "data" / "chat.sqlite3"
 # Engine.IO refuses packets above this size by closing the connection: the only input that costs a
 # client its connection. Anything smaller reaches rules.py and gets a polite `error`.
 MAX_PACKET_BYTES = 1_000_000
+# The events a client may send. Everything else, the server's own lifecycle events `connect` and
+# `disconnect` included, is refused with `unknown_event` (see ChatServer._refuse_foreign_events).
+CLIENT_EVENTS = frozenset({"join", "leave", "message", "private_message", "typing"})
 # Presence changes within this window are sent as one list (see ChatServer._change_presence).
 PRESENCE_COALESCE_S = 0.2
 
@@ -114,34 +117,64 @@ class ChatServer:
         on("private_message")(self._guarded(self.on_private_message))
         # Typing pings have their own silent limiter (see on_typing).
         on("typing")(self._guarded(self.on_typing, limited=False))
-        on("*")(self._guarded(self.on_unknown_event))
+        self._refuse_foreign_events()
+
+    def _refuse_foreign_events(self) -> None:
+        """Let only CLIENT_EVENTS through from a client; answer anything else with `unknown_event`.
+
+        python-socketio dispatches a client's event packet by its name to whichever handler has
+        that name, and `connect` and `disconnect` are names too: before this check, a client's
+        `emit("connect")` re-ran the connect handler (a fresh rate-limit bucket; its nickname and
+        presence orphaned for ever) and `emit("disconnect")` freed its nickname while the socket
+        stayed open. A catch-all `*` handler is no help either: an event literally named "*" takes
+        the catch-all's own slot, and Flask-SocketIO then reads the payload as the sender's sid.
+        So the allow-list is checked where a client's packet becomes an event, before any
+        dispatch. `_handle_event` is python-socketio's (private) entry for client event packets;
+        tests/test_chat_spoofing.py fails if an upgrade ever bypasses this wrapper.
+        """
+        server = self.socketio.server
+        dispatch = server._handle_event
+
+        def handle_event(eio_sid: str, namespace: str | None, ack_id: int | None, data: list) -> Any:
+            name = data[0] if data else None
+            if isinstance(name, str) and name in CLIENT_EVENTS:
+                return dispatch(eio_sid, namespace, ack_id, data)
+            sid = server.manager.sid_from_eio_sid(eio_sid, namespace or "/")
+            if sid is not None:
+                self._handle(sid, self.on_unknown_event, (name,), limited=True)
+            return None
+        server._handle_event = handle_event
 
     def _guarded(self, handler, limited: bool = True):
-        """Wrap a handler: rate limit first, and turn every failure into an `error` event.
+        """Wrap a handler for Flask-SocketIO: the connection comes from the request context."""
+        def wrapper(*args: Any) -> None:
+            self._handle(request.sid, handler, args, limited)
+        wrapper.__name__ = handler.__name__
+        return wrapper
+
+    def _handle(self, sid: str, handler, args: tuple[Any, ...], limited: bool) -> None:
+        """Run one client event: rate limit first, and turn every failure into an `error` event.
 
         Catching here (rather than letting Flask-SocketIO log and drop the exception) is what keeps
         a bad payload from costing anything but one `error` reply.
         """
-        def wrapper(*args: Any) -> None:
-            conn = self._connection(request.sid)
-            if conn is None:
-                return  # raced with disconnect
-            with conn.lock:
-                if conn.closed:
-                    return  # the disconnect clean-up ran first: nothing may be claimed after it
-                try:
-                    if limited and not conn.bucket.try_take():
-                        raise ChatError(RATE_LIMITED, f"slow down: at most {self.rate:g} events/s "
-                                                      f"(bursts of {self.burst})")
-                    handler(conn, *args)
-                except ChatError as exc:
-                    self._send_error(conn.sid, exc)
-                except Exception:
-                    log.exception("handler %s failed", handler.__name__)
-                    self._send_error(conn.sid, ChatError(INTERNAL_ERROR, "the server failed to handle "
-                                                                         "that event; try again"))
-        wrapper.__name__ = handler.__name__
-        return wrapper
+        conn = self._connection(sid)
+        if conn is None:
+            return  # raced with disconnect
+        with conn.lock:
+            if conn.closed:
+                return  # the disconnect clean-up ran first: nothing may be claimed after it
+            try:
+                if limited and not conn.bucket.try_take():
+                    raise ChatError(RATE_LIMITED, f"slow down: at most {self.rate:g} events/s "
+                                                  f"(bursts of {self.burst})")
+                handler(conn, *args)
+            except ChatError as exc:
+                self._send_error(conn.sid, exc)
+            except Exception:
+                log.exception("handler %s failed", handler.__name__)
+                self._send_error(conn.sid, ChatError(INTERNAL_ERROR, "the server failed to handle "
+                                                                     "that event; try again"))
 
     def _connection(self, sid: str) -> Connection | None:
         with self._lock:
@@ -280,9 +313,9 @@ class ChatServer:
         self.socketio.emit("typing", {"room": room, "username": conn.username}, to=room,
                            skip_sid=conn.sid)
 
-    def on_unknown_event(self, conn: Connection, event: Any = None, *args: Any) -> None:
-        raise ChatError(UNKNOWN_EVENT, f"unknown event {str(event)[:40]!r}; the events are join, leave, "
-                                       f"message, private_message, typing")
+    def on_unknown_event(self, conn: Connection, event: Any = None) -> None:
+        raise ChatError(UNKNOWN_EVENT, f"unknown event {str(event)[:40]!r}; a client may send only "
+                                       f"{', '.join(sorted(CLIENT_EVENTS))}")
 
     # ---- helpers -------------------------------------------------------------------------------
 
