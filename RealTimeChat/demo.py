@@ -68,17 +68,20 @@ def converse(url: str) -> dict[str, Any]:
         show("bob", "private_message", bob.wait_for("private_message"))
         show("alice", "private_message", alice.wait_for("private_message"))
 
-        print("bob breaks two rules; his connection stays open:")
+        print("bob breaks a rule, an intruder breaks two; each gets an error and stays connected:")
         bob.say(ROOM, "x" * 2001)
         show("bob", "error", bob.wait_for("error"))
         intruder = ChatClient(url, "intruder").connect()
-        intruder.join(ROOM, "Alice")
+        intruder.join(ROOM, "Alice")                 # nicknames are unique, ignoring case
         show("intruder", "error", intruder.wait_for("error"))
+        intruder.emit("connect")                     # the server's own lifecycle event: refused
+        show("intruder", "error", intruder.wait_for("error"))
+        violations = len(bob.received("error")) + len(intruder.received("error"))
         intruder.drop()
         bob.say(ROOM, "Sorry, still here.")
         show("alice", "message", alice.wait_for("message", lambda m: m["text"].startswith("Sorry")))
         return {"messages": len(lines) + 1, "private": len(bob.received("private_message")),
-                "bob_still_connected": bob.connected}
+                "bob_still_connected": bob.connected, "violations": violations}
     finally:
         disconnect_all([alice, bob])
 
@@ -108,9 +111,11 @@ def main(argv: list[str] | None = None) -> int:
                       "(or run this demo with --keep-open).")
         finally:
             server.stop()
-    ok = outcome["bob_still_connected"] and outcome["private"] == 1 and len(history) == outcome["messages"]
-    print(f"result: {outcome['messages']} room messages + {outcome['private']} private delivered, "
-          f"2 rule violations answered with errors, history {len(history)}/{outcome['messages']} "
+    sent = outcome["messages"]
+    ok = (outcome["bob_still_connected"] and outcome["violations"] == 3 and outcome["private"] == 1
+          and len(history) == sent)
+    print(f"result: {sent} room messages + {outcome['private']} private delivered, "
+          f"{outcome['violations']} rule violations answered with errors, history {len(history)}/{sent} "
           f"after restart{'' if ok else ' -- UNEXPECTED'}")
     return 0 if ok else 1
 
