@@ -10,12 +10,12 @@ server to show the history survived. The last line is a one-line result for the 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
+from contextlib import ExitStack
 from typing import Any
 
-from common import free_port, spawn_module
+from common import cli, free_port, spawn_module
 
 from .client import ChatClient, disconnect_all
 
@@ -87,30 +87,32 @@ def converse(url: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Two scripted users chat through a real server.")
+    parser = cli.ArgumentParser(prog="python -m RealTimeChat.demo",
+                                description="Two scripted users chat through a real server.")
     parser.add_argument("--keep-open", action="store_true",
                         help="leave the server running at the end so you can open the UI")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="chat-demo-") as tmp:
+    # The servers are stopped (ExitStack) before the folder holding their SQLite file is removed,
+    # on every exit path, Ctrl-C included: nothing is left in /tmp.
+    with tempfile.TemporaryDirectory(prefix="chat-demo-") as tmp, ExitStack() as servers:
         db = f"{tmp}/chat.sqlite3"
         server, url = start_server(db)
+        servers.callback(server.stop)
         print(f"chat server on {url} (history in {db})")
-        try:
-            outcome = converse(url)
-            print("restarting the server: the room's history is on disk")
-            server.stop()
-            server, url = start_server(db)
-            carol = ChatClient(url, "carol").connect()
-            history = carol.joined(ROOM, "carol")
-            show("carol", "history", {"room": ROOM, "messages": history})
-            carol.drop()
-            if args.keep_open:
-                input(f"\nthe UI is at {url}/ -- open it in a browser; press Enter to stop ")
-            else:
-                print("\nTo try the UI: python -m RealTimeChat.app, then open http://127.0.0.1:5000/ "
-                      "(or run this demo with --keep-open).")
-        finally:
-            server.stop()
+        outcome = converse(url)
+        print("restarting the server: the room's history is on disk")
+        server.stop()
+        server, url = start_server(db)
+        servers.callback(server.stop)
+        carol = ChatClient(url, "carol").connect()
+        history = carol.joined(ROOM, "carol")
+        show("carol", "history", {"room": ROOM, "messages": history})
+        carol.drop()
+        if args.keep_open:
+            input(f"\nthe UI is at {url}/ -- open it in a browser; press Enter to stop ")
+        else:
+            print("\nTo try the UI: python -m RealTimeChat.app, then open http://127.0.0.1:5000/ "
+                  "(or run this demo with --keep-open).")
     sent = outcome["messages"]
     ok = (outcome["bob_still_connected"] and outcome["violations"] == 3 and outcome["private"] == 1
           and len(history) == sent)
@@ -121,8 +123,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted")
-        sys.exit(130)
+    sys.exit(cli.run(main))
