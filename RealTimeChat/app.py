@@ -35,6 +35,8 @@ from werkzeug.serving import make_server
 from common import cli
 
 from .rules import (
+    CATCH_UP_LIMIT,
+    HISTORY_LIMIT,
     INTERNAL_ERROR,
     MAX_ROOMS_PER_CONNECTION,
     NICKNAME_MISMATCH,
@@ -47,6 +49,8 @@ from .rules import (
     UNKNOWN_USER,
     ChatError,
     TokenBucket,
+    ack_error,
+    ack_ok,
     nickname_key,
     parse_join,
     parse_leave,
@@ -54,7 +58,6 @@ from .rules import (
     parse_private_message,
     parse_typing,
     private_message_payload,
-    utc_timestamp,
 )
 from .store import ChatStore, LocalStore, RedisStore
 
@@ -147,35 +150,38 @@ class ChatServer:
         server._handle_event = handle_event
 
     def _guarded(self, handler, limited: bool = True):
-        """Wrap a handler for Flask-SocketIO: the connection comes from the request context."""
-        def wrapper(*args: Any) -> None:
-            self._handle(request.sid, handler, args, limited)
+        """Wrap a handler for Flask-SocketIO: the connection comes from the request context, and
+        what the handler returns is the Socket.IO acknowledgement (if the client asked for one)."""
+        def wrapper(*args: Any) -> Any:
+            return self._handle(request.sid, handler, args, limited)
         wrapper.__name__ = handler.__name__
         return wrapper
 
-    def _handle(self, sid: str, handler, args: tuple[Any, ...], limited: bool) -> None:
-        """Run one client event: rate limit first, and turn every failure into an `error` event.
+    def _handle(self, sid: str, handler, args: tuple[Any, ...], limited: bool) -> Any:
+        """Run one client event: rate limit first, and turn every failure into an `error` event
+        (and an `{ok: false, code, message}` acknowledgement). Returns the acknowledgement.
 
         Catching here (rather than letting Flask-SocketIO log and drop the exception) is what keeps
         a bad payload from costing anything but one `error` reply.
         """
         conn = self._connection(sid)
         if conn is None:
-            return  # raced with disconnect
+            return ack_error(ChatError(NOT_JOINED, "the connection is closing"))  # raced with disconnect
         with conn.lock:
-            if conn.closed:
-                return  # the disconnect clean-up ran first: nothing may be claimed after it
+            if conn.closed:  # the disconnect clean-up ran first: nothing may be claimed after it
+                return ack_error(ChatError(NOT_JOINED, "the connection is closing"))
             try:
                 if limited and not conn.bucket.try_take():
                     raise ChatError(RATE_LIMITED, f"slow down: at most {self.rate:g} events/s "
                                                   f"(bursts of {self.burst})")
-                handler(conn, *args)
+                return handler(conn, *args)
             except ChatError as exc:
-                self._send_error(conn.sid, exc)
+                error = exc
             except Exception:
                 log.exception("handler %s failed", handler.__name__)
-                self._send_error(conn.sid, ChatError(INTERNAL_ERROR, "the server failed to handle "
-                                                                     "that event; try again"))
+                error = ChatError(INTERNAL_ERROR, "the server failed to handle that event; try again")
+            self._send_error(conn.sid, error)
+            return ack_error(error)
 
     def _connection(self, sid: str) -> Connection | None:
         with self._lock:
@@ -260,7 +266,9 @@ class ChatServer:
         # also in the history); clients merge by id, so nothing falls in a gap.
         join_room(req.room, sid=conn.sid)
         conn.rooms.add(req.room)
-        history = [m.payload() for m in self.store.history(req.room)]
+        # With `since` (a reconnecting client's last id), only what it missed: the gap is filled.
+        limit = HISTORY_LIMIT if req.since is None else CATCH_UP_LIMIT
+        history = [m.payload() for m in self.store.history(req.room, limit, since=req.since)]
         self.socketio.emit("history", {"room": req.room, "messages": history}, to=conn.sid)
         # A disconnect arriving meanwhile waits on conn.lock and then undoes this join in full.
         self._change_presence(req.room, conn.username, joined=True)
@@ -287,22 +295,27 @@ class ChatServer:
         self.socketio.emit("presence", {"room": room, "users": self.store.presence(room)}, to=conn.sid)
         log.info("%s left #%s", conn.username, room)
 
-    def on_message(self, conn: Connection, *args: Any) -> None:
+    def on_message(self, conn: Connection, *args: Any) -> dict[str, Any]:
         req = parse_message(args)
         self._require_room(conn, req.room)
-        message = self.store.append_message(req.room, conn.username, req.text)
-        self.socketio.emit("message", message.payload(), to=req.room)
+        # Stored (committed) first, so an acknowledged message is never lost by a crash after this.
+        message, new = self.store.append_message(req.room, conn.username, req.text, req.client_id)
+        if new:  # a resend of a stored message is acknowledged again, never broadcast again
+            self.socketio.emit("message", message.payload(), to=req.room)
+        return ack_ok(message.id, message.ts)
 
-    def on_private_message(self, conn: Connection, *args: Any) -> None:
+    def on_private_message(self, conn: Connection, *args: Any) -> dict[str, Any]:
         req = parse_private_message(args)
         sender = self._require_username(conn)
         if not self.store.nickname_online(nickname_key(req.to)):
             raise ChatError(UNKNOWN_USER, f"no user '{req.to}' is online")
-        payload = private_message_payload(self.store.next_private_id(), sender, req.to, req.text,
-                                          utc_timestamp())
-        # One emit to both users' rooms: Socket.IO delivers once per connection, so a message to
-        # yourself is not doubled, and nobody else's connection is in either room.
-        self.socketio.emit("private_message", payload, to=[user_room(req.to), user_room(sender)])
+        message_id, ts, new = self.store.record_private(sender, req.client_id)
+        if new:
+            payload = private_message_payload(message_id, sender, req.to, req.text, ts, req.client_id)
+            # One emit to both users' rooms: Socket.IO delivers once per connection, so a message to
+            # yourself is not doubled, and nobody else's connection is in either room.
+            self.socketio.emit("private_message", payload, to=[user_room(req.to), user_room(sender)])
+        return ack_ok(message_id, ts)
 
     def on_typing(self, conn: Connection, *args: Any) -> None:
         # Advisory and frequent: over the limit we drop the ping without a word (and without even
