@@ -1,7 +1,7 @@
 """Fan-out benchmark: N clients in one room, each sending 1 message/s; one instance vs two over Redis.
 
-    python -m RealTimeChat.bench                      N = 10, 50, 200 (about three minutes)
-    python -m RealTimeChat.bench --clients 50 --setups one --repeats 3
+    python -m RealTimeChat.bench                      N = 10, 50, 200, then the chaos run (a few minutes)
+    python -m RealTimeChat.bench --clients 50 --setups one --repeats 3 --no-chaos
 
 The load comes from outside the server's process and outside one GIL: `--workers` load-generator
 processes, each holding its share of the N python-socketio clients. A sender puts its send time in
@@ -41,6 +41,7 @@ from pathlib import Path
 
 from common import cli, free_port, redis_server, spawn_module
 
+from . import chaos
 from .client import ChatClient
 
 PREFIX = "bench"
@@ -214,6 +215,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=cli.positive_int, default=4,
                         help="load-generator processes (default 4)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the send schedule")
+    parser.add_argument("--chaos", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run `python -m RealTimeChat.chaos` with its defaults (default on)")
     return parser.parse_args(argv)
 
 
@@ -269,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
                 for generator in generators.values():
                     generator.close()
     print_table(rows, args)
+    if args.chaos:
+        print("\nDelivery under failure (python -m RealTimeChat.chaos):", flush=True)
+        return chaos.main([])
     return 0
 
 

@@ -82,6 +82,11 @@ SCRIPTS: dict[str, list[Bad]] = {
         bad("--rate", "0", says="--rate"),
         bad("--repeats", "abc", says="--repeats"),
     ],
+    "RealTimeChat.chaos": [
+        bad("--clients", "1", says="--clients"),
+        bad("--kills", "-1", says="--kills"),
+        bad("--interval", "0", says="--interval"),
+    ],
     "RealTimeChat.demo": [],
     "RealTimeChat.screenshot": [
         bad("--out", "{unwritable}", says="--out"),
