@@ -41,12 +41,15 @@ send is partitioned.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import errno
 import fcntl
 import random
 import socket
 import struct
+import sys
 import termios
 import threading
 import time
@@ -54,7 +57,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from .ports import LOOPBACK
+from . import cli
+from .ports import LOOPBACK, port_is_open
 
 UPSTREAM = "upstream"        # client -> server (requests)
 DOWNSTREAM = "downstream"    # server -> client (responses)
@@ -776,3 +780,177 @@ class _Link:
                 flow.timer.cancel()
                 flow.timer = None
         self.proxy._link_closed(self)
+
+
+# -- the command line: `python -m common.faultproxy --listen ... --to ...` ---------------------------
+
+HELP = """\
+commands (one per line; also read from a pipe):
+  partition [refuse|blackhole]  cut the link: refuse = connections refused/reset,
+                                blackhole (default) = accepted, never answered, nothing moves
+  heal                          clear every fault; held bytes are delivered
+  one-way up|down               stop one direction (up = to the server, down = to the client)
+  delay MS [JITTER]             deliver every chunk MS (+/- JITTER) milliseconds late, each way
+  cut N [once]                  reset connections after N bytes of the server's response
+  reset                         reset every open connection now
+  stats                         faults in force, connections and bytes so far
+  help                          this list
+  quit                          stop the proxy"""
+
+
+class CommandError(ValueError):
+    """A line at the prompt that is not a command; the message says what was expected."""
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    args: tuple = ()
+
+
+def parse_command(line: str) -> Command | None:
+    """Parse one prompt line: a Command, or None for a blank line or a # comment."""
+    words = line.split("#", 1)[0].split()
+    if not words:
+        return None
+    name, rest = words[0].lower(), words[1:]
+    if name in ("help", "?", "heal", "reset", "stats", "quit", "exit"):
+        _no_arguments(name, rest)
+        return Command("quit" if name == "exit" else "help" if name == "?" else name)
+    if name == "partition":
+        mode = rest[0].lower() if rest else "blackhole"
+        if mode not in PARTITION_MODES or len(rest) > 1:
+            raise CommandError(f"partition takes refuse or blackhole, got {' '.join(rest)!r}")
+        return Command("partition", (mode,))
+    if name in ("one-way", "oneway", "one_way"):
+        aliases = {"up": UPSTREAM, "upstream": UPSTREAM, "down": DOWNSTREAM, "downstream": DOWNSTREAM}
+        if len(rest) != 1 or rest[0].lower() not in aliases:
+            raise CommandError(f"one-way takes up or down, got {' '.join(rest)!r}")
+        return Command("one-way", (aliases[rest[0].lower()],))
+    if name == "delay":
+        if not 1 <= len(rest) <= 2:
+            raise CommandError("delay takes MS and an optional JITTER, e.g. 'delay 200' or 'delay 200 50'")
+        return Command("delay", tuple(_milliseconds(word) for word in rest))
+    if name == "cut":
+        if not rest or len(rest) > 2 or (len(rest) == 2 and rest[1].lower() != "once"):
+            raise CommandError("cut takes N bytes and an optional 'once', e.g. 'cut 100' or 'cut 0 once'")
+        if not rest[0].isdigit():
+            raise CommandError(f"cut: expected a whole number of bytes >= 0, got {rest[0]!r}")
+        return Command("cut", (int(rest[0]), len(rest) == 2))
+    raise CommandError(f"unknown command {words[0]!r}; type help for the list")
+
+
+def _no_arguments(name: str, rest: list[str]) -> None:
+    if rest:
+        raise CommandError(f"{name} takes no arguments, got {' '.join(rest)!r}")
+
+
+def _milliseconds(word: str) -> float:
+    try:
+        value = float(word.removesuffix("ms"))
+    except ValueError:
+        raise CommandError(f"delay: expected milliseconds >= 0, got {word!r}") from None
+    if not 0 <= value < 3_600_000:
+        raise CommandError(f"delay: expected milliseconds from 0 to 3600000, got {word!r}")
+    return value
+
+
+def execute(proxy: FaultProxy, command: Command) -> str:
+    """Carry out one command on the proxy; return the line to print."""
+    name, args = command.name, command.args
+    if name == "help":
+        return HELP
+    if name == "stats":
+        return format_stats(proxy.stats())
+    if name == "partition":
+        proxy.partition(args[0])
+    elif name == "heal":
+        proxy.heal()
+    elif name == "one-way":
+        proxy.one_way(args[0])
+    elif name == "delay":
+        proxy.delay(*args)
+    elif name == "cut":
+        proxy.cut_after(args[0], once=args[1])
+    elif name == "reset":
+        return f"ok: reset {proxy.reset_all()} connection(s)"
+    return f"ok: {proxy.stats().faults}"
+
+
+def format_stats(stats: ProxyStats) -> str:
+    return (f"faults: {stats.faults} | connections: {stats.connections_accepted} accepted, "
+            f"{stats.connections_active} open, {stats.connections_reset} reset "
+            f"({stats.connections_cut} by a cut), {stats.upstream_failures} upstream failures | "
+            f"bytes: {stats.bytes_upstream:,} up, {stats.bytes_downstream:,} down")
+
+
+def _read_commands(interactive: bool) -> Iterator[str]:
+    """Lines typed at a prompt (a terminal) or read from a pipe."""
+    if interactive:
+        with contextlib.suppress(ImportError):
+            import readline  # noqa: F401 - line editing and history at the prompt
+        while True:
+            try:
+                yield input("faultproxy> ")
+            except EOFError:
+                print()
+                return
+    else:
+        yield from sys.stdin
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = cli.ArgumentParser(
+        prog="python -m common.faultproxy",
+        description="A TCP proxy that injects network faults on command: clients connect to "
+                    "--listen, the proxy forwards to --to. Type commands at the prompt (or pipe "
+                    "them in); after the input ends the proxy keeps running until Ctrl-C.",
+        epilog=HELP, formatter_class=_RawEpilog)
+    parser.add_argument("--listen", type=cli.host_port, default=(LOOPBACK, 7001), metavar="HOST:PORT",
+                        help="where clients connect (default 127.0.0.1:7001)")
+    parser.add_argument("--to", type=cli.host_port, default=(LOOPBACK, 6379), metavar="HOST:PORT",
+                        help="the server to forward to (default 127.0.0.1:6379, a local Redis)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the delay jitter (default 0)")
+    args = parser.parse_args(argv)
+
+    proxy = FaultProxy(upstream=args.to, listen=args.listen, seed=args.seed)
+    try:
+        proxy.start()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise cli.UsageError(f"port {args.listen[1]} on {args.listen[0]} is already in use by "
+                                 f"another program; pick another with --listen") from None
+        raise cli.bind_error(exc, *args.listen) from None
+    try:
+        host, port = proxy.address
+        print(f"faultproxy: {host}:{port} -> {args.to[0]}:{args.to[1]}  (type help for commands)",
+              flush=True)
+        if not port_is_open(args.to[1], args.to[0]):
+            print(f"note: nothing listens on {args.to[0]}:{args.to[1]} yet; "
+                  f"clients are reset until something does", flush=True)
+        interactive = sys.stdin.isatty()
+        for line in _read_commands(interactive):
+            try:
+                command = parse_command(line)
+            except CommandError as exc:
+                print(f"error: {exc}", file=sys.stderr, flush=True)
+                continue
+            if command is None:
+                continue
+            if command.name == "quit":
+                return 0
+            print(execute(proxy, command), flush=True)
+        if not interactive:
+            print("(end of input: still proxying; Ctrl-C to stop)", flush=True)
+            threading.Event().wait()   # until Ctrl-C or SIGTERM
+        return 0
+    finally:
+        proxy.close()
+
+
+class _RawEpilog(argparse.RawDescriptionHelpFormatter):
+    """Keep the command list's line breaks in --help."""
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

@@ -45,6 +45,11 @@ SCRIPTS: dict[str, list[Bad]] = {
         bad("NoSuchConcept", says="unknown concept"),
         bad("--timeout", "-1", says="--timeout"),
     ],
+    "common.faultproxy": [
+        bad("--to", "localhost", says="--to"),
+        bad("--to", "127.0.0.1:6379", "--listen", "127.0.0.1:70000", says="--listen"),
+        bad("--to", "127.0.0.1:6379", "--listen", "127.0.0.1:{busy_port}", says="already in use"),
+    ],
     "common.redis_server": [
         bad("--port", "0", says="--port"),
         bad("--port", "70000", says="--port"),

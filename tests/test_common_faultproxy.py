@@ -11,12 +11,22 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
-from common.faultproxy import FaultProxy, FaultProxyError, fault_proxy
+from common import REPO_ROOT
+from common.faultproxy import (
+    Command,
+    CommandError,
+    FaultProxy,
+    FaultProxyError,
+    fault_proxy,
+    parse_command,
+)
 
 SILENCE = 0.3   # seconds we wait for a byte that a fault must stop
 
@@ -427,3 +437,101 @@ def test_closed_proxy_refuses_calls_and_frees_its_port(echo):
         proxy.partition()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", port))                # the port is free again
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("line,expected", [
+    ("partition", Command("partition", ("blackhole",))),
+    ("partition refuse", Command("partition", ("refuse",))),
+    ("  HEAL  ", Command("heal")),
+    ("one-way up", Command("one-way", ("upstream",))),
+    ("one-way down", Command("one-way", ("downstream",))),
+    ("delay 200", Command("delay", (200.0,))),
+    ("delay 200 50", Command("delay", (200.0, 50.0))),
+    ("cut 100", Command("cut", (100, False))),
+    ("cut 0 once", Command("cut", (0, True))),
+    ("reset", Command("reset")),
+    ("stats", Command("stats")),
+    ("exit", Command("quit")),
+    ("", None),
+    ("# a comment in a piped script", None),
+])
+def test_parse_command(line, expected):
+    assert parse_command(line) == expected
+
+
+@pytest.mark.parametrize("line,says", [
+    ("partition sideways", "refuse or blackhole"),
+    ("one-way left", "up or down"),
+    ("delay", "MS"),
+    ("delay abc", "milliseconds"),
+    ("delay -5", "milliseconds"),
+    ("cut", "N bytes"),
+    ("cut ten", "whole number"),
+    ("cut 5 twice", "once"),
+    ("heal now", "no arguments"),
+    ("frobnicate", "unknown command"),
+])
+def test_parse_command_rejects_bad_lines_with_a_reason(line, says):
+    with pytest.raises(CommandError, match=says):
+        parse_command(line)
+
+
+class ProxyCli:
+    """`python -m common.faultproxy` as a child process, fed commands through a pipe."""
+
+    def __init__(self, listen_port, upstream):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "common.faultproxy", "--listen", f"127.0.0.1:{listen_port}",
+             "--to", f"{upstream[0]}:{upstream[1]}"],
+            cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, bufsize=1)
+        self.banner = self.process.stdout.readline()
+
+    def command(self, line):
+        """Send one line; return the reply line from stdout."""
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+        return self.process.stdout.readline().strip()
+
+    def error_line(self, line):
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+        return self.process.stderr.readline().strip()
+
+
+def test_cli_commands_through_a_pipe(echo, free_port):
+    cli = ProxyCli(free_port, echo.address)
+    try:
+        assert f"127.0.0.1:{free_port} -> 127.0.0.1:{echo.address[1]}" in cli.banner
+        address = ("127.0.0.1", free_port)
+        with connect(address) as client:
+            echo_round_trip(client)
+        assert cli.command("partition refuse") == "ok: partition (refuse)"
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(address, timeout=5)
+        assert cli.error_line("partition sideways").startswith("error: partition takes")
+        assert cli.command("heal") == "ok: healthy"       # still serving after the bad line
+        assert cli.command("delay 100") == "ok: delay 100ms (each way)"
+        with connect(address) as client:
+            started = time.monotonic()
+            echo_round_trip(client)
+            assert time.monotonic() - started >= 0.2
+        assert cli.command("cut 2 once").startswith("ok: delay 100ms (each way); cut after 2")
+        with connect(address) as client:
+            client.sendall(b"hello")
+            assert read_until_reset(client) == b"he"
+        assert cli.command("stats").startswith("faults: delay 100ms (each way) | connections: 3 accepted")
+        assert cli.command("help").startswith("commands")
+        cli.process.stdin.write("quit\n")
+        cli.process.stdin.flush()
+        assert cli.process.wait(timeout=10) == 0
+        assert cli.process.stderr.read() == ""
+    finally:
+        if cli.process.poll() is None:
+            cli.process.kill()
+            cli.process.wait()
+        for stream in (cli.process.stdin, cli.process.stdout, cli.process.stderr):
+            stream.close()
+
