@@ -50,6 +50,10 @@ SCRIPTS: dict[str, list[Bad]] = {
         bad("--to", "127.0.0.1:6379", "--listen", "127.0.0.1:70000", says="--listen"),
         bad("--to", "127.0.0.1:6379", "--listen", "127.0.0.1:{busy_port}", says="already in use"),
     ],
+    "common.faultproxy_bench": [
+        bad("--repeats", "0", says="--repeats"),
+        bad("--size", "lots", says="--size"),
+    ],
     "common.redis_server": [
         bad("--port", "0", says="--port"),
         bad("--port", "70000", says="--port"),

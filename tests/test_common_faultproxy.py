@@ -535,3 +535,13 @@ def test_cli_commands_through_a_pipe(echo, free_port):
         for stream in (cli.process.stdin, cli.process.stdout, cli.process.stderr):
             stream.close()
 
+
+
+def test_bench_runs_and_prints_one_row_per_path():
+    result = subprocess.run(
+        [sys.executable, "-m", "common.faultproxy_bench", "--repeats", "1", "--round-trips", "20",
+         "--size", "256KiB"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    table = result.stdout.splitlines()
+    assert table[1].split()[:3] == ["path", "p50", "ms"]
+    assert [line[:16].strip() for line in table[2:5]] == ["direct", "proxy process", "proxy thread"]
