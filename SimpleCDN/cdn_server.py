@@ -39,6 +39,7 @@ from . import cache_policy as policy
 from .http11 import (
     MAX_HEAD_BYTES,
     HttpError,
+    InterimHandler,
     OriginError,
     OriginPool,
     OriginResponse,
@@ -205,14 +206,16 @@ class Edge:
                 self._revalidate_in_background(key, request, target, entry)
                 return await self._serve_entry(request, entry, "STALE", writer, now=now)
         try:
-            outcome, leader = await self._coalesced_fetch(key, request, target, entry)
+            outcome, leader = await self._coalesced_fetch(key, request, target, entry,
+                                                          self._interim_relay(request, writer))
         except OriginError as exc:
             return self._origin_failed(exc, writer)
         if not leader and (outcome.entry is None or outcome.entry.variant != policy.variant_key(
                 outcome.entry.vary, request.headers)):
             # The leader's response was not shareable, or it is another variant: fetch our own.
             try:
-                outcome = await self._fetch(key, request, target, entry)
+                outcome = await self._fetch(key, request, target, entry,
+                                            self._interim_relay(request, writer))
             except OriginError as exc:
                 return self._origin_failed(exc, writer)
             leader = True
@@ -238,15 +241,17 @@ class Edge:
                 and not policy.request_needs_revalidation(request_headers, age, facts.lifetime))
 
     async def _coalesced_fetch(self, key: str, request: Request, target: str,
-                               stale: StoredResponse | None) -> tuple[Outcome, bool]:
-        """Join the in-flight fetch for `key` or become its leader. Returns (outcome, am_leader)."""
+                               stale: StoredResponse | None,
+                               on_interim: InterimHandler | None = None) -> tuple[Outcome, bool]:
+        """Join the in-flight fetch for `key` or become its leader. Returns (outcome, am_leader).
+        Only the leader's client sees the origin's interim (1xx) responses."""
         pending = self.inflight.get(key)
         if pending is not None:
             return await asyncio.shield(pending), False
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self.inflight[key] = future
         try:
-            outcome = await self._fetch(key, request, target, stale)
+            outcome = await self._fetch(key, request, target, stale, on_interim)
         except BaseException as exc:
             future.set_exception(exc if isinstance(exc, OriginError) else OriginError(
                 f"the fetch failed: {type(exc).__name__}"))
@@ -259,7 +264,7 @@ class Edge:
         return outcome, True
 
     async def _fetch(self, key: str, request: Request, target: str,
-                     stale: StoredResponse | None) -> Outcome:
+                     stale: StoredResponse | None, on_interim: InterimHandler | None = None) -> Outcome:
         """One origin round trip for GET `target`; stores the result when policy allows.
 
         With `stale` this is a revalidation: the stored validators are sent, and a 304 refreshes
@@ -274,7 +279,7 @@ class Edge:
         request_time = time.time()
         self.stats.origin_fetches += 1
         try:
-            response = await self.pool.request("GET", target, headers)
+            response = await self.pool.request("GET", target, headers, on_interim=on_interim)
         except OriginError as exc:
             self.stats.origin_errors += 1
             log(self.config.name, f"origin error for {target}: {exc}")
@@ -365,7 +370,8 @@ class Edge:
         headers = self._origin_request_headers(request)
         try:
             self.stats.origin_fetches += 1
-            response = await self.pool.request(request.method, target, headers, request.body)
+            response = await self.pool.request(request.method, target, headers, request.body,
+                                               self._interim_relay(request, writer))
         except OriginError as exc:
             return self._origin_failed(exc, writer)
         if response.status < 400:
@@ -382,7 +388,8 @@ class Edge:
         try:
             self.stats.origin_fetches += 1
             response = await self.pool.request(request.method, target,
-                                               self._origin_request_headers(request), request.body)
+                                               self._origin_request_headers(request), request.body,
+                                               self._interim_relay(request, writer))
         except OriginError as exc:
             return self._origin_failed(exc, writer)
         return await self._stream(request, response, [], "BYPASS", writer)
@@ -495,6 +502,18 @@ class Edge:
             writer.write(f"{len(piece):X}\r\n".encode() + piece + b"\r\n")
         else:
             writer.write(piece)
+
+    @staticmethod
+    def _interim_relay(request: Request, writer: asyncio.StreamWriter) -> InterimHandler | None:
+        """Forward the origin's 1xx responses (e.g. 103 Early Hints) to this client: RFC 9110 §15.2
+        says a proxy MUST, except to an HTTP/1.0 client, which must never get one. They are written,
+        never stored: a 1xx is not the response to the request."""
+        if request.version != "HTTP/1.1":
+            return None
+
+        def relay(status: int, reason: str, headers: policy.Headers) -> None:
+            writer.write(response_head(status, reason, policy.strip_hop_by_hop(headers)))
+        return relay
 
     def _write_json(self, writer: asyncio.StreamWriter, payload: dict, status: int = 200) -> bool:
         body = json.dumps(payload, indent=1).encode()
