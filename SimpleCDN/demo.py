@@ -117,6 +117,7 @@ def zipf_paths(count: int, objects: int, exponent: float, seed: int) -> list[str
 
 def zipf_workload(edge: int, origin: int) -> tuple[float, float]:
     before = get_json(origin, "/__stats")["total"]
+    edge_before = get_json(edge, "/__stats")
     paths = zipf_paths(ZIPF_REQUESTS, ZIPF_OBJECTS, ZIPF_EXPONENT, SEED)
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=16) as pool:
@@ -138,9 +139,14 @@ def zipf_workload(edge: int, origin: int) -> tuple[float, float]:
     if hit_ms and miss_ms:
         print(f"   median latency: hit {hit_ms[len(hit_ms) // 2]:.1f} ms, "
               f"miss {miss_ms[len(miss_ms) // 2]:.1f} ms")
+    # /__stats counts from the edge's start (scenes 1 and 2 included), so this scene's share is the
+    # difference; the whole-run figures are printed as such, not as this scene's.
     stats = get_json(edge, "/__stats")
-    print(f"   edge /__stats: hit_ratio {stats['hit_ratio']}, entries {stats['entries']}, "
-          f"{stats['bytes_cached']} bytes cached, origin_fetches {stats['origin_fetches']}")
+    scene = {name: stats[name] - edge_before[name] for name in ("hits", "misses", "origin_fetches")}
+    print(f"   edge /__stats, this scene only: {scene['hits']} hits, {scene['misses']} misses, "
+          f"{scene['origin_fetches']} origin fetches")
+    print(f"   edge /__stats, whole run so far (scenes 1-3): hit_ratio {stats['hit_ratio']:.1%}, "
+          f"{stats['entries']} entries, {stats['bytes_cached']:,} bytes cached")
     return hit_ratio, offload
 
 
