@@ -13,7 +13,6 @@ Everything runs on 127.0.0.1 on free ports and is stopped at the end.
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
 import random
@@ -22,7 +21,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from common import free_port, spawn_module
+from common import cli, free_port, spawn_module
 
 ORIGIN_LATENCY_MS = 150
 ZIPF_REQUESTS = 2000
@@ -200,7 +199,7 @@ def wait_for_route(port: int, accept, timeout: float = 20.0) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m SimpleCDN.demo", description=__doc__.split("\n")[0])
+    parser = cli.ArgumentParser(prog="python -m SimpleCDN.demo", description=__doc__.split("\n")[0])
     parser.parse_args(argv)
     children = []
     try:
@@ -216,10 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         coalesced = coalescing(edge_port, origin_port)
         hit_ratio, offload = zipf_workload(edge_port, origin_port)
         failover = several_edges(origin_url, children)
-    except KeyboardInterrupt:
-        print("\ninterrupted")
-        return 130
-    finally:
+    finally:  # also on Ctrl-C / SIGTERM (KeyboardInterrupt through cli.run): stop every child
         for child in reversed(children):
             child.stop()
     print(f"\nresult: Zipf hit ratio {hit_ratio:.1%}, origin offload {offload:.1%}, "
@@ -229,4 +225,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))
