@@ -86,12 +86,37 @@ SCRIPTS: dict[str, list[Bad]] = {
     "TwoPhaseCommit.demo": [],
     "TwoPhaseCommit.participant": [],
     # --- SimpleCDN ------------------------------------------------------------------------------
-    "SimpleCDN.bench": [],
-    "SimpleCDN.cdn_server": [],
+    "SimpleCDN.bench": [
+        bad("--repeats", "0", says="--repeats"),
+        bad("--seconds", "soon", says="--seconds"),
+    ],
+    "SimpleCDN.cdn_server": [
+        bad("--port", "70000", says="--port"),
+        bad("--port", "{busy_port}", says="already in use"),
+        bad("--origin", "ftp://x", says="--origin"),
+        bad("--cache-size", "lots", says="--cache-size"),
+        bad("--cache-size", "0", says="--cache-size"),
+        bad("--origin-timeout", "-1", says="--origin-timeout"),
+        bad("--origin", "https://127.0.0.1:1", "--origin-cafile", "{tmp}/none.pem", says="--origin-cafile"),
+    ],
     "SimpleCDN.demo": [],
-    "SimpleCDN.loadgen": [],
-    "SimpleCDN.origin": [],
-    "SimpleCDN.router": [],
+    "SimpleCDN.loadgen": [
+        bad("--port", "0", says="--port"),
+        bad("--port", "1", "--connections", "0", says="--connections"),
+        bad("--port", "1", "--seconds", "0.2", says="cannot reach"),
+    ],
+    "SimpleCDN.origin": [
+        bad("--latency-ms", "-5", says="--latency-ms"),
+        bad("--port", "-1", says="--port"),
+        bad("--port", "{busy_port}", says="already in use"),
+        bad("--tls-cert", "{tmp}/missing.pem", says="--tls-cert"),
+    ],
+    "SimpleCDN.router": [
+        bad("--edge", "nonsense", says="--edge"),
+        bad("--edge", "a=http://127.0.0.1:1@-5", says="--edge"),
+        bad("--edge", "a=http://127.0.0.1:1@5", "--check-interval", "0", says="--check-interval"),
+        bad("--edge", "a=http://127.0.0.1:1@5", "--port", "{busy_port}", says="already in use"),
+    ],
     # --- ConsistentHashing ----------------------------------------------------------------------
     "ConsistentHashing.bench": [],
     "ConsistentHashing.compare": [],
