@@ -38,7 +38,7 @@ figures-WebSockets: $(VENV)/.dev-installed
 	@true
 
 figures-RealTimeChat: $(VENV)/.dev-installed
-	@true
+	$(VENV)/bin/python -m RealTimeChat.screenshot --out RealTimeChat/images/chat.png
 
 figures-TwoPhaseCommit: $(VENV)/.dev-installed
 	@true

@@ -76,10 +76,26 @@ SCRIPTS: dict[str, list[Bad]] = {
     "WebSockets.lib_server": [],
     "WebSockets.server": [],
     # --- RealTimeChat ---------------------------------------------------------------------------
-    "RealTimeChat.app": [],
-    "RealTimeChat.bench": [],
+    "RealTimeChat.app": [
+        bad("--port", "-1", says="--port"),
+        bad("--port", "70000", says="--port"),
+        bad("--port", "{busy_port}", "--db", "{tmp}/chat.sqlite3", says="already in use"),
+        bad("--rate", "0", says="--rate"),
+        bad("--burst", "abc", says="--burst"),
+        bad("--redis", "localhost:6379", says="--redis"),
+        bad("--redis", "redis://127.0.0.1:1/0", says="cannot use Redis"),
+        bad("--db", "{unwritable}", says="--db"),
+    ],
+    "RealTimeChat.bench": [
+        bad("--clients", "1", says="--clients"),
+        bad("--rate", "0", says="--rate"),
+        bad("--repeats", "abc", says="--repeats"),
+    ],
     "RealTimeChat.demo": [],
-    "RealTimeChat.screenshot": [],
+    "RealTimeChat.screenshot": [
+        bad("--out", "{unwritable}", says="--out"),
+        bad("--chromium", "{tmp}/no-chromium", says="no Chromium"),
+    ],
     # --- TwoPhaseCommit -------------------------------------------------------------------------
     "TwoPhaseCommit.chaos": [],
     "TwoPhaseCommit.coordinator": [],
