@@ -188,14 +188,17 @@ def validate_client_request(head: bytes) -> HandshakeRequest:
         raise HandshakeError(405, f"WebSocket handshakes use GET, not {method[:20]}", (("Allow", "GET"),))
     if request.header("host") is None:
         raise HandshakeError(400, "missing Host header")
-    upgrade_required = (("Upgrade", "websocket"), ("Connection", "Upgrade"))
+    # RFC 9110 §15.5.22: every 426 MUST carry Upgrade naming the protocol we would switch to
+    # (build_error_response adds the "Upgrade" connection option §7.8 asks for beside it).
+    upgrade_required = (("Upgrade", "websocket"),)
     if "websocket" not in _tokens(request.header("upgrade")):
         raise HandshakeError(426, "this is a WebSocket server: send Upgrade: websocket", upgrade_required)
     if "upgrade" not in _tokens(request.header("connection")):
         raise HandshakeError(426, "missing Connection: Upgrade", upgrade_required)
     if request.header("sec-websocket-version") != "13":
+        # §4.4: also say which version we speak, so the client can retry with it.
         raise HandshakeError(426, "unsupported Sec-WebSocket-Version: this server speaks 13",
-                             (("Sec-WebSocket-Version", "13"),))
+                             upgrade_required + (("Sec-WebSocket-Version", "13"),))
     key = request.header("sec-websocket-key")
     if key is None:
         raise HandshakeError(400, "missing Sec-WebSocket-Key")
@@ -226,9 +229,12 @@ _STATUS_TEXT = {400: "Bad Request", 405: "Method Not Allowed", 426: "Upgrade Req
 def build_error_response(error: HandshakeError) -> bytes:
     """An HTTP error answer with a short plain-text body that says what went wrong."""
     body = (error.reason + "\n").encode("utf-8")
+    # RFC 9110 §7.8: whoever sends Upgrade also lists "Upgrade" in Connection. We close anyway:
+    # the client retries the handshake on a new connection.
+    offers_upgrade = any(name.lower() == "upgrade" for name, _ in error.headers)
     lines = [f"HTTP/1.1 {error.status} {_STATUS_TEXT.get(error.status, 'Error')}",
              "Content-Type: text/plain; charset=utf-8", f"Content-Length: {len(body)}",
-             "Connection: close"]
+             "Connection: Upgrade, close" if offers_upgrade else "Connection: close"]
     lines += [f"{name}: {value}" for name, value in error.headers]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + body
 

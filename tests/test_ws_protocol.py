@@ -96,6 +96,9 @@ def test_invalid_requests_map_to_statuses(overrides, status):
     assert caught.value.status == status
     if overrides.get("Sec_WebSocket_Version", "13") != "13":
         assert ("Sec-WebSocket-Version", "13") in caught.value.headers
+    if status == 426:
+        # RFC 9110 §15.5.22: a 426 MUST carry Upgrade naming the protocol to switch to.
+        assert ("Upgrade", "websocket") in caught.value.headers
 
 
 def test_header_tokens_are_case_insensitive_lists():
