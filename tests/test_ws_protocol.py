@@ -61,7 +61,8 @@ def test_client_request_validates_and_the_response_carries_the_accept_key():
     parsed = validate_client_request(request[:-4])
     assert (parsed.path, parsed.key) == ("/chat?room=1", key)
     response = build_server_response(parsed)
-    assert validate_server_response(response[:-4], key).header("Upgrade") == "websocket"
+    head, codec = validate_server_response(response[:-4], key)
+    assert head.header("Upgrade") == "websocket" and codec is None
     with pytest.raises(HandshakeError, match="Sec-WebSocket-Accept"):
         validate_server_response(response[:-4], base64.b64encode(os.urandom(16)).decode())
 
