@@ -583,10 +583,10 @@ class WebSocketConnection:
     # --- sending
 
     def send_text(self, text: str) -> None:
-        self._send_data(Opcode.TEXT, text.encode("utf-8"))
+        self._send_message(Opcode.TEXT, [text.encode("utf-8")])
 
     def send_binary(self, data: bytes) -> None:
-        self._send_data(Opcode.BINARY, bytes(data))
+        self._send_message(Opcode.BINARY, [bytes(data)])
 
     def send(self, data: str | bytes) -> None:
         """Text for str, binary for bytes-like."""
@@ -600,10 +600,8 @@ class WebSocketConnection:
         if not parts:
             raise ValueError("a fragmented message needs at least one part")
         opcode = Opcode.TEXT if isinstance(parts[0], str) else Opcode.BINARY
-        for index, part in enumerate(parts):
-            payload = part.encode("utf-8") if isinstance(part, str) else bytes(part)
-            self._send_data(opcode if index == 0 else Opcode.CONTINUATION, payload,
-                            fin=index == len(parts) - 1)
+        self._send_message(opcode, [part.encode("utf-8") if isinstance(part, str) else bytes(part)
+                                    for part in parts])
 
     def send_ping(self, payload: bytes = b"") -> None:
         self._send_control(Opcode.PING, payload)
@@ -629,16 +627,17 @@ class WebSocketConnection:
             raise ValueError(f"{opcode.name} payload is {len(payload)} bytes; the limit is 125")
         self._send_frame(opcode, bytes(payload))
 
-    def _send_data(self, opcode: int, payload: bytes, fin: bool = True) -> None:
-        """A data frame, compressed when permessage-deflate is on (RSV1 on the first frame only)."""
-        deflate = self.deflate
-        if deflate is None or not deflate.compresses:
-            self._send_frame(opcode, payload, fin)
-            return
-        if self.state is not State.OPEN:  # before compressing: a refused frame must not touch the context
+    def _send_message(self, opcode: int, parts: list[bytes]) -> None:
+        """One message, one frame per part; compressed when permessage-deflate is on and it shrinks
+        (RFC 7692 §6: RSV1 on the first frame only)."""
+        if self.state is not State.OPEN:  # before compressing: a refused message must not touch the context
             raise ConnectionClosed(self.close_code, self.close_reason)
-        rsv = 0b100 if opcode != Opcode.CONTINUATION else 0
-        self._send_frame(opcode, deflate.compress(payload, fin=fin), fin, rsv)
+        deflate = self.deflate
+        compressed = deflate.compress_message(parts) if deflate is not None and deflate.compresses else None
+        last = len(parts) - 1
+        for index, part in enumerate(compressed or parts):
+            rsv = 0b100 if compressed is not None and index == 0 else 0
+            self._send_frame(opcode if index == 0 else Opcode.CONTINUATION, part, index == last, rsv)
 
     def _send_frame(self, opcode: int, payload: bytes, fin: bool = True, rsv: int = 0) -> None:
         if self.state is not State.OPEN:

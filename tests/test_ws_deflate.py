@@ -229,7 +229,7 @@ def test_bad_deflate_data_closes_with_1007():
 
 def test_compressed_text_that_is_not_utf8_closes_with_1007():
     client, server = negotiated()
-    client._send_data(Opcode.TEXT, b"ok \xff")  # bypass send_text's encoding
+    client._send_message(Opcode.TEXT, [b"ok \xff"])  # bypass send_text's encoding
     [event] = server.receive_data(client.data_to_send())
     assert isinstance(event, ConnectionFailed) and event.code == 1007
 
