@@ -118,7 +118,7 @@ def _disagreements(decisions: Mapping[str, str | None], by_participant: Mapping[
     problems = []
     for name, txs in by_participant.items():
         for txid, tx in txs.items():
-            # presumed abort: a txid the coordinator never logged can only have been aborted
+            # a txid the coordinator never logged can only have been aborted
             expected = {"commit": "committed", "abort": "aborted"}.get(decisions.get(txid) or "abort")
             if tx["state"] != expected:
                 problems.append(f"{name} has {txid} {tx['state']}, coordinator decided {decisions.get(txid)}")

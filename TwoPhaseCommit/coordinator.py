@@ -9,7 +9,7 @@ Endpoints (JSON):
     GET  /transactions                       -> every transaction with its phase and decision
     GET  /transactions/<txid>                -> one transaction
     GET  /transactions/<txid>/decision       -> {decision: "commit"|"abort"|"pending"} for in-doubt
-                                               participants (presumed abort for unknown txids)
+                                               participants ("abort" for a txid never logged)
 
 One order, step by step (the crash points in brackets):
     log begin -> prepare each participant (stop at the first "no") -> [before-decision-logged]
@@ -145,7 +145,7 @@ class Coordinator:
                                     redrive_after=self.retry_interval):
             if isinstance(action, AbortUndecided):
                 decision, _ = self.log.log_decision(action.txid, Decision.ABORT,
-                                                    "no decision before the timeout (presumed abort)")
+                                                    "no decision before the timeout")
                 record = self.log.get(action.txid)
                 log(f"{action.txid} recovery: undecided -> {decision.value}")
                 self.send_phase2(action.txid, decision, tuple(pending_acks(record)))
@@ -193,7 +193,7 @@ class CoordinatorHandler(JsonHandler):
             if match.group(2):  # an in-doubt participant asking
                 return 200, {"txid": txid, "decision": answer_query(record)}
             if record is None:
-                raise HttpError(404, f"no transaction {txid} (never logged: presumed aborted)")
+                raise HttpError(404, f"no transaction {txid} (never logged, so never committed)")
             return 200, coordinator.describe(record)
         return super().handle_get(path)
 

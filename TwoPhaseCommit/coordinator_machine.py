@@ -9,8 +9,11 @@ phase-2 message leaves (if we sent "commit" first and crashed, a restarted coord
 "abort" and split the transaction). It is set at most once: the first of the vote collector and the
 timeout sweeper to log a decision wins, the other reads it.
 
-Presumed abort: a transaction with no logged decision is aborted. A participant asking about a txid
-the coordinator has never heard of (it crashed before logging anything) is told "abort".
+This is the basic protocol: both decisions are forced to the log and both must be acknowledged before
+the coordinator forgets a transaction. It is *not* presumed abort (which would skip forcing and acking
+aborts): the one presumption here is the one every variant makes - an undecided transaction can only be
+aborted, so a participant asking about a txid the coordinator never logged (it crashed before logging
+anything) is told "abort".
 
 Phase 2 is retried until every participant has acknowledged; the I/O layer asks `pending_acks` what
 is left to send, both right after deciding and after a restart (recovery re-drives decisions).
@@ -98,7 +101,7 @@ def pending_acks(record: TxRecord) -> list[str]:
 def answer_query(record: TxRecord | None) -> str:
     """What to tell an in-doubt participant: "commit", "abort" or "pending" (still collecting votes)."""
     if record is None:
-        return Decision.ABORT.value  # presumed abort: nothing logged means no commit was ever possible
+        return Decision.ABORT.value  # nothing logged: no commit was ever possible
     if record.decision is None:
         return "pending"
     return record.decision.value

@@ -2,7 +2,7 @@
 
 Each case places one order of 2 burgers with one process armed (TWOPC_CRASH_AT), checks what the
 client saw and what the survivors hold while the process is down, restarts it, waits for recovery and
-audits. The expected outcome follows from the rules: no logged decision -> abort (presumed abort);
+audits. The expected outcome follows from the rules: no logged decision -> abort;
 decision logged -> that decision, however many processes die afterwards.
 """
 

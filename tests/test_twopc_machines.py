@@ -142,7 +142,7 @@ def test_phases_and_pending_acks():
     assert phase(done) is Phase.ABORTED and pending_acks(done) == []
 
 
-def test_presumed_abort_answers():
+def test_unknown_txid_is_answered_abort():
     assert answer_query(None) == "abort"
     assert answer_query(TxRecord("t", P, 0.0)) == "pending"
     assert answer_query(TxRecord("t", P, 0.0, Decision.COMMIT)) == "commit"

@@ -1,5 +1,5 @@
 """2PC over real processes: last units under concurrency, duplicated and reordered phase-2 messages,
-participants that are down or stalled during prepare, presumed abort, and bad input."""
+participants that are down or stalled during prepare, an unknown txid answered "abort", and bad input."""
 
 from __future__ import annotations
 
@@ -131,7 +131,7 @@ def test_stalled_participant_times_out_and_the_coordinator_aborts(spawn, tmp_pat
     assert state(cluster, "delivery")["resources"]["John"]["carrying"] is None
 
 
-def test_in_doubt_participant_asks_and_presumed_abort_answers(spawn, tmp_path, free_port):
+def test_in_doubt_participant_asks_and_an_unknown_txid_is_answered_abort(spawn, tmp_path, free_port):
     cluster = make_cluster(spawn, tmp_path)
     cluster.start("coordinator")  # its participants are not even running: it only answers questions
     inventory = spawn("TwoPhaseCommit.participant", "--kind", "inventory", "--port", free_port,
