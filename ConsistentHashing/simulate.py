@@ -21,11 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
+from common import REPO_ROOT
+
 from .alternatives import ModuloHashing
 from .ring import ConsistentHashRing, hash_keys
 from .theory import ideal_moved_on_add, ideal_moved_on_remove
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "images"
+# Following the guide never changes a tracked file: outputs go to the git-ignored out/ folder;
+# only `make figures` writes ConsistentHashing/images/ (with an explicit --out).
+DEFAULT_OUT = REPO_ROOT / "out" / "ConsistentHashing"
 PROGRESS_THRESHOLD = 200_000  # keys; below this the run takes a second and needs no progress
 
 
