@@ -29,6 +29,8 @@ from importlib.metadata import version
 
 import numpy as np
 
+from common import cli
+
 from .ring import ConsistentHashRing, hash_keys
 
 
@@ -50,11 +52,12 @@ def time_call(call: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
-def interleaved(contestants: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
+def interleaved(contestants: dict[str, Callable[[], float]], rounds: int,
+                label: str = "rounds") -> dict[str, float]:
     """Median seconds per contestant; each round runs all of them, in a rotating order."""
     names = list(contestants)
     samples: dict[str, list[float]] = {name: [] for name in names}
-    for round_no in range(rounds):
+    for round_no in cli.progress(range(rounds), label=label):
         order = names[round_no % len(names):] + names[:round_no % len(names)]
         if round_no % 2:
             order.reverse()
@@ -64,17 +67,17 @@ def interleaved(contestants: dict[str, Callable[[], float]], rounds: int) -> dic
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--nodes", type=int, default=1000, help="nodes on both rings")
-    parser.add_argument("--keys", type=int, default=100_000, help="keys looked up per round")
-    parser.add_argument("--vnodes", type=int, default=160, help="virtual nodes per node (uhashring default)")
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (median reported)")
+    parser = cli.ArgumentParser(prog="python -m ConsistentHashing.bench",
+                                description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--nodes", type=cli.positive_int, default=1000, help="nodes on both rings")
+    parser.add_argument("--keys", type=cli.positive_int, default=100_000, help="keys looked up per round")
+    parser.add_argument("--vnodes", type=cli.positive_int, default=160,
+                        help="virtual nodes per node (uhashring default)")
+    parser.add_argument("--rounds", type=cli.int_range(5), default=7,
+                        help="interleaved rounds (median reported)")
     parser.add_argument("--seed", type=int, default=42, help="seed for the key names")
-    args = parser.parse_args(argv)
-    if min(args.nodes, args.keys, args.vnodes) < 1 or args.rounds < 5:
-        parser.error("--nodes, --keys, --vnodes must be >= 1 and --rounds >= 5")
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from uhashring import HashRing
     except ImportError:
-        print("uhashring is not installed: pip install -r requirements-dev.txt", file=sys.stderr)
-        return 2
+        raise cli.UsageError("the peer library uhashring is not installed: "
+                             "pip install -r requirements-dev.txt") from None
     rng = random.Random(args.seed)
     nodes = [f"node-{i:04d}" for i in range(args.nodes)]
     keys = [f"key-{rng.getrandbits(64):016x}" for _ in range(args.keys)]
@@ -139,8 +142,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        sys.exit(130)
+    sys.exit(cli.run(main))

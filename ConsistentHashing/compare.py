@@ -12,10 +12,8 @@ Balance and movement are deterministic for a seed; times are measurements and va
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
-import random
 import sys
 import time
 import tracemalloc
@@ -25,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import REPO_ROOT
+from common import cli
 
 from .alternatives import BoundedLoadsRing, JumpHashing, ModuloHashing, RendezvousHashing
 from .ring import ConsistentHashRing, hash_keys
@@ -36,10 +34,8 @@ from .theory import (
     max_load_bound,
     typical_max_load,
 )
+from .workload import build_workload, parse_workload_args, pyplot, save_figure, shown, workload_parser
 
-# Following the guide never changes a tracked file: outputs go to the git-ignored out/ folder;
-# only `make figures` writes ConsistentHashing/images/ (with an explicit --out).
-DEFAULT_OUT = REPO_ROOT / "out" / "ConsistentHashing"
 RING_VNODES = (1, 3, 10, 100, 160, 500)
 PLOT_NAME = "max_load_vs_vnodes.png"
 
@@ -186,17 +182,13 @@ def plot(rows: list[Row], args, path: Path) -> None:
     Plain tick labels (1.25, 1.5, 2 ...) rather than matplotlib's 2x10^0 on log axes, and the rivals
     as labelled bars rather than near-identical horizontal lines that hide one another.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
     per_node = args.keys / args.shards
     ring_rows = [r for r in rows if r.vnodes is not None]
     vnodes = [r.vnodes for r in ring_rows]
     grid = np.unique(np.geomspace(1, max(vnodes), 60).round().astype(int))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 5), dpi=100,
+    fig, (left, right) = pyplot().subplots(1, 2, figsize=(11, 5), dpi=100,
                                       gridspec_kw={"width_ratios": [3, 2]})
 
     left.plot(grid, [max_load_bound(args.shards, int(v), per_node) for v in grid], "--", color="#999999",
@@ -241,43 +233,26 @@ def plot(rows: list[Row], args, path: Path) -> None:
     fig.suptitle(f"Max/mean load: {args.shards:,} nodes, {args.keys:,} keys ({per_node:g} per node), "
                  f"seed {args.seed}")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
+    save_figure(fig, path)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--shards", type=int, default=1000, help="nodes")
-    parser.add_argument("--keys", type=int, default=100_000, help="keys")
-    parser.add_argument("--remove", type=int, default=50, help="random nodes removed")
-    parser.add_argument("--add", type=int, default=50, help="nodes added")
-    parser.add_argument("--seed", type=int, default=42, help="seed for key names and removed nodes")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for the plot")
-    parser.add_argument("--no-plot", action="store_true", help="print the table only")
-    args = parser.parse_args(argv)
-    if args.shards < 2 or args.keys < 1 or args.add < 0 or not 0 <= args.remove < args.shards:
-        parser.error("need --shards >= 2, --keys >= 1, 0 <= --remove < --shards, --add >= 0")
-    return args
+def parse_args(argv: list[str] | None):
+    parser = workload_parser("python -m ConsistentHashing.compare", __doc__.split("\n\n")[0],
+                             shards=1000, keys=100_000, min_shards=2, plot_help="plot")
+    return parse_workload_args(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    rng = random.Random(args.seed)
-    keys = [f"key-{rng.getrandbits(64):016x}" for _ in range(args.keys)]
-    nodes = [f"node-{i:04d}" for i in range(args.shards)]
-    removed = sorted(rng.sample(nodes, args.remove))
-    added = [f"node-{i:04d}" for i in range(args.shards, args.shards + args.add)]
+    work = build_workload(args, prefix="node")
+    keys, nodes, removed, added = work.keys, work.nodes, work.removed, work.added
     positions = hash_keys(keys)
     print(f"Comparing placement schemes: {args.shards:,} nodes, {args.keys:,} keys, remove {args.remove}, "
           f"add {args.add}, seed {args.seed}")
     print(f"Python {platform.python_version()}, {os.cpu_count()} CPUs; times are single-key get_node "
           f"(median of 5 passes; bounded loads: placing a new key)")
-    rows = []
-    for scheme in schemes():
-        print(f"  measuring {scheme.label} ...", file=sys.stderr, flush=True)
-        rows.append(measure(scheme, nodes, removed, added, keys, positions))
+    rows = [measure(scheme, nodes, removed, added, keys, positions)
+            for scheme in cli.progress(schemes(), label="schemes measured")]
     ideal_remove = 100 * ideal_moved_on_remove(args.shards, args.remove)
     ideal_add = 100 * ideal_moved_on_add(args.shards, args.add)
     print_table(rows, ideal_remove, ideal_add, args)
@@ -285,13 +260,9 @@ def main(argv: list[str] | None = None) -> int:
           "max/mean = mean of 20 sampled maxima")
     if not args.no_plot:
         plot(rows, args, args.out / PLOT_NAME)
-        print(f"plot written to {os.path.relpath(args.out / PLOT_NAME)}")
+        print(f"plot written to {shown(args.out / PLOT_NAME)}")
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        sys.exit(130)
+    sys.exit(cli.run(main))
