@@ -50,7 +50,8 @@ figures-SimpleCDN: $(VENV)/.dev-installed
 	@true
 
 figures-ConsistentHashing: $(VENV)/.dev-installed
-	@true
+	$(BIN)/python -m ConsistentHashing.simulate --out ConsistentHashing/images
+	$(BIN)/python -m ConsistentHashing.compare --out ConsistentHashing/images
 
 figures-DistributedLocking: $(VENV)/.dev-installed
 	@true

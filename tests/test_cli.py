@@ -134,10 +134,26 @@ SCRIPTS: dict[str, list[Bad]] = {
         bad("--edge", "a=http://127.0.0.1:1@5", "--port", "{busy_port}", says="already in use"),
     ],
     # --- ConsistentHashing ----------------------------------------------------------------------
-    "ConsistentHashing.bench": [],
-    "ConsistentHashing.compare": [],
-    "ConsistentHashing.demo": [],
-    "ConsistentHashing.simulate": [],
+    "ConsistentHashing.bench": [
+        bad("--rounds", "2", says="--rounds"),
+        bad("--keys", "abc", says="--keys"),
+    ],
+    "ConsistentHashing.compare": [
+        bad("--out", "{unwritable}", says="--out"),
+        bad("--shards", "1", says="--shards"),
+        bad("--remove", "1000", says="--remove"),
+    ],
+    "ConsistentHashing.demo": [
+        bad(env=UNREACHABLE_REDIS, says="REDIS_URL"),
+        bad("--servers", "1", says="--servers"),
+    ],
+    "ConsistentHashing.simulate": [
+        bad("--out", "{unwritable}", says="--out"),
+        bad("--out", "/etc/passwd/x", says="/etc/passwd is a file"),
+        bad("--keys", "0", says="--keys"),
+        bad("--remove", "1000", says="--remove"),
+        bad("--no-plots", says="--no-plots"),   # the one flag is --no-plot, as in compare
+    ],
     # --- DistributedLocking ---------------------------------------------------------------------
     "DistributedLocking.bench": [],
     "DistributedLocking.demo": [],
