@@ -4,7 +4,7 @@
 
 Each process runs a share of the users. A user tries seats in a random order until one books (a
 short random "payment" widens the race), may cancel it and try again. Every process reports what
-each user was told. The audit then checks those claims against Redis:
+each user was told. The audit then checks those claims against the seat store (SQLite):
 
 * per seat, successful bookings minus successful cancellations is 0 or 1 (never two live bookings);
 * each seat held in Redis belongs to the user whose booking of it was never cancelled;
@@ -16,24 +16,26 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from collections import Counter, defaultdict
 
 import redis
 
 from common import redis_server
 
-from .ticket_booking import TicketBookingSystem, delete_event_keys
+from .seat_store import SeatStore
+from .ticket_booking import delete_event_keys
 from .workers import SPAWN, crowd_worker, start_process
 
 EVENT = "sim"
 
 
-def run(url: str, users: int, seats: int, processes: int, cancel: float, seed: int,
+def run(url: str, db: str, users: int, seats: int, processes: int, cancel: float, seed: int,
         payment_max_s: float) -> list[tuple[str, str, str]]:
     seat_ids = [f"S{n:02d}" for n in range(seats)]
     user_ids = [f"user{n:03d}" for n in range(users)]
     start, results = SPAWN.Event(), SPAWN.Queue()
-    procs = [start_process(crowd_worker, url, EVENT, seat_ids, user_ids[p::processes], seed * 1000 + p,
+    procs = [start_process(crowd_worker, url, db, EVENT, seat_ids, user_ids[p::processes], seed * 1000 + p,
                            cancel, start, results, payment_max_s) for p in range(processes)]
     try:
         start.set()
@@ -48,7 +50,7 @@ def run(url: str, users: int, seats: int, processes: int, cancel: float, seed: i
 
 
 def audit(log: list[tuple[str, str, str]], held: dict[str, str]) -> list[str]:
-    """Return the list of violations (empty: all claims match Redis)."""
+    """Return the list of violations (empty: all claims match the seat store)."""
     problems = []
     booked: dict[str, list[str]] = defaultdict(list)
     cancelled: dict[str, list[str]] = defaultdict(list)
@@ -63,7 +65,7 @@ def audit(log: list[tuple[str, str, str]], held: dict[str, str]) -> list[str]:
             problems.append(f"seat {seat} has {sum(live.values())} live bookings: {sorted(live)}")
         expected = next(iter(live), None)
         if held.get(seat) != expected:
-            problems.append(f"seat {seat}: Redis says {held.get(seat)}, the claims say {expected}")
+            problems.append(f"seat {seat}: the store says {held.get(seat)}, the claims say {expected}")
         stray = Counter(cancelled[seat]) - Counter(booked[seat])
         if stray:
             problems.append(f"seat {seat}: cancelled by users who never booked it: {sorted(stray)}")
@@ -85,14 +87,17 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.users, args.seats, args.processes) < 1 or not 0 <= args.cancel <= 1 or args.payment_ms < 0:
         parser.error("need users, seats, processes >= 1, 0 <= cancel <= 1, payment-ms >= 0")
     try:
-        with redis_server() as url:
+        with redis_server() as url, tempfile.TemporaryDirectory(prefix="locking-sim-") as tmp:
             client = redis.Redis.from_url(url)
             delete_event_keys(client, EVENT)  # only our keys: under REDIS_URL this is the user's Redis
-            print(f"redis-server at {url}: {args.users} users in {args.processes} processes, "
-                  f"{args.seats} seats, cancel probability {args.cancel}, seed {args.seed}")
-            log = run(url, args.users, args.seats, args.processes, args.cancel, args.seed,
+            db = f"{tmp}/seats.sqlite3"
+            SeatStore(db).close()  # create the schema once, before the workers open it
+            print(f"redis-server at {url}, seats in SQLite: {args.users} users in {args.processes} "
+                  f"processes, {args.seats} seats, cancel probability {args.cancel}, seed {args.seed}")
+            log = run(url, db, args.users, args.seats, args.processes, args.cancel, args.seed,
                       args.payment_ms / 1000)
-            held = TicketBookingSystem(client).reservations(EVENT)
+            with SeatStore(db) as store:
+                held = store.reservations(EVENT)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
@@ -104,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     for problem in problems:
         print(f"  AUDIT FAILED: {problem}")
     bookings, cancels = outcomes["booked"], outcomes["cancel cancelled"]
-    print(f"\n  Redis holds {len(held)} of {args.seats} seats; {bookings} bookings - {cancels} cancellations "
-          f"= {bookings - cancels}")
+    print(f"\n  the store holds {len(held)} of {args.seats} seats; {bookings} bookings - {cancels} "
+          f"cancellations = {bookings - cancels}")
     verdict = "audit ok, no seat booked twice" if not problems else f"AUDIT FAILED ({len(problems)} problems)"
     print(f"result: {bookings} bookings, {cancels} cancels, {len(held)} seats held; {verdict}")
     return 0 if not problems and len(held) == bookings - cancels else 1
