@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import redis
 
-from common import redis_server
+from common import cli, redis_server
 
 from .seat_store import SeatStore
 from .ticket_booking import delete_event_keys
@@ -109,31 +108,25 @@ def _recv(conn, timeout: float = 30.0):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--racers", type=int, default=8, help="processes racing for one seat (default 8)")
-    parser.add_argument("--ttl-ms", type=int, default=1000,
-                        help="lock lease in the pause scenes (default 1000)")
-    parser.add_argument("--payment-s", type=float, default=1.5,
+    parser = cli.ArgumentParser(prog="python -m DistributedLocking.demo", description=__doc__)
+    parser.add_argument("--racers", type=cli.int_range(2, 64), default=8,
+                        help="processes racing for one seat, 2..64 (default 8)")
+    parser.add_argument("--ttl-ms", type=cli.int_range(50, 60_000), default=1000,
+                        help="lock lease in the pause scenes, 50..60000 ms (default 1000)")
+    parser.add_argument("--payment-s", type=cli.float_range(0.01, 60), default=1.5,
                         help="how long A's payment takes; A is frozen during it (default 1.5)")
     args = parser.parse_args(argv)
-    if args.racers < 2 or args.ttl_ms <= 0 or args.payment_s <= 0:
-        parser.error("need --racers >= 2, --ttl-ms > 0 and --payment-s > 0")
-    try:
-        # The seats live in a throw-away SQLite file; the locks in Redis.
-        with redis_server() as url, tempfile.TemporaryDirectory(prefix="locking-demo-") as tmp:
-            client = redis.Redis.from_url(url)
-            for event in ("race", "fenced", "unfenced"):  # only ours: REDIS_URL may be the user's Redis
-                delete_event_keys(client, event)
-            db = str(Path(tmp) / "seats.sqlite3")
-            SeatStore(db).close()  # create the schema once, before the racers open it
-            print(f"redis-server at {url}; seats in SQLite")
-            winner = race(url, db, args.racers)
-            fenced = pause_scenario(url, db, fencing=True, ttl_ms=args.ttl_ms, payment_s=args.payment_s)
-            unfenced = pause_scenario(url, db, fencing=False, ttl_ms=args.ttl_ms, payment_s=args.payment_s)
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
+    # The seats live in a throw-away SQLite file; the locks in Redis.
+    with redis_server() as url, tempfile.TemporaryDirectory(prefix="locking-demo-") as tmp:
+        client = redis.Redis.from_url(url)
+        for event in ("race", "fenced", "unfenced"):  # only ours: REDIS_URL may be the user's Redis
+            delete_event_keys(client, event)
+        db = str(Path(tmp) / "seats.sqlite3")
+        SeatStore(db).close()  # create the schema once, before the racers open it
+        print(f"redis-server at {url}; seats in SQLite")
+        winner = race(url, db, args.racers)
+        fenced = pause_scenario(url, db, fencing=True, ttl_ms=args.ttl_ms, payment_s=args.payment_s)
+        unfenced = pause_scenario(url, db, fencing=False, ttl_ms=args.ttl_ms, payment_s=args.payment_s)
     ok = (fenced == ("rejected stale", "booked", "bob") and unfenced == ("booked", "booked", "alice"))
     print(f"\nresult: 1 of {args.racers} racers won ({winner}); GC pause: fenced stale write "
           f"{'rejected' if fenced[0] == 'rejected stale' else fenced[0]}, unfenced -> "
@@ -143,4 +136,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -14,14 +14,13 @@ each user was told. The audit then checks those claims against the seat store (S
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from collections import Counter, defaultdict
 
 import redis
 
-from common import redis_server
+from common import cli, redis_server
 
 from .seat_store import SeatStore
 from .ticket_booking import delete_event_keys
@@ -39,7 +38,8 @@ def run(url: str, db: str, users: int, seats: int, processes: int, cancel: float
                            cancel, start, results, payment_max_s) for p in range(processes)]
     try:
         start.set()
-        log = [entry for _ in procs for entry in results.get(timeout=300)]
+        log = [entry for _ in cli.progress(procs, label="processes done")
+               for entry in results.get(timeout=300)]
         for proc in procs:
             proc.join(30)
     finally:
@@ -75,32 +75,27 @@ def audit(log: list[tuple[str, str, str]], held: dict[str, str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--users", type=int, default=50)
-    parser.add_argument("--seats", type=int, default=20)
-    parser.add_argument("--processes", type=int, default=5)
-    parser.add_argument("--cancel", type=float, default=0.3, help="probability a user cancels and retries")
-    parser.add_argument("--payment-ms", type=float, default=3.0, help="max random payment time per booking")
-    parser.add_argument("--seed", type=int, default=1)
+    parser = cli.ArgumentParser(prog="python -m DistributedLocking.simulation", description=__doc__)
+    parser.add_argument("--users", type=cli.int_range(1, 100_000), default=50, help="(default 50)")
+    parser.add_argument("--seats", type=cli.int_range(1, 10_000), default=20, help="(default 20)")
+    parser.add_argument("--processes", type=cli.int_range(1, 64), default=5, help="(default 5)")
+    parser.add_argument("--cancel", type=cli.fraction, default=0.3,
+                        help="probability a user cancels and retries, 0..1 (default 0.3)")
+    parser.add_argument("--payment-ms", type=cli.float_range(0, 10_000), default=3.0,
+                        help="max random payment time per booking (default 3)")
+    parser.add_argument("--seed", type=cli.non_negative_int, default=1, help="(default 1)")
     args = parser.parse_args(argv)
-    if min(args.users, args.seats, args.processes) < 1 or not 0 <= args.cancel <= 1 or args.payment_ms < 0:
-        parser.error("need users, seats, processes >= 1, 0 <= cancel <= 1, payment-ms >= 0")
-    try:
-        with redis_server() as url, tempfile.TemporaryDirectory(prefix="locking-sim-") as tmp:
-            client = redis.Redis.from_url(url)
-            delete_event_keys(client, EVENT)  # only our keys: under REDIS_URL this is the user's Redis
-            db = f"{tmp}/seats.sqlite3"
-            SeatStore(db).close()  # create the schema once, before the workers open it
-            print(f"redis-server at {url}, seats in SQLite: {args.users} users in {args.processes} "
-                  f"processes, {args.seats} seats, cancel probability {args.cancel}, seed {args.seed}")
-            log = run(url, db, args.users, args.seats, args.processes, args.cancel, args.seed,
-                      args.payment_ms / 1000)
-            with SeatStore(db) as store:
-                held = store.reservations(EVENT)
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
+    with redis_server() as url, tempfile.TemporaryDirectory(prefix="locking-sim-") as tmp:
+        client = redis.Redis.from_url(url)
+        delete_event_keys(client, EVENT)  # only our keys: under REDIS_URL this is the user's Redis
+        db = f"{tmp}/seats.sqlite3"
+        SeatStore(db).close()  # create the schema once, before the workers open it
+        print(f"redis-server at {url}, seats in SQLite: {args.users} users in {args.processes} "
+              f"processes, {args.seats} seats, cancel probability {args.cancel}, seed {args.seed}")
+        log = run(url, db, args.users, args.seats, args.processes, args.cancel, args.seed,
+                  args.payment_ms / 1000)
+        with SeatStore(db) as store:
+            held = store.reservations(EVENT)
     outcomes = Counter(outcome for _, outcome, _ in log)
     print("\n  outcome                    count")
     for outcome, count in sorted(outcomes.items()):
@@ -117,4 +112,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

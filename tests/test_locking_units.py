@@ -9,7 +9,14 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from DistributedLocking import FencedResource, RedisLock, Redlock, SeatStore, TicketBookingSystem, backoff_delays
+from DistributedLocking import (
+    FencedResource,
+    RedisLock,
+    Redlock,
+    SeatStore,
+    TicketBookingSystem,
+    backoff_delays,
+)
 from DistributedLocking.ticket_booking import _glob_escape
 
 # Constructing a client does not connect: these tests never reach a server.
