@@ -8,16 +8,16 @@ ARGS   ?=
 
 .PHONY: demo test lint bench figures clean
 
-demo: $(VENV)/.runtime-installed
+demo: python-check $(VENV)/.runtime-installed
 	$(BIN)/python tour.py $(ARGS)
 
 test: lint
 	$(BIN)/python -m pytest $(ARGS)
 
-lint: $(VENV)/.dev-installed
+lint: python-check $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 
-bench: $(VENV)/.dev-installed
+bench: python-check $(VENV)/.dev-installed
 	$(BIN)/python tour.py --bench $(ARGS)
 
 # `make figures`: regenerate every image the guides show (seeded, so a re-run changes little).
@@ -26,7 +26,7 @@ FIGURE_TARGETS := figures-BlockingQueue figures-Threading figures-WebSockets fig
                   figures-TwoPhaseCommit figures-UniqueIdGeneration figures-SimpleCDN \
                   figures-ConsistentHashing figures-DistributedLocking figures-common
 .PHONY: $(FIGURE_TARGETS)
-figures: $(FIGURE_TARGETS)
+figures: python-check $(FIGURE_TARGETS)
 
 figures-BlockingQueue: $(VENV)/.dev-installed
 	$(BIN)/python BlockingQueue.py demo --seed 1 --plot images/blocking_queue_depth.png
@@ -63,7 +63,22 @@ clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-$(BIN)/python:
+# Checked before anything is installed: an old Python would fail deep inside pip and leave a
+# broken .venv behind; a .venv made by another interpreter is rebuilt rather than reused.
+PY_VERSION = $(PYTHON) -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])'
+.PHONY: python-check
+python-check:
+	@found=$$($(PY_VERSION) 2>/dev/null) || found="none ($(PYTHON) did not run)"; \
+	case "$$found" in 3.1[1-9].*|3.[2-9][0-9].*) ;; \
+	  *) echo "error: needs Python >= 3.11, found $$found; set PYTHON=python3.11 (e.g. make PYTHON=python3.11 test)" >&2; exit 1;; \
+	esac; \
+	if [ -x $(BIN)/python ] && [ "$$($(BIN)/python -c 'import sys; print(sys.version)' 2>/dev/null)" != \
+	     "$$($(PYTHON) -c 'import sys; print(sys.version)')" ]; then \
+	  echo "make: $(VENV) was made by another Python than $(PYTHON) ($$found): rebuilding it"; \
+	  rm -rf $(VENV); \
+	fi
+
+$(BIN)/python: | python-check
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 

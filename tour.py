@@ -12,12 +12,13 @@ one-line result, which the summary table repeats. The exit status is non-zero if
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from common import cli
 
 ROOT = Path(__file__).resolve().parent
 
@@ -76,7 +77,7 @@ def run_one(concept: Concept, argv: tuple[str, ...], quiet: bool, timeout: float
         assert proc.stdout is not None
         for line in proc.stdout:
             if line.strip():
-                last_line = line.strip()
+                last_line = line.strip().removeprefix("result:").strip()
             if not quiet:
                 print("    " + line, end="", flush=True)
             if time.monotonic() - start > timeout:
@@ -103,14 +104,16 @@ def print_summary(outcomes: list[Outcome]) -> None:
         print(f"  {o.concept.ljust(width)}  {status:6}  {o.seconds:7.1f}  {o.result}")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Run every concept's demo (or benchmark) and summarise.")
+def parse_args(argv: list[str] | None):
+    parser = cli.ArgumentParser(prog="python tour.py",
+                                description="Run every concept's demo (or benchmark) and summarise.")
     parser.add_argument("concepts", nargs="*", metavar="CONCEPT",
                         help="run only these (see --list); default: all that exist")
     parser.add_argument("--list", action="store_true", help="list the concepts and exit")
     parser.add_argument("--bench", action="store_true", help="run the benchmarks instead of the demos")
     parser.add_argument("--quiet", action="store_true", help="show only progress and the summary")
-    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per script (default 600)")
+    parser.add_argument("--timeout", type=cli.positive_float, default=600.0,
+                        help="seconds per script (default 600)")
     return parser.parse_args(argv)
 
 
@@ -125,29 +128,23 @@ def main(argv: list[str] | None = None) -> int:
     by_name = {c.name.lower(): c for c in CONCEPTS}
     unknown = [name for name in args.concepts if name.lower() not in by_name]
     if unknown:
-        print(f"tour: unknown concept(s): {', '.join(unknown)}. Try: python tour.py --list",
-              file=sys.stderr)
-        return 2
+        raise cli.UsageError(f"unknown concept(s): {', '.join(unknown)}; see python tour.py --list")
     chosen = [by_name[name.lower()] for name in args.concepts] or CONCEPTS
     runnable = [c for c in chosen if c.has(kind)]
     if not runnable:
         print(f"No concept has a {kind} yet; nothing to run.")
         return 0
     outcomes = []
-    try:
-        for index, concept in enumerate(runnable, 1):
-            print(f"[{index}/{len(runnable)}] {concept.name}: python {' '.join(getattr(concept, kind))}",
-                  flush=True)
-            outcome = run_one(concept, getattr(concept, kind), args.quiet, args.timeout)
-            print(f"[{index}/{len(runnable)}] {concept.name}: {'ok' if outcome.ok else 'FAILED'} "
-                  f"in {outcome.seconds:.1f}s", flush=True)
-            outcomes.append(outcome)
-    except KeyboardInterrupt:
-        print("\ninterrupted")
-        return 130
+    for index, concept in enumerate(runnable, 1):
+        print(f"[{index}/{len(runnable)}] {concept.name}: python {' '.join(getattr(concept, kind))}",
+              flush=True)
+        outcome = run_one(concept, getattr(concept, kind), args.quiet, args.timeout)
+        print(f"[{index}/{len(runnable)}] {concept.name}: {'ok' if outcome.ok else 'FAILED'} "
+              f"in {outcome.seconds:.1f}s", flush=True)
+        outcomes.append(outcome)
     print_summary(outcomes)
     return 0 if all(o.ok for o in outcomes) else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -72,6 +72,7 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         """Start the server and return once it answers PING."""
+        self.workdir.mkdir(parents=True, exist_ok=True)   # close() removed it; restart() needs it
         argv = [
             self.binary,
             "--port", str(self.port),
@@ -87,6 +88,7 @@ class RedisServer:
             self.child = spawn_command(argv, port=self.port, timeout=timeout,
                                        description="redis-server", log_dir=self.workdir)
         except SpawnError as exc:
+            shutil.rmtree(self.workdir, ignore_errors=True)   # nothing may outlive a failed start
             raise RedisUnavailable(str(exc)) from None
         self._wait_for_ping(timeout)
         return self
@@ -120,7 +122,7 @@ class RedisServer:
             client.close()
         # Our process died (e.g. "Address already in use": someone else owns the port) or hung.
         log = self.child.tail() if self.child else ""
-        self.stop()
+        self.close()
         raise RedisUnavailable(f"redis-server on port {self.port} never answered PING.\n"
                                f"--- its log (last lines) ---\n{log}")
 
@@ -163,12 +165,31 @@ class RedisServer:
         self.close()
 
 
+def check_reachable(url: str, timeout: float = 2.0) -> str:
+    """Return `url` if a Redis server answers PING there; else RedisUnavailable saying what to do."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                      retry=Retry(NoBackoff(), 0))
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except (redis.exceptions.RedisError, ValueError) as exc:
+        raise RedisUnavailable(f"cannot reach the Redis server at {REDIS_URL_ENV}={url} ({exc}); "
+                               f"start it, or unset {REDIS_URL_ENV} to start a private server") from None
+    return url
+
+
 @contextmanager
 def redis_server() -> Iterator[str]:
     """Yield a redis URL: $REDIS_URL if set (nothing started), else a private server's URL."""
     external = os.environ.get(REDIS_URL_ENV)
     if external:
-        yield external
+        yield check_reachable(external)
         return
     with RedisServer().start() as server:
         yield server.url
@@ -186,6 +207,7 @@ def redis_servers(n: int) -> Iterator[list[str]]:
         raise ValueError("n must be at least 1")
     external = os.environ.get(REDIS_URL_ENV)
     if external:
+        check_reachable(external)
         yield [with_db(external, db) for db in range(1, n + 1)]
         return
     servers: list[RedisServer] = []

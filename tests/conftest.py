@@ -19,12 +19,22 @@ from pathlib import Path
 import pytest
 import redis
 
-from common import REDIS_URL_ENV, RedisServer, redis_servers, spawn_module
+from common import REDIS_URL_ENV, RedisServer, RedisUnavailable, check_reachable, redis_servers, spawn_module
 from common import free_port as _free_port
 
 CONCEPT_MARKERS = ("common", "blocking_queue", "threading", "ws", "chat", "twopc", "uid", "cdn",
                    "hashing", "locking")
 CHROMIUM_PATH = "/usr/bin/chromium"
+
+
+def pytest_sessionstart(session):
+    """An unreachable REDIS_URL is one clear error for the whole run, not an error in every test."""
+    external = os.environ.get(REDIS_URL_ENV)
+    if external:
+        try:
+            check_reachable(external)
+        except RedisUnavailable as exc:
+            pytest.exit(f"error: {exc}", returncode=3)
 
 
 def pytest_collection_modifyitems(config, items):

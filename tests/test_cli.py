@@ -1,0 +1,176 @@
+"""Every script fails well: `--help` works, and each common mistake is one `error:` line.
+
+The table `SCRIPTS` names every runnable script in the repository (a module with an
+`if __name__ == "__main__":` block) with the bad invocations a newcomer is likely to try. A script
+that is not in the table fails `test_every_script_is_in_the_table`, so a new script cannot skip this.
+
+For each bad invocation the script must exit non-zero with exactly one non-empty line on stderr,
+starting `error:`, and no traceback (DEVELOPERS' rule 3: a traceback reads as "the project is broken").
+Placeholders in argv: {busy_port} is a port another process listens on; {unwritable} is a path in a
+folder that does not exist under a file; {tmp} is a fresh temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+UNREACHABLE_REDIS = {"REDIS_URL": "redis://127.0.0.1:1/0"}
+
+
+@dataclass(frozen=True)
+class Bad:
+    """One bad invocation: argv after the script, extra environment, and a phrase the error names."""
+    argv: tuple[str, ...]
+    says: str = ""                       # a substring the error line must contain (case-insensitive)
+    env: dict = field(default_factory=dict)
+
+
+def bad(*argv: str, says: str = "", env: dict | None = None) -> Bad:
+    return Bad(tuple(argv), says, env or {})
+
+
+# Script id: "Package.module" (run as `python -m Package.module`) or "file.py" (run as `python file.py`).
+SCRIPTS: dict[str, list[Bad]] = {
+    # --- repository root and common/ ------------------------------------------------------------
+    "tour.py": [
+        bad("NoSuchConcept", says="unknown concept"),
+        bad("--timeout", "-1", says="--timeout"),
+    ],
+    "common.redis_server": [
+        bad("--port", "0", says="--port"),
+        bad("--port", "70000", says="--port"),
+        bad("--port", "{busy_port}", says="already in use"),
+    ],
+    # --- BlockingQueue.py / Threading / UniqueIdGeneration -----------------------------------------
+    "BlockingQueue.py": [],
+    "Threading.compare": [],
+    "Threading.demo": [],
+    "Threading.race_condition": [],
+    "UniqueIdGeneration.bench": [],
+    "UniqueIdGeneration.demo": [],
+    "UniqueIdGeneration.lease_node": [],
+    "UniqueIdGeneration.sortable_keys": [],
+    # --- WebSockets -----------------------------------------------------------------------------
+    "WebSockets.bench": [],
+    "WebSockets.client": [],
+    "WebSockets.demo": [],
+    "WebSockets.lib_client": [],
+    "WebSockets.lib_server": [],
+    "WebSockets.server": [],
+    # --- RealTimeChat ---------------------------------------------------------------------------
+    "RealTimeChat.app": [],
+    "RealTimeChat.bench": [],
+    "RealTimeChat.demo": [],
+    "RealTimeChat.screenshot": [],
+    # --- TwoPhaseCommit -------------------------------------------------------------------------
+    "TwoPhaseCommit.chaos": [],
+    "TwoPhaseCommit.coordinator": [],
+    "TwoPhaseCommit.demo": [],
+    "TwoPhaseCommit.participant": [],
+    # --- SimpleCDN ------------------------------------------------------------------------------
+    "SimpleCDN.bench": [],
+    "SimpleCDN.cdn_server": [],
+    "SimpleCDN.demo": [],
+    "SimpleCDN.loadgen": [],
+    "SimpleCDN.origin": [],
+    "SimpleCDN.router": [],
+    # --- ConsistentHashing ----------------------------------------------------------------------
+    "ConsistentHashing.bench": [],
+    "ConsistentHashing.compare": [],
+    "ConsistentHashing.demo": [],
+    "ConsistentHashing.simulate": [],
+    # --- DistributedLocking ---------------------------------------------------------------------
+    "DistributedLocking.bench": [],
+    "DistributedLocking.demo": [],
+    "DistributedLocking.simulation": [],
+}
+
+MARKERS = {"BlockingQueue": "blocking_queue", "Threading": "threading", "WebSockets": "ws",
+           "RealTimeChat": "chat", "TwoPhaseCommit": "twopc", "UniqueIdGeneration": "uid",
+           "SimpleCDN": "cdn", "ConsistentHashing": "hashing", "DistributedLocking": "locking",
+           "common": "common", "tour": "common"}
+MAIN_BLOCK = re.compile(r'^if __name__ == "__main__":', re.MULTILINE)
+
+
+def discovered_scripts() -> list[str]:
+    """Every module in the repository that runs as a script."""
+    found = []
+    for path in sorted(ROOT.glob("*.py")) + sorted(ROOT.glob("*/*.py")):
+        top = path.parts[len(ROOT.parts)]
+        if top in ("tests", ".venv", "out") or not MAIN_BLOCK.search(path.read_text()):
+            continue
+        relative = path.relative_to(ROOT)
+        found.append(str(relative) if len(relative.parts) == 1 else
+                     ".".join(relative.with_suffix("").parts))
+    return found
+
+
+def command(script: str) -> list[str]:
+    return [sys.executable, script] if script.endswith(".py") else [sys.executable, "-m", script]
+
+
+def marked(script: str, *values):
+    marker = MARKERS[script.split(".")[0]]
+    return pytest.param(*values, marks=getattr(pytest.mark, marker), id=f"{script}-{len(values)}")
+
+
+def run_script(script: str, argv: list[str], env: dict | None = None,
+               timeout: float = 120) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    if env is not None and "REDIS_URL" not in env:
+        full_env.pop("REDIS_URL", None)
+    return subprocess.run(command(script) + argv, cwd=ROOT, env=full_env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_every_script_is_in_the_table():
+    missing = sorted(set(discovered_scripts()) - set(SCRIPTS))
+    assert not missing, f"add these scripts to SCRIPTS in {Path(__file__).name}: {missing}"
+    gone = sorted(set(SCRIPTS) - set(discovered_scripts()))
+    assert not gone, f"these scripts in SCRIPTS no longer exist: {gone}"
+
+
+@pytest.mark.parametrize("script", [marked(s, s) for s in SCRIPTS])
+def test_help_exits_zero(script):
+    result = run_script(script, ["--help"])
+    assert result.returncode == 0, result.stderr
+    assert "usage:" in result.stdout.lower()
+    prog = script if script.endswith(".py") else f"-m {script}"
+    assert prog in result.stdout, f"usage line should show how to run it: python {prog}"
+
+
+CASES = [marked(script, script, case) for script, cases in SCRIPTS.items()
+         for case in [*cases, bad("--no-such-flag", says="--no-such-flag")]]
+
+
+@pytest.fixture
+def busy_port():
+    """A port that another socket is listening on for the whole test."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("script,case", CASES)
+def test_bad_invocation_is_one_error_line(script, case, busy_port, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    values = {"busy_port": busy_port, "unwritable": blocker / "sub" / "x.png", "tmp": tmp_path}
+    argv = [arg.format(**values) for arg in case.argv]
+    result = run_script(script, argv, env=case.env)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode != 0, f"{script} {argv} should fail; stdout: {result.stdout[-500:]}"
+    assert "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), \
+        f"expected one 'error:' line on stderr, got:\n{result.stderr}"
+    assert case.says.lower() in lines[0].lower(), f"the error should mention {case.says!r}: {lines[0]}"
