@@ -237,6 +237,19 @@ class ChatServer:
                     log.info("removed a dead instance's users from #%s", room)
         self.socketio.start_background_task(loop)
 
+    def disconnect_everyone(self, silent_s: float) -> None:
+        """Scale-out: after our heartbeat was missing for `silent_s` s (a partition from Redis), the
+        other instances have declared us dead, reaped our users' presence and freed their
+        nicknames. Keeping the connections would leave users who are invisible to the others and
+        whose nicknames someone else may now hold. So every user is disconnected; their clients
+        reconnect (here or elsewhere), claim their nicknames again and catch up with `since`."""
+        with self._lock:
+            sids = list(self._connections)
+        log.warning("no heartbeat for %.1fs: presumed dead by the other instances; disconnecting %d "
+                    "connection(s) so they reconnect and claim again", silent_s, len(sids))
+        for sid in sids:
+            self.socketio.server.disconnect(sid)
+
     def close_all(self) -> None:
         """On shutdown: release our users' nicknames and presence, and tell the rooms.
 
@@ -504,6 +517,7 @@ def main(argv: list[str] | None = None) -> int:
                              fd=listen(args.host, args.port).detach())
         if args.redis:
             chat.start_reaper(interval=args.heartbeat_ttl / 3)
+            store.on_presumed_dead = chat.disconnect_everyone
         log.info("serving http://%s:%d  state: %s", args.host, args.port, where)
         try:
             server.serve_forever()   # Ctrl-C or SIGTERM (cli.run) ends it with KeyboardInterrupt

@@ -1,15 +1,26 @@
-"""Delivery under failure: two instances behind one Redis, one of them SIGKILLed and restarted.
+"""Delivery under failure: two instances behind one Redis; one is SIGKILLed, or cut off from Redis.
 
     python -m RealTimeChat.chaos                      20 clients, 20 s, 2 kills (about 40 s)
     python -m RealTimeChat.chaos --clients 6 --seconds 6 --kills 1 --interval 0.1
+    python -m RealTimeChat.chaos --kills 0 --partitions 1      instance A partitioned from Redis
 
 The clients are split between instances A and B and talk in one room, each sending about one
 message per second through its outbox (`ChatClient.send`: a client_id, "sending" until
 acknowledged). At evenly spaced moments instance A is SIGKILLed — no clean-up runs, whatever it was
 doing is cut off — and restarted a moment later. Its clients notice the dropped connection and
 reconnect to B (retrying while A's dead heartbeat still holds their nicknames), joining with
-`since` to fill the gap and resending what was never acknowledged. At the end every client catches
-up once more and we count, over what the clients *display* (messages keyed by id):
+`since` to fill the gap and resending what was never acknowledged.
+
+With `--partitions`, A is not killed: its connection to Redis goes through common.faultproxy
+(see common/README.md), which refuses it for `--partition-seconds`. A keeps running, and its users
+stay connected to it, but nothing they send can be stored (the acks say internal_error, and the
+outbox retries), nothing the others say reaches them (A's pub/sub subscription is cut), and once
+A's heartbeat expires, B's reaper removes them from presence and frees their nicknames. On heal, A
+finds out it was presumed dead and disconnects its users; they reconnect, claim their nicknames
+again, catch up with `since` and resend.
+
+At the end every client catches up once more and we count, over what the clients *display*
+(messages keyed by id):
 
   sent          messages the users typed
   acked         acknowledged by a server (stored before the ack: none of these may be lost)
@@ -28,10 +39,12 @@ import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import socketio
 
 from common import ChildProcess, cli, free_port, redis_server, spawn_module
+from common.faultproxy import fault_proxy
 
 from .client import ChatClient
 
@@ -154,12 +167,17 @@ def count(users: list[User], start: float, end: float) -> Outcome:
 
 
 def run_chaos(clients: int, seconds: float, kills: int, seed: int, interval: float = 1.0,
-              progress: bool = True, redis_url: str | None = None) -> Outcome:
+              progress: bool = True, redis_url: str | None = None, partitions: int = 0,
+              partition_seconds: float = 4.0) -> Outcome:
     """The whole experiment; returns the counts. Starts a private redis-server unless given one."""
     rng = random.Random(seed)
     with ExitStack() as stack:
         redis_url = redis_url or stack.enter_context(redis_server())
-        a, b = Instance(redis_url), Instance(redis_url)
+        # A reaches Redis through a fault proxy (a partition is a fault of the link, not of A).
+        host, port = urlsplit(redis_url).hostname, urlsplit(redis_url).port
+        proxy = stack.enter_context(fault_proxy(upstream=(host, port)))
+        proxied = redis_url.replace(f"{host}:{port}", "{}:{}".format(*proxy.address), 1)
+        a, b = Instance(proxied), Instance(redis_url)
         for instance in (a, b):
             instance.start()
             stack.callback(instance.stop)
@@ -171,17 +189,31 @@ def run_chaos(clients: int, seconds: float, kills: int, seed: int, interval: flo
         threads = [threading.Thread(target=user.run, args=(end,), daemon=True) for user in users]
         for thread in threads:
             thread.start()
-        kill_times = [start + seconds * (k + 1) / (kills + 1) for k in range(kills)]
+        faults = ["kill"] * kills + ["partition"] * partitions
+        schedule = [(start + seconds * (k + 1) / (len(faults) + 1), fault) for k, fault in enumerate(faults)]
+        heal_at = None
         ticks = range(int(seconds))
         for tick in (cli.progress(ticks, label="seconds") if progress else ticks):
-            if kill_times and time.monotonic() >= kill_times[0]:
-                kill_times.pop(0)
-                a.kill()            # SIGKILL: in-flight messages, acks and presence are cut off
-                time.sleep(0.5)
-                a.start()           # back at the same address; its old users are on B by now
+            if heal_at is not None and time.monotonic() >= heal_at:
+                proxy.heal()
+                heal_at = None
+            if schedule and time.monotonic() >= schedule[0][0]:
+                _, fault = schedule.pop(0)
+                if fault == "kill":
+                    a.kill()        # SIGKILL: in-flight messages, acks and presence are cut off
+                    time.sleep(0.5)
+                    a.start()       # back at the same address; its old users are on B by now
+                else:
+                    proxy.partition("refuse")   # A stays up, but cannot reach Redis
+                    heal_at = time.monotonic() + partition_seconds
             time.sleep(max(0.0, start + tick + 1 - time.monotonic()))
+        if heal_at is not None:
+            proxy.heal()
         for thread in threads:
             thread.join(timeout=60)
+        for user in users:          # a user cut off in the last moments comes back first
+            if not user.client.connected:
+                user.reconnect(time.monotonic() + 30)
         for user in users:
             try:
                 user.client.wait_until_sent(timeout=20)
@@ -200,6 +232,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=cli.int_range(2), default=20, help="sending time (default 20)")
     parser.add_argument("--kills", type=cli.non_negative_int, default=2,
                         help="SIGKILLs of instance A, evenly spaced (default 2)")
+    parser.add_argument("--partitions", type=cli.non_negative_int, default=0,
+                        help="times instance A is partitioned from Redis (not killed) (default 0)")
+    parser.add_argument("--partition-seconds", type=cli.positive_float, default=4.0,
+                        help="how long each partition lasts (default 4)")
     parser.add_argument("--interval", type=cli.float_range(0.05, 60), default=1.0,
                         help="mean seconds between two messages of one user (default 1)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the users' typing times")
@@ -208,9 +244,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    print(f"{args.clients} users on two instances behind one Redis, {args.seconds} s, "
-          f"instance A SIGKILLed and restarted {args.kills} time(s)", flush=True)
-    outcome = run_chaos(args.clients, args.seconds, args.kills, args.seed, args.interval)
+    print(f"{args.clients} users on two instances behind one Redis, {args.seconds} s: instance A "
+          f"SIGKILLed and restarted {args.kills} time(s), partitioned from Redis for "
+          f"{args.partition_seconds:g} s {args.partitions} time(s)", flush=True)
+    outcome = run_chaos(args.clients, args.seconds, args.kills, args.seed, args.interval,
+                        partitions=args.partitions, partition_seconds=args.partition_seconds)
     print(f"  sent        {outcome.sent}")
     print(f"  acked       {outcome.acked}   (failed {outcome.failed}, still sending {outcome.still_sending})")
     print(f"  delivered   {outcome.delivered}   to every member")

@@ -31,11 +31,13 @@ import socketio
 
 SERVER_EVENTS = ("message", "private_message", "history", "presence", "typing", "error")
 # After this many sends without an acknowledgement, a message is shown as failed (not retried).
-MAX_TRIES = 5
+# With the growing delay below, 8 tries span about 15 s: longer than a typical failover.
+MAX_TRIES = 8
 # Error codes worth retrying: the same message may well succeed later. Any other error (too long,
 # not in the room, ...) would fail the same way again.
 RETRYABLE = {"rate_limited", "internal_error", "not_joined", "not_in_room"}
-RETRY_DELAY_S = 0.5
+RETRY_DELAY_S = 0.5      # after the n-th retryable error, wait n x this (at most MAX_RETRY_DELAY_S)
+MAX_RETRY_DELAY_S = 3.0
 
 
 @dataclass
@@ -182,8 +184,8 @@ class ChatClient:
 
     def _transmit(self, item: Outgoing) -> None:
         with self._changed:
-            if item.state != "sending":
-                return
+            if item.state != "sending" or not self.sio.connected:
+                return   # offline: it goes out again after `reconnect`, and that is not a try
             if item.tries >= MAX_TRIES:
                 item.state, item.error = "failed", item.error or "no acknowledgement"
                 self._changed.notify_all()
@@ -206,7 +208,8 @@ class ChatClient:
                 item.error = ack.get("code") if isinstance(ack, dict) else "bad acknowledgement"
             self._changed.notify_all()
         if retry:
-            timer = threading.Timer(RETRY_DELAY_S * item.tries, self._transmit, args=(item,))
+            delay = min(MAX_RETRY_DELAY_S, RETRY_DELAY_S * item.tries)
+            timer = threading.Timer(delay, self._transmit, args=(item,))
             timer.daemon = True
             timer.start()
 

@@ -25,12 +25,14 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Protocol
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .rules import CATCH_UP_LIMIT, HISTORY_LIMIT, ChatMessage, nickname_key, utc_timestamp
 
@@ -298,7 +300,11 @@ class RedisStore:
 
     def __init__(self, url: str, prefix: str = "chat", heartbeat_ttl: float = 10.0,
                  history_keep: int = CATCH_UP_LIMIT):
-        self.redis = redis.Redis.from_url(url, decode_responses=True)
+        # Fail fast when Redis is unreachable (a partition, a restart): one quick retry, then the
+        # handler answers internal_error and the client's outbox retries. Blocking a connection's
+        # thread for seconds would only hide the outage from the user.
+        self.redis = redis.Redis.from_url(url, decode_responses=True, socket_timeout=2.0,
+                                          socket_connect_timeout=2.0, retry=Retry(NoBackoff(), 1))
         self.redis.ping()  # fail at start-up with a clear error, not at the first message
         self.prefix = prefix
         self.instance_id = uuid.uuid4().hex[:12]
@@ -309,7 +315,11 @@ class RedisStore:
         self._append = self.redis.register_script(_APPEND_SCRIPT)
         self._private = self.redis.register_script(_PRIVATE_SCRIPT)
         self._stop = threading.Event()
+        # Called when our heartbeat was missing long enough for the others to declare us dead
+        # (see _heartbeat_loop). The server sets it to disconnect every user of this instance.
+        self.on_presumed_dead: Callable[[float], None] | None = None
         self._beat()
+        self._last_beat = time.monotonic()
         self.redis.sadd(self._key("instances"), self.instance_id)
         self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="chat-heartbeat",
                                            daemon=True)
@@ -319,8 +329,11 @@ class RedisStore:
         return ":".join((self.prefix, *parts))
 
     def _beat(self) -> None:
-        self.redis.set(self._key("instance", self.instance_id), str(time.time()),
-                       px=int(self.heartbeat_ttl * 1000))
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(self._key("instance", self.instance_id), str(time.time()),
+                     px=int(self.heartbeat_ttl * 1000))
+            pipe.sadd(self._key("instances"), self.instance_id)   # a reaper may have removed us
+            pipe.execute()
 
     def _heartbeat_loop(self) -> None:
         # Refresh at a third of the TTL: two missed beats in a row are still not a false death.
@@ -328,7 +341,14 @@ class RedisStore:
             try:
                 self._beat()
             except redis.RedisError:
-                pass  # Redis down: the next beat retries; handlers will report errors meanwhile
+                continue  # Redis unreachable: the next beat retries; handlers report errors meanwhile
+            now = time.monotonic()
+            silent, self._last_beat = now - self._last_beat, now
+            if silent > self.heartbeat_ttl and self.on_presumed_dead is not None:
+                # Our key expired: the other instances may have reaped our users' presence and
+                # freed their nicknames (someone else may hold one now). Our claims are void; the
+                # server must not go on acting on them.
+                self.on_presumed_dead(silent)
 
     def _live_instances(self, instance_ids: set[str]) -> set[str]:
         ids = sorted(instance_ids)

@@ -95,6 +95,7 @@ SCRIPTS: dict[str, list[Bad]] = {
         bad("--clients", "1", says="--clients"),
         bad("--kills", "-1", says="--kills"),
         bad("--interval", "0", says="--interval"),
+        bad("--partition-seconds", "0", says="--partition-seconds"),
     ],
     "RealTimeChat.demo": [],
     "RealTimeChat.screenshot": [
