@@ -28,8 +28,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+import socketio
 from flask import Flask, render_template, request
 from flask_socketio import SocketIO, join_room, leave_room
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from common import cli
@@ -177,6 +180,9 @@ class ChatServer:
                 return handler(conn, *args)
             except ChatError as exc:
                 error = exc
+            except redis.RedisError as exc:   # scale-out: Redis unreachable (an outage, a partition)
+                log.warning("handler %s: Redis unavailable (%s)", handler.__name__, exc)
+                error = ChatError(INTERNAL_ERROR, "the chat's shared state is unreachable; try again")
             except Exception:
                 log.exception("handler %s failed", handler.__name__)
                 error = ChatError(INTERNAL_ERROR, "the server failed to handle that event; try again")
@@ -229,6 +235,9 @@ class ChatServer:
                 self.socketio.sleep(interval)
                 try:
                     rooms = reap()
+                except redis.RedisError as exc:
+                    log.warning("reaping dead instances failed (%s); retrying in %.1fs", exc, interval)
+                    continue
                 except Exception:
                     log.exception("reaping dead instances failed; retrying in %.1fs", interval)
                     continue
@@ -247,8 +256,10 @@ class ChatServer:
             sids = list(self._connections)
         log.warning("no heartbeat for %.1fs: presumed dead by the other instances; disconnecting %d "
                     "connection(s) so they reconnect and claim again", silent_s, len(sids))
+        # One task each: a disconnect waits for its connection's writer to finish, and in a row
+        # those waits added up to seconds per user.
         for sid in sids:
-            self.socketio.server.disconnect(sid)
+            self.socketio.start_background_task(self.socketio.server.disconnect, sid)
 
     def close_all(self) -> None:
         """On shutdown: release our users' nicknames and presence, and tell the rooms.
@@ -390,6 +401,18 @@ class ChatServer:
         with self.store.presence_lock(room):
             self.socketio.emit("presence", {"room": room, "users": self.store.presence(room)}, to=room)
 
+def fan_out_through(redis_url: str) -> socketio.RedisManager:
+    """Flask-SocketIO's Redis message queue, failing fast when Redis is unreachable.
+
+    redis-py's default retries with exponential backoff (about 7 s per call, twice per publish);
+    during a partition that froze every handler that emits for many seconds, holding its
+    connection's lock. One quick retry, then the publish is given up (the message is stored; the
+    others catch up with `since`). No read timeout: the subscriber waits for messages on purpose.
+    """
+    fail_fast = {"socket_connect_timeout": 2.0, "retry": Retry(NoBackoff(), 1)}
+    return socketio.RedisManager(redis_url, channel="chat-socketio", redis_options=fail_fast)
+
+
 def create_app(store: ChatStore, redis_url: str | None = None, cors_origins: list[str] | None = None,
                rate: float = 10.0, burst: int = 20) -> tuple[Flask, SocketIO, ChatServer]:
     """Build the Flask app, its SocketIO server and the chat handlers around `store`."""
@@ -399,8 +422,9 @@ def create_app(store: ChatStore, redis_url: str | None = None, cors_origins: lis
     socketio = SocketIO(
         app,
         async_mode="threading",
-        message_queue=redis_url,          # None: one instance; a URL: emits fan out through Redis
-        channel="chat-socketio",
+        # None: one instance; with Redis, every emit is published and each instance delivers it to
+        # its own connections.
+        client_manager=fan_out_through(redis_url) if redis_url else None,
         # Default: only the page's own origin may open a connection (a foreign page cannot make a
         # visitor's browser chat on their behalf). Non-browser clients send no Origin at all.
         cors_allowed_origins=own_origin_or(cors_origins) if cors_origins else None,

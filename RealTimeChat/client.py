@@ -253,9 +253,12 @@ class ChatClient:
         self.sio = self._new_socket()
         self.connect(timeout=timeout)
         for room in sorted(self.rooms):
+            # Only a reply to this join counts: older errors (say, internal_error from an outage)
+            # may still be waiting in the event list.
+            mark = self.mark()
             self.join(room, self.username, since=self.since(room))
             event, data = self.wait_for_any(("history", "error"),
-                                            lambda d, r=room: d.get("room", r) == r, timeout)
+                                            lambda d, r=room: d.get("room", r) == r, timeout, newer_than=mark)
             if event == "error":
                 raise ChatTimeout(f"{self.name or 'client'}: rejoining #{room} refused: {data['code']}")
         # In order, after the joins: one connection's events are handled in the order sent.
@@ -282,13 +285,16 @@ class ChatClient:
         return self.wait_for_any((event,), match, timeout)[1]
 
     def wait_for_any(self, events: Iterable[str], match: Callable[[Any], bool] = lambda data: True,
-                     timeout: float = 15.0) -> tuple[str, Any]:
-        """The first not-yet-returned event named in `events` (and satisfying `match`): (name, data)."""
+                     timeout: float = 15.0, newer_than: int = 0) -> tuple[str, Any]:
+        """The first not-yet-returned event named in `events` (and satisfying `match`): (name, data).
+        `newer_than`: ignore the first that many recorded events (see `mark`)."""
         wanted = set(events)
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:
                 for index, (name, data) in enumerate(self.events):
+                    if index < newer_than:
+                        continue
                     if name in wanted and index not in self._taken and match(data):
                         self._taken.add(index)
                         return name, data
@@ -298,6 +304,12 @@ class ChatClient:
                     raise ChatTimeout(f"{self.name or 'client'}: no matching {'/'.join(sorted(wanted))} "
                                       f"within {timeout:.0f}s; last events: {seen}")
                 self._changed.wait(remaining)
+
+    def mark(self) -> int:
+        """The number of events recorded so far: pass it as `newer_than` to wait for a reply to
+        what you send next (and not for an older event of the same name)."""
+        with self._changed:
+            return len(self.events)
 
     def received(self, event: str) -> list[Any]:
         """Every payload of `event` so far (returned or not)."""
