@@ -211,14 +211,15 @@ def run_chaos(clients: int, seconds: float, kills: int, seed: int, interval: flo
             proxy.heal()
         for thread in threads:
             thread.join(timeout=60)
-        for user in users:          # a user cut off in the last moments comes back first
-            if not user.client.connected:
-                user.reconnect(time.monotonic() + 30)
-        for user in users:
-            try:
-                user.client.wait_until_sent(timeout=20)
-            except AssertionError:
-                pass   # counted below as "still sending"
+        settle_by = time.monotonic() + 30
+        for user in users:          # let every outbox settle; a user cut off late comes back first
+            while user.client.pending() and time.monotonic() < settle_by:
+                if not user.client.connected:
+                    user.reconnect(settle_by)
+                try:
+                    user.client.wait_until_sent(timeout=1)
+                except AssertionError:
+                    pass            # still sending: check the connection again
         for user in users:
             user.catch_up()
         return count(users, start, end)
