@@ -427,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = cli.ArgumentParser(prog="python -m common.trace",
                                 description="Draw a message trace (JSON lines written with --trace) "
                                             "as a Lamport diagram.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="render")
+    commands = parser.add_subparsers(dest="command", metavar="render")
     render_parser = commands.add_parser("render", help="draw TRACE as a PNG or SVG diagram")
     render_parser.error = parser.error   # the same one-line errors as the main parser
     render_parser.add_argument("trace", metavar="TRACE", help="a trace file (JSON lines)")
@@ -440,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     render_parser.add_argument("--spacing", choices=("order", "time"), default="order",
                                help="one row per event (order, default) or real time (time)")
     args = parser.parse_args(argv)
+    if args.command is None:
+        parser.error("choose a command: render TRACE --out FILE")
 
     if args.out.suffix.lower() not in (".png", ".svg"):
         raise cli.UsageError(f"--out: the diagram is written as .png or .svg, got {str(args.out)!r}")

@@ -54,6 +54,18 @@ SCRIPTS: dict[str, list[Bad]] = {
         bad("--repeats", "0", says="--repeats"),
         bad("--size", "lots", says="--size"),
     ],
+    "common.faultproxy_demo": [
+        bad("--out", "{unwritable}", says="--out"),
+        bad("--out", "{tmp}/diagram.txt", says=".png or .svg"),
+    ],
+    "common.trace": [
+        bad(says="render"),
+        bad("render", "{tmp}/missing.jsonl", says="cannot read"),
+        bad("render", "tests/conftest.py", "--out", "{tmp}/x.png", says="not a trace event"),
+        bad("render", "x.jsonl", "--out", "{unwritable}", says="--out"),
+        bad("render", "x.jsonl", "--out", "{tmp}/x.pdf", says=".png or .svg"),
+        bad("render", "x.jsonl", "--spacing", "log", says="--spacing"),
+    ],
     "common.redis_server": [
         bad("--port", "0", says="--port"),
         bad("--port", "70000", says="--port"),
