@@ -1,7 +1,7 @@
 """The fault proxy and the message diagram together: a client with timeouts and retries, a server,
 and the network between them failing on cue. Draws the run as a Lamport diagram.
 
-    python -m common.faultproxy_demo            # writes out/common/faultproxy_demo.png (+ .jsonl)
+    python -m common.faultproxy_demo      # out/common/faultproxy_demo.png and .jsonl
 
 Four scenes, all real: the server is its own process, every byte goes through common.faultproxy,
 and both processes append to one trace file.
@@ -149,10 +149,11 @@ def main(argv: list[str] | None = None) -> int:
                                 description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=cli.writable_path,
                         default=cli.output_path("common", "faultproxy_demo.png"),
-                        help="the diagram, .png or .svg; the trace goes beside it as .jsonl "
-                             "(default out/common/faultproxy_demo.png)")
+                        help="the diagram, .png or .svg (default out/common/faultproxy_demo.png)")
+    parser.add_argument("--trace", type=cli.writable_path,
+                        default=cli.output_path("common", "faultproxy_demo.jsonl"),
+                        help="the trace file, rewritten each run (default out/common/faultproxy_demo.jsonl)")
     parser.add_argument("--serve", type=cli.port, help=argparse.SUPPRESS)    # the server process
-    parser.add_argument("--trace", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         serve(args.serve, args.trace)
@@ -160,8 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.suffix.lower() not in (".png", ".svg"):
         raise cli.UsageError(f"--out: the diagram is written as .png or .svg, got {str(args.out)!r}")
 
-    trace_path = args.out.with_suffix(".jsonl")
-    trace_path.parent.mkdir(parents=True, exist_ok=True)
+    trace_path = cli.ensure_parent(args.trace)
     trace_path.unlink(missing_ok=True)       # a fresh trace per run (tracers append)
     started = time.monotonic()
     run_scenes(trace_path)
