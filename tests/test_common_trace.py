@@ -115,6 +115,14 @@ def test_layout_of_a_known_trace():
     assert all(a.y_recv > a.y_send for a in diagram.arrows if not a.lost)
 
 
+def test_two_sends_with_one_id_are_matched_first_in_first_out():
+    events = [ev(1.0, "a", "send", "m", "b", "first"), ev(1.1, "a", "send", "m", "b", "again"),
+              ev(1.2, "b", "recv", "m", "a"), ev(1.3, "b", "recv", "m", "a")]
+    arrows = layout(events).arrows
+    assert [(a.y_send, a.y_recv, a.label, a.lost) for a in arrows] == [
+        (0.0, 2.0, "first", False), (1.0, 3.0, "again", False)]
+
+
 def test_a_receipt_stamped_before_its_send_is_still_drawn_after_it():
     # p1 stamps its receipt a hair before the coordinator's send (tracer called late by the sender);
     # the happens-before order puts it after the send, and keeps p1's own order intact.
