@@ -167,10 +167,18 @@ def main(argv: list[str] | None = None) -> int:
     run_scenes(trace_path)
     diagram = layout(read_trace(trace_path), processes=["client", "faultproxy", "server"])
     draw_diagram(diagram, args.out, title="a client, a server, and the network failing between them")
-    print(f"trace: {trace_path}\ndiagram: {args.out} ({diagram.count('message')} messages, "
+    print(f"trace: {_shown(trace_path)}\ndiagram: {_shown(args.out)} ({diagram.count('message')} messages, "
           f"{diagram.count('lost')} lost, {diagram.count('timeout')} timeout, "
           f"{diagram.count('crash')} crash; {time.monotonic() - started:.1f} s)")
     return 0
+
+
+def _shown(path: Path) -> str:
+    """A path as the reader typed it: relative to the current folder when it is inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 if __name__ == "__main__":
