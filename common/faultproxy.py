@@ -109,9 +109,6 @@ class _Faults:
     cut_after: int | None = None
     cut_once: bool = False
 
-    def healthy(self) -> bool:
-        return self == _Faults()
-
     def stops(self, direction: str) -> bool:
         return self.partition is not None or self.one_way == direction
 
@@ -204,7 +201,7 @@ class FaultProxy:
         """Cut the client off from the server: "refuse" (RST, connection refused) or "blackhole" (silence)."""
         if mode not in PARTITION_MODES:
             raise ValueError(f"partition mode must be 'refuse' or 'blackhole', got {mode!r}")
-        self._call(self._set_partition, mode)
+        self._call(self._change, partition=mode)
 
     def heal(self) -> None:
         """Clear every fault. Held bytes and held connections go through, in order."""
@@ -291,15 +288,14 @@ class FaultProxy:
 
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=10)
 
-    def _set_partition(self, mode: str) -> None:
-        self._change(partition=mode)
-
     def _change(self, **changes) -> None:
         faults = _Faults(**{**self._faults.__dict__, **changes})
         self._apply(faults)
 
     def _apply(self, faults: _Faults) -> None:
         """Put `faults` in force: listening state, held connections, every flow."""
+        # A cut counts from the moment it is armed; changing another fault must not restart it.
+        cut_changed = (faults.cut_after, faults.cut_once) != (self._faults.cut_after, self._faults.cut_once)
         self._faults = faults
         if faults.partition == "refuse":
             self._stop_listening()
@@ -308,10 +304,8 @@ class FaultProxy:
         elif not self._listening:
             self._start_listening()
         for link in list(self._links):
-            if faults.cut_after is not None:
+            if cut_changed:
                 link.arm_cut(faults.cut_after)
-            else:
-                link.disarm_cut()
             if faults.partition is None and not link.opened:
                 link.open()       # accepted during a blackhole partition: now it may connect
             link.refresh()
@@ -693,12 +687,10 @@ class _Link:
             self.up.refresh()
             self.down.refresh()
 
-    def arm_cut(self, n_bytes: int) -> None:
+    def arm_cut(self, n_bytes: int | None) -> None:
+        """Reset after n_bytes more response bytes (None: never). refresh() re-picks the fast path."""
         self.down.cut_remaining = n_bytes
         self.down.direct = False
-
-    def disarm_cut(self) -> None:
-        self.down.cut_remaining = None
 
     def cut(self) -> None:
         """The cut fired: stop both flows, let the last allowed byte leave the kernel, then RST."""

@@ -345,8 +345,11 @@ def test_cut_counts_from_the_moment_it_is_armed(bare):
         server.sendall(b"x" * 10)
         assert recv_exactly(client, 10) == b"x" * 10
         proxy.cut_after(5)
-        server.sendall(b"abcdefgh")
-        assert read_until_reset(client) == b"abcde"
+        server.sendall(b"abc")
+        assert recv_exactly(client, 3) == b"abc"
+        proxy.delay(1)                               # another fault does not restart the count
+        server.sendall(b"defgh")
+        assert read_until_reset(client) == b"de"
         client.close()
         server.close()
 
