@@ -464,8 +464,9 @@ class _Side(asyncio.BufferedProtocol):
     A buffered protocol: the transport reads straight into the proxy's one receive buffer
     (recv_into), instead of allocating a new bytes object per read; large fresh allocations cost
     page faults, and that halved the throughput. Sharing one buffer is safe because the loop is
-    single-threaded and a flow consumes what it is given before returning: the transport sends
-    it (copying any unsent rest into its own buffer) or the flow copies it into its queue.
+    single-threaded and a flow is done with what it is given before it returns: the kernel took
+    it, or the flow copied it, or the transport kept it and the proxy moved on to a fresh buffer
+    (see _Flow._write_through).
     """
 
     def __init__(self, link: _Link, name: str):
@@ -533,10 +534,26 @@ class _Flow:
     def receive(self, data: memoryview) -> None:
         """Called with a view of the shared receive buffer, valid only during this call."""
         if self.direct:
-            self.dst.transport.write(data)
+            self._write_through(data)
             self.proxy._bytes[self.direction] += len(data)
             return
         self._enqueue(bytes(data))
+
+    def _write_through(self, data: memoryview) -> None:
+        """The fast path: hand the view to the transport, which usually sends it at once.
+
+        What the kernel does not take at once stays in the transport's buffer, and since Python
+        3.12 that buffer keeps a *reference* to the memoryview instead of a copy. So: behind bytes
+        already queued, hand over a copy; and if a view of ours was kept, give it to the transport
+        for good and read into a fresh buffer from now on.
+        """
+        transport = self.dst.transport
+        if transport.get_write_buffer_size():
+            transport.write(bytes(data))
+        else:
+            transport.write(data)
+            if transport.get_write_buffer_size():
+                self.proxy._receive_buffer = memoryview(bytearray(RECEIVE_BUFFER_SIZE))
 
     def receive_eof(self) -> None:
         self._enqueue(None)

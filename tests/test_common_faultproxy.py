@@ -9,6 +9,7 @@ must not come; every positive check waits for the event itself.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import socket
 import subprocess
@@ -161,6 +162,24 @@ def test_healthy_proxy_passes_bytes_both_ways_and_counts_them(proxy):
     assert stats.bytes_upstream == stats.bytes_downstream == 301_001
     assert stats.connections_accepted == 1
     assert stats.faults == "healthy"
+
+
+def test_a_slow_reader_gets_every_byte_intact(bare):
+    """Bytes the kernel could not take at once wait in asyncio's buffer (since Python 3.12 as a
+    reference to the proxy's receive buffer, which must then not be reused)."""
+    payload = os.urandom(1 << 20) * 8
+    with fault_proxy(upstream=bare.getsockname()) as proxy:
+        client, server = pair(proxy, bare)
+        sender = threading.Thread(target=lambda: (server.sendall(payload), server.close()))
+        sender.start()
+        digest, received = hashlib.sha256(), 0
+        while chunk := client.recv(4096):            # small reads: the proxy's writes back up
+            digest.update(chunk)
+            received += len(chunk)
+        sender.join()
+        client.close()
+    assert received == len(payload)
+    assert digest.digest() == hashlib.sha256(payload).digest()
 
 
 def test_server_that_is_down_resets_the_client_and_is_counted(bare):
