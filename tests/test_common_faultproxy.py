@@ -450,6 +450,46 @@ def test_no_thread_or_fd_leak_after_1000_connections(echo):
     assert fds_without_proxy < fds           # the proxy's own listener and loop are gone too
 
 
+def test_no_fd_leak_through_the_fault_paths(echo):
+    with fault_proxy(upstream=echo.address) as proxy:
+        with connect(proxy.address) as warm_up:
+            echo_round_trip(warm_up)
+        proxy.wait_until(lambda s: s.connections_active == 0)
+        echo.wait_idle()
+        fds, threads = _open_fds(), threading.active_count()
+
+        proxy.partition("blackhole")                   # held before they ever reach the server
+        held = [connect(proxy.address) for _ in range(20)]
+        for client in held:
+            client.sendall(b"late")
+        proxy.partition("refuse")                      # ... and reset from the hold
+        for client in held:
+            assert read_until_reset(client) == b""
+            client.close()
+        proxy.heal()
+
+        proxy.cut_after(2)                             # cut mid-reply
+        for _ in range(20):
+            with connect(proxy.address) as client:
+                client.sendall(b"hello")
+                assert read_until_reset(client) == b"he"
+        proxy.heal()
+
+        opened = [connect(proxy.address) for _ in range(20)]
+        for client in opened:
+            echo_round_trip(client)
+        proxy.delay(5)
+        assert proxy.reset_all() == 20                 # reset while delayed
+        for client in opened:
+            client.close()
+
+        proxy.wait_until(lambda s: s.connections_active == 0)
+        echo.wait_idle()
+        assert proxy.stats().connections_reset == 60
+        assert _open_fds() == fds
+        assert threading.active_count() == threads
+
+
 def test_closed_proxy_refuses_calls_and_frees_its_port(echo):
     proxy = FaultProxy(upstream=echo.address).start()
     port = proxy.address[1]
