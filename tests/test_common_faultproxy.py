@@ -607,3 +607,4 @@ def test_bench_runs_and_prints_one_row_per_path():
     table = result.stdout.splitlines()
     assert table[1].split()[:3] == ["path", "p50", "ms"]
     assert [line[:16].strip() for line in table[2:5]] == ["direct", "proxy process", "proxy thread"]
+    assert table[-1].startswith("trace event (common.trace): ")
