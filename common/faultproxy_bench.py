@@ -179,7 +179,7 @@ def format_table(results: dict[str, dict[str, list[float]]], payload_size: int) 
     return "\n".join(lines)
 
 
-def tracer_cost_us(repeats: int, events: int = 20_000) -> tuple[float, float]:
+def tracer_cost_us(repeats: int, events: int) -> tuple[float, float]:
     """Microseconds per traced event with tracing off (the no-op tracer) and on (a real file)."""
     with tempfile.TemporaryDirectory() as folder:
         tracers = {"off": open_tracer(None, "bench"), "on": open_tracer(Path(folder) / "t.jsonl", "bench")}
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                      "proxy thread": in_thread.address[1]}
             results = measure(paths, args.repeats, args.round_trips, args.payload, args.size)
         print(format_table(results, args.payload))
-        off, on = tracer_cost_us(args.repeats)
+        off, on = tracer_cost_us(args.repeats, events=10 * args.round_trips)
         print(f"trace event (common.trace): {off:.2f} us with tracing off, {on:.1f} us on "
               f"(best of {args.repeats})")
     finally:
