@@ -440,8 +440,8 @@ def _kernel_free_port(host: str) -> int:
         return probe.getsockname()[1]
 
 
-def _rst_close(sock) -> None:
-    """Close with SO_LINGER {on, 0}: the kernel discards unsent data and sends RST instead of FIN."""
+def _reset_on_close(sock) -> None:
+    """SO_LINGER {on, 0}: the next close() discards unsent data and sends RST instead of FIN."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
@@ -504,7 +504,7 @@ class _Side(asyncio.BufferedProtocol):
 
     def rst(self) -> None:
         if self.transport is not None and not self.lost:
-            _rst_close(self.transport.get_extra_info("socket"))
+            _reset_on_close(self.transport.get_extra_info("socket"))
             self.transport.abort()
 
 
@@ -760,7 +760,7 @@ class _Link:
         """
         if not self.client_sock_handed_over:
             self.client_sock_handed_over = True    # closed: nobody may hand it over now
-            _rst_close(self.client_sock)
+            _reset_on_close(self.client_sock)
             self.client_sock.close()
 
     def side_lost(self, side: _Side, exc: Exception | None) -> None:
