@@ -60,6 +60,8 @@ from dataclasses import dataclass
 from . import cli
 from .ports import LOOPBACK, port_is_open
 
+__all__ = ["DOWNSTREAM", "UPSTREAM", "FaultProxy", "FaultProxyError", "ProxyStats", "fault_proxy"]
+
 UPSTREAM = "upstream"        # client -> server (requests)
 DOWNSTREAM = "downstream"    # server -> client (responses)
 DIRECTIONS = (UPSTREAM, DOWNSTREAM)

@@ -44,6 +44,9 @@ from pathlib import Path
 
 from . import cli
 
+__all__ = ["KINDS", "NULL_TRACER", "Arrow", "Diagram", "Event", "Mark", "NullTracer", "TraceError",
+           "Tracer", "add_trace_argument", "draw", "layout", "open_tracer", "read_trace", "render"]
+
 KINDS = ("send", "recv", "local", "crash", "restart", "timeout")
 
 
