@@ -1,4 +1,4 @@
-"""The tour's short version of both Threading experiments (about 15-25 seconds on an idle machine).
+"""The tour's short version of both Threading experiments (about 20 s on an idle 2-CPU machine).
 
 1. CPU-bound work on 2 workers and I/O-bound work on 8 workers: sequential vs threads vs processes.
 2. The race condition: a shared counter without a lock loses updates; with a lock it loses none.
