@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     cpus = os.cpu_count() or 1
     print(f"Python {sys.version.split()[0]}, {cpus} CPUs; {gil_status()}; "
           f"processes started with {multiprocessing.get_start_method()!r}")
-    print(f"median of {args.repeat} rounds; on an idle 2-CPU machine expect threads 0.9-1.1x and processes "
+    print(f"median of {args.repeat} rounds; on an idle 2-CPU machine expect threads 0.85-1.1x and processes "
           f"1.5-1.9x for the CPU-bound work (a busy machine pushes processes down, towards 1x)")
     print(f"\n1a. CPU-bound: count primes in [2, {args.n:,}] in 2 chunks, 2 workers")
     cpu = median_speedups(lambda mode: run_cpu(mode, 2, args.n), args.repeat)
