@@ -38,7 +38,7 @@ figures-WebSockets: $(VENV)/.dev-installed
 	@true
 
 figures-RealTimeChat: $(VENV)/.dev-installed
-	@true
+	$(VENV)/bin/python -m RealTimeChat.screenshot --out RealTimeChat/images/chat.png
 
 figures-TwoPhaseCommit: $(VENV)/.dev-installed
 	@true
@@ -51,7 +51,8 @@ figures-SimpleCDN: $(VENV)/.dev-installed
 	@true
 
 figures-ConsistentHashing: $(VENV)/.dev-installed
-	@true
+	$(BIN)/python -m ConsistentHashing.simulate --out ConsistentHashing/images
+	$(BIN)/python -m ConsistentHashing.compare --out ConsistentHashing/images
 
 figures-DistributedLocking: $(VENV)/.dev-installed
 	@true
