@@ -87,6 +87,7 @@ SCRIPTS: dict[str, list[Bad]] = {
         bad("--delay-ms", "-5", says="--delay-ms"),
         bad("--repeat", "0", says="--repeat"),
         bad("--experiment", "gpu", says="--experiment"),
+        bad("--start-method", "threads", says="--start-method"),
         bad("--plot", "{unwritable}", says="--plot"),
     ],
     "Threading.demo": [
