@@ -73,6 +73,8 @@ class EdgeConfig:
     origin_latency_ms: float = 0.0   # simulated distance edge <-> origin (added before each fetch)
     name: str = "edge"
     origin_cafile: str | None = None  # PEM CA bundle for an https origin with a private CA
+    store_set_cookie: bool = False   # RFC 9111 §3.1 to the letter: store responses with Set-Cookie
+    targets: tuple[str, ...] = policy.DEFAULT_TARGETS  # targeted Cache-Control fields (RFC 9213)
 
 
 @dataclass
@@ -204,7 +206,7 @@ class Edge:
                 return await self._serve_entry(request, entry, "HIT", writer, now=now)
             forced = (facts.no_cache
                       or policy.request_needs_revalidation(request.headers, age, lifetime))
-            if not forced and policy.may_serve_stale_while_revalidate(entry.headers, age, lifetime):
+            if not forced and policy.may_serve_stale_while_revalidate(entry.rules, age, lifetime):
                 self._revalidate_in_background(key, request, target, entry)
                 return await self._serve_entry(request, entry, "STALE", writer, now=now)
         try:
@@ -285,22 +287,25 @@ class Edge:
         except OriginError as exc:
             self.stats.origin_errors += 1
             log(self.config.name, f"origin error for {target}: {exc}")
-            if stale is not None and self._stale_allowed_on_error(stale):
+            if stale is not None and self._stale_allowed_on_error(stale, disconnected=exc.unanswered):
                 return Outcome("STALE", entry=stale)
             raise
         response_time = time.time()
         if response.status == 304 and stale is not None:
             await self._drain(response)
-            refreshed = StoredResponse(
-                stale.status, stale.reason, policy.merge_304_headers(stale.headers, response.headers),
-                stale.body, request_time, response_time, stale.vary)
+            merged = policy.merge_304_headers(stale.headers, response.headers)
+            refreshed = StoredResponse(stale.status, stale.reason, merged, stale.body, request_time,
+                                       response_time, stale.vary, policy_view=self._policy_view(merged))
             self.store.replace(key, stale, refreshed)
             return Outcome("REVALIDATED", entry=refreshed)
         if response.status >= 500 and stale is not None and self._stale_allowed_on_error(stale):
             self.stats.origin_errors += 1
             await self._drain(response)
             return Outcome("STALE", entry=stale)
-        storable, _reason = policy.is_storable("GET", response.status, request.headers, response.headers)
+        view = self._policy_view(response.headers)
+        storable, _reason = policy.is_storable("GET", response.status, request.headers,
+                                               response.headers if view is None else view,
+                                               store_set_cookie=self.config.store_set_cookie)
         length = response.content_length
         too_big = length is not None and length > self.config.max_object_size
         if not storable or too_big:
@@ -318,18 +323,31 @@ class Edge:
             self.store.invalidate(key)
             return Outcome("BYPASS", passthrough=response, prefix=body)
         body_bytes = b"".join(body)
-        stored = StoredResponse(response.status, response.reason, policy.headers_to_store(response.headers),
-                                body_bytes, request_time, response_time, policy.vary_names(response.headers))
+        kept = policy.headers_to_store(response.headers, keep_set_cookie=self.config.store_set_cookie)
+        stored = StoredResponse(response.status, response.reason, kept, body_bytes, request_time,
+                                response_time, policy.vary_names(response.headers),
+                                policy_view=None if view is None else self._policy_view(kept))
         self.store.put(key, stored, request.headers)
-        leader_headers = policy.without(policy.strip_hop_by_hop(response.headers), {"age"})
+        leader_headers = policy.without(policy.strip_hop_by_hop(response.headers),
+                                        {"age", policy.OWN_TARGETED_FIELD})
         # A full 200 is a MISS even when it replaced a stale copy: REVALIDATED means "the origin
         # confirmed our copy with 304", which is the saving a learner should be able to count.
         return Outcome("MISS", entry=stored, leader_headers=leader_headers)
 
-    def _stale_allowed_on_error(self, stale: StoredResponse) -> bool:
-        now = time.time()
+    def _stale_allowed_on_error(self, stale: StoredResponse, disconnected: bool = False) -> bool:
+        """stale-if-error (RFC 5861 §4) after an error; when the origin could not be reached at all,
+        the wider RFC 9111 §4.2.4 rule (stale unless forbidden, within stale-if-error if given)."""
         facts = freshness(stale)
-        return policy.may_serve_stale_on_error(stale.headers, facts.age(now), facts.lifetime)
+        age = facts.age(time.time())
+        if disconnected:
+            return policy.may_serve_stale_when_disconnected(stale.rules, age, facts.lifetime)
+        return policy.may_serve_stale_on_error(stale.rules, age, facts.lifetime)
+
+    def _policy_view(self, headers: policy.Headers) -> policy.Headers | None:
+        """The fields this cache's decisions read, if a targeted field changes them; else None."""
+        if not any(policy.get_header(headers, name) is not None for name in self.config.targets):
+            return None  # the common case, without a copy of the headers
+        return policy.policy_headers(headers, self.config.targets)
 
     async def _read_up_to(self, response: OriginResponse, limit: int) -> tuple[list[bytes], bool]:
         """Read the body while it fits in `limit`. (pieces, True) when complete; else the pieces so
@@ -447,7 +465,7 @@ class Edge:
     @staticmethod
     def _head_prefix(entry: StoredResponse, headers: policy.Headers) -> bytes:
         """Status line and stored fields with the real Content-Length, without the final blank line."""
-        fields = policy.without(headers, ("content-length", "age"))
+        fields = policy.without(headers, ("content-length", "age", policy.OWN_TARGETED_FIELD))
         fields.append(("Content-Length", str(len(entry.body))))
         return response_head(entry.status, entry.reason, fields)[:-2]
 
@@ -455,7 +473,8 @@ class Edge:
                       writer: asyncio.StreamWriter) -> bool:
         """Relay an origin response to the client as it arrives, storing nothing."""
         self.stats.count(label)
-        fields = policy.without(policy.strip_hop_by_hop(response.headers), ("content-length",))
+        fields = policy.without(policy.strip_hop_by_hop(response.headers),
+                                ("content-length", policy.OWN_TARGETED_FIELD))
         chunked = False
         if response.content_length is not None:
             fields.append(("Content-Length", str(response.content_length)))
@@ -597,7 +616,7 @@ class IdleWatchdog:
 def freshness(entry: StoredResponse) -> policy.Freshness:
     """The entry's policy facts, computed on first use and kept with it."""
     if entry.freshness is None:
-        entry.freshness = policy.Freshness.of(entry.status, entry.headers, entry.request_time,
+        entry.freshness = policy.Freshness.of(entry.status, entry.rules, entry.request_time,
                                               entry.response_time)
     return entry.freshness
 
@@ -667,6 +686,12 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--origin-latency-ms", type=cli.non_negative_float, default=0.0,
                         help="simulated edge<->origin distance, added to every origin fetch")
     parser.add_argument("--name", default="edge", help="label used in logs and /__stats")
+    parser.add_argument("--store-set-cookie", action="store_true",
+                        help="store responses that carry Set-Cookie, cookie included, as RFC 9111 §3.1 "
+                             "allows (default: not stored unless public, as nginx does)")
+    parser.add_argument("--targeted-cc", action="append", metavar="FIELD",
+                        help="a targeted Cache-Control field this edge obeys (RFC 9213), most specific "
+                             "first; repeat for several (default: " + ", ".join(policy.DEFAULT_TARGETS) + ")")
     return parser
 
 
@@ -681,7 +706,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         origin_timeout=args.origin_timeout, idle_timeout=args.idle_timeout,
                         client_latency_ms=args.client_latency_ms,
                         origin_latency_ms=args.origin_latency_ms, name=args.name,
-                        origin_cafile=args.origin_cafile)
+                        origin_cafile=args.origin_cafile, store_set_cookie=args.store_set_cookie,
+                        targets=tuple(args.targeted_cc or policy.DEFAULT_TARGETS))
     asyncio.run(run_edge(config, args.host, args.port))
     return 0
 

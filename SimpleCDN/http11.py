@@ -522,7 +522,7 @@ class OriginPool:
                               f"{exc.reason or exc}") from None
         except OSError as exc:
             raise OriginError(f"cannot connect to the origin {self.host}:{self.port}: "
-                              f"{exc.strerror or exc}") from None
+                              f"{exc.strerror or exc}", unanswered=True) from None
         return OriginConnection(reader, writer, self)
 
     def give_back(self, connection: OriginConnection) -> None:

@@ -41,6 +41,14 @@ class StoredResponse:
     # serialised status line + headers, so a hit does not re-parse or re-serialise them.
     freshness: Any = field(default=None, compare=False, repr=False)
     head_prefix: bytes | None = field(default=None, compare=False, repr=False)
+    # The fields the cache's decisions read, when a targeted field (CDN-Cache-Control, RFC 9213)
+    # replaced Cache-Control and Expires for this cache; None: the stored headers themselves.
+    policy_view: Headers | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def rules(self) -> Headers:
+        """The fields freshness and staleness are judged by (see policy_view)."""
+        return self.headers if self.policy_view is None else self.policy_view
 
     @property
     def size(self) -> int:
