@@ -259,6 +259,12 @@ def is_storable(method: str, status: int, request_headers: Sequence[tuple[str, s
         # RFC 9112 §6.3: a message with both "ought to be handled as an error" (it is how response
         # splitting works). The edge still relays it, framed by Transfer-Encoding, but never keeps it.
         return False, "both Transfer-Encoding and Content-Length: the framing is ambiguous"
+    transfer_codings = [coding.lower() for coding in split_list(get_header(response_headers,
+                                                                               "transfer-encoding"))]
+    if transfer_codings not in ([], ["chunked"]):
+        # The body is still transfer-coded (e.g. gzip) and Transfer-Encoding is not stored (it is
+        # hop-by-hop): replayed, it would be undecodable bytes.
+        return False, f"transfer codings {transfer_codings} other than chunked"
     if "*" in vary_names(response_headers):
         return False, "Vary: * (the response varies on something outside the request)"
     explicitly_public = "public" in response_cc or "s-maxage" in response_cc

@@ -476,12 +476,20 @@ class Edge:
         fields = policy.without(policy.strip_hop_by_hop(response.headers),
                                 ("content-length", policy.OWN_TARGETED_FIELD))
         chunked = False
+        if response.transfer_codings and request.version != "HTTP/1.1":
+            # RFC 9112 §6.1: no Transfer-Encoding to an HTTP/1.0 client, and without it the
+            # transfer-coded bytes would be taken for the content.
+            response.release()
+            writer.write(simple_response(502, "502 Bad Gateway: the origin's response is transfer-coded "
+                                              f"({response.transfer_codings}); HTTP/1.0 cannot carry that"))
+            return True
         if response.content_length is not None:
             fields.append(("Content-Length", str(response.content_length)))
         elif response.has_body:
             if request.version == "HTTP/1.1":
                 chunked = True
-                fields.append(("Transfer-Encoding", "chunked"))
+                codings = f"{response.transfer_codings}, " if response.transfer_codings else ""
+                fields.append(("Transfer-Encoding", codings + "chunked"))
             else:
                 fields.append(("Connection", "close"))
         fields += [("X-Cache", label), ("Via", f"1.1 {SERVER_NAME}")]
