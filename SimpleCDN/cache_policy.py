@@ -609,20 +609,48 @@ def vary_names(response_headers: Sequence[tuple[str, str]]) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-def variant_key(names: Sequence[str], request_headers: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+def variant_key(names: Sequence[str], request_headers: Sequence[tuple[str, str]],
+                normalise: bool = False) -> tuple[str, ...]:
     """The secondary cache key: the request's values of the Vary fields, normalised (§4.1).
 
     Normalising whitespace and list spacing lets "gzip,br" and "gzip, br" share one variant, which
-    §4.1 explicitly permits; a missing field and an empty one are kept distinct.
+    §4.1 explicitly permits; a missing field and an empty one are kept distinct. With `normalise`,
+    Accept-Encoding and Accept-Language are also compared by meaning (see normalise_accept).
     """
     key = []
     for name in names:
         value = get_header(request_headers, name)
         if value is None:
             key.append("\0absent")
+        elif normalise and name in NORMALISED_VARY_FIELDS:
+            key.append(normalise_accept(value))
         else:
             key.append(", ".join(split_list(value)))
     return tuple(key)
+
+
+NORMALISED_VARY_FIELDS = frozenset({"accept-encoding", "accept-language"})
+_QVALUE = re.compile(r"q=(0(\.[0-9]{0,3})?|1(\.0{0,3})?)", re.IGNORECASE)
+
+
+def normalise_accept(value: str) -> str:
+    """'GZIP;q=1.0, br' -> 'br,gzip': two Accept-Encoding / Accept-Language values that mean the
+    same. Codings and language tags are case-insensitive (RFC 9110 §8.4.1, §8.5.1), q defaults to 1
+    (§12.4.2), and members of equal weight carry no order. A member that does not parse is kept as
+    written, so an odd value only ever gets a variant of its own, never another's."""
+    members = []
+    for member in split_list(value):
+        name, _, parameters = member.partition(";")
+        weight = 1.0
+        if parameters:
+            match = _QVALUE.fullmatch(strip_ows(parameters))
+            if not match:
+                members.append((-1.0, member))  # kept verbatim (rendered as is, sorted last)
+                continue
+            weight = float(match.group(1))
+        members.append((weight, strip_ows(name).lower()))
+    return ",".join(name if weight in (1.0, -1.0) else f"{name};q={weight:g}"
+                    for weight, name in sorted(members, key=lambda item: (-item[0], item[1])))
 
 
 # ------------------------------------------------------------------------------- conditional GETs

@@ -55,8 +55,11 @@ from .lru_store import LRUStore, StoredResponse
 
 ADMIN_STATS = "/__stats"
 ADMIN_PURGE = "/__purge"
-UNSAFE_METHODS = frozenset({"POST", "PUT", "DELETE", "PATCH"})
-FORWARDED_METHODS = frozenset({"GET", "HEAD", "OPTIONS"}) | UNSAFE_METHODS
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # the ones this edge knows to be safe
+# Not proxied: CONNECT asks for a tunnel, TRACE echoes the request back (cookies included) to
+# whatever script sent it, and the edge answers PURGE itself.
+REFUSED_METHODS = frozenset({"CONNECT", "TRACE"})
+ALLOWED = "GET, HEAD, OPTIONS, POST, PUT, DELETE, PATCH, PURGE (and other methods the origin knows)"
 SERVER_NAME = "simplecdn"
 UNKEYED_HOST_FIELDS = ("x-forwarded-host", "x-forwarded-proto", "x-forwarded-server", "forwarded",
                        "x-original-url", "x-rewrite-url", "x-host")
@@ -75,6 +78,7 @@ class EdgeConfig:
     origin_cafile: str | None = None  # PEM CA bundle for an https origin with a private CA
     store_set_cookie: bool = False   # RFC 9111 §3.1 to the letter: store responses with Set-Cookie
     targets: tuple[str, ...] = policy.DEFAULT_TARGETS  # targeted Cache-Control fields (RFC 9213)
+    normalise_vary: bool = False     # Accept-Encoding / Accept-Language variants compared by meaning
 
 
 @dataclass
@@ -122,7 +126,7 @@ class Edge:
         self.config = config
         self.origin_base = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
         self.pool = OriginPool(config.origin, timeout=config.origin_timeout, cafile=config.origin_cafile)
-        self.store = LRUStore(config.cache_size)
+        self.store = LRUStore(config.cache_size, normalise_vary=config.normalise_vary)
         self.stats = EdgeStats()
         self.inflight: dict[str, asyncio.Future[Outcome]] = {}
         self._background: set[asyncio.Task] = set()
@@ -178,12 +182,14 @@ class Edge:
         if path == ADMIN_PURGE and request.method == "POST":  # never GET: a crawler must not purge
             query = dict(part.partition("=")[::2] for part in target.partition("?")[2].split("&") if part)
             return self._purge(query.get("url", ""), writer)
-        if request.method not in FORWARDED_METHODS:
+        if request.method in REFUSED_METHODS:
             writer.write(simple_response(405, f"405 Method Not Allowed: {request.method} is not proxied",
-                                         extra=[("Allow", ", ".join(sorted(FORWARDED_METHODS | {'PURGE'})))]))
+                                         extra=[("Allow", ALLOWED)]))
             return True
         key = policy.cache_key(self.origin_base, target)
-        if request.method in UNSAFE_METHODS:
+        if request.method not in SAFE_METHODS:
+            # POST, PUT, DELETE, PATCH — and any method whose safety this edge does not know
+            # (M-SEARCH, LOCK ...): RFC 9111 §4.4 treats both alike.
             return await self._forward_unsafe(request, target, key, writer)
         if request.method != "GET" or policy.get_header(request.headers, "range") is not None:
             # HEAD misses, OPTIONS and Range requests are forwarded untouched (HEAD hits are served).
@@ -215,7 +221,7 @@ class Edge:
         except OriginError as exc:
             return self._origin_failed(exc, writer)
         if not leader and (outcome.entry is None or outcome.entry.variant != policy.variant_key(
-                outcome.entry.vary, request.headers)):
+                outcome.entry.vary, request.headers, self.config.normalise_vary)):
             # The leader's response was not shareable, or it is another variant: fetch our own.
             try:
                 outcome = await self._fetch(key, request, target, entry,
@@ -386,7 +392,9 @@ class Edge:
 
     async def _forward_unsafe(self, request: Request, target: str, key: str,
                               writer: asyncio.StreamWriter) -> bool:
-        """POST/PUT/DELETE/PATCH go to the origin; a non-error answer invalidates the URL (§4.4)."""
+        """Unsafe methods (and unknown ones) go to the origin; a non-error answer (2xx, 3xx)
+        invalidates the target URI and the Location / Content-Location URIs on the same origin
+        (RFC 9111 §4.4; never another origin's, or one client could purge another site's pages)."""
         headers = self._origin_request_headers(request)
         try:
             self.stats.origin_fetches += 1
@@ -397,8 +405,10 @@ class Edge:
         if response.status < 400:
             self.store.invalidate(key)
             for field_name in ("location", "content-location"):
-                value = policy.get_header(response.headers, field_name)
-                if value and value.startswith("/"):  # same-origin references only, never another host
+                value = policy.get_header(response.headers, field_name) or ""
+                if value.startswith(self.origin_base + "/"):  # absolute, and on this origin
+                    value = value[len(self.origin_base):]
+                if value.startswith("/") and not value.startswith("//"):  # "//host/x" is another host
                     with contextlib.suppress(policy.BadTarget):
                         self.store.invalidate(policy.cache_key(self.origin_base,
                                                                policy.normalise_target(value)))
@@ -697,6 +707,9 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--store-set-cookie", action="store_true",
                         help="store responses that carry Set-Cookie, cookie included, as RFC 9111 §3.1 "
                              "allows (default: not stored unless public, as nginx does)")
+    parser.add_argument("--normalise-vary", action="store_true",
+                        help="compare Accept-Encoding and Accept-Language by meaning (case, order, q=1) "
+                             "when selecting a Vary variant, so 'GZIP, br' and 'br;q=1, gzip' share one")
     parser.add_argument("--targeted-cc", action="append", metavar="FIELD",
                         help="a targeted Cache-Control field this edge obeys (RFC 9213), most specific "
                              "first; repeat for several (default: " + ", ".join(policy.DEFAULT_TARGETS) + ")")
@@ -715,7 +728,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         client_latency_ms=args.client_latency_ms,
                         origin_latency_ms=args.origin_latency_ms, name=args.name,
                         origin_cafile=args.origin_cafile, store_set_cookie=args.store_set_cookie,
-                        targets=tuple(args.targeted_cc or policy.DEFAULT_TARGETS))
+                        targets=tuple(args.targeted_cc or policy.DEFAULT_TARGETS),
+                        normalise_vary=args.normalise_vary)
     asyncio.run(run_edge(config, args.host, args.port))
     return 0
 

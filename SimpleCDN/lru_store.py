@@ -60,10 +60,11 @@ class StoredResponse:
 class LRUStore:
     """Byte-bounded LRU of StoredResponse, keyed by (primary key, variant key)."""
 
-    def __init__(self, max_bytes: int):
+    def __init__(self, max_bytes: int, normalise_vary: bool = False):
         if max_bytes <= 0:
             raise ValueError("max_bytes must be positive, e.g. 64 * 2**20 for 64 MB")
         self.max_bytes = max_bytes
+        self.normalise_vary = normalise_vary  # Accept-Encoding/-Language compared by meaning
         self.bytes_used = 0
         self.evictions = 0
         self._entries: OrderedDict[tuple[str, tuple[str, ...]], StoredResponse] = OrderedDict()
@@ -78,7 +79,7 @@ class LRUStore:
         names = self._vary_by_primary.get(primary)
         if names is None:
             return None
-        key = (primary, variant_key(names, request_headers))
+        key = (primary, variant_key(names, request_headers, self.normalise_vary))
         entry = self._entries.get(key)
         if entry is not None:
             self._entries.move_to_end(key)
@@ -93,7 +94,8 @@ class LRUStore:
         secondary keys were computed from other field names and can no longer be selected.
         """
         names = entry.vary
-        entry.variant = variant_key(names, request_headers)  # set even if not stored: callers compare it
+        # Set even if not stored: callers compare it.
+        entry.variant = variant_key(names, request_headers, self.normalise_vary)
         if entry.size > self.max_bytes:
             if (primary, entry.variant) in self._entries:
                 # The origin sent a newer response we cannot keep: the older copy must not outlive it.

@@ -356,6 +356,39 @@ def test_unsafe_methods_are_forwarded_and_invalidate_the_url(origin, edge, fresh
     assert origin.count(path) == 2
 
 
+def test_a_method_of_unknown_safety_is_forwarded_and_invalidates_like_an_unsafe_one(origin, edge, fresh):
+    """RFC 9111 §4.4: "including methods whose safety is unknown" — with Location and
+    Content-Location on the same origin (relative or absolute), never another origin's URIs."""
+    first, second, moved, described, foreign = (fresh("msearch") for _ in range(5))
+    origin.script(first, [("Cache-Control", "max-age=100"), ("Location", moved),
+                          ("Content-Location", f"http://elsewhere.example{foreign}")], body="read {n}")
+    origin.script(second, [("Cache-Control", "max-age=100"),
+                           ("Content-Location", f"{origin_base(edge)}{described}")], body="read {n}")
+    for path in (moved, described, foreign):
+        origin.script(path, [("Cache-Control", "max-age=100")], body="read {n}")
+    paths = (first, second, moved, described, foreign)
+    for path in paths:
+        get(edge, path)
+        assert get(edge, path).x_cache == "HIT"
+    for path in (first, second):
+        answer = request(edge, path, "M-SEARCH")
+        assert (answer.status, answer.x_cache) == (200, "BYPASS")
+        assert origin.count(path, "M-SEARCH") == 1
+    assert [get(edge, path).x_cache for path in paths] == ["MISS", "MISS", "MISS", "MISS", "HIT"]
+
+
+def test_an_error_answer_to_an_unknown_method_invalidates_nothing(origin, edge, fresh):
+    path = fresh("msearch-error")
+    origin.script(path, [("Cache-Control", "max-age=100")], status=500)  # a stored 500 (any status)
+    get(edge, path)
+    assert request(edge, path, "BREW").status == 500
+    assert get(edge, path).x_cache == "HIT"
+
+
+def origin_base(edge_port: int) -> str:
+    return edge_stats(edge_port)["origin"]
+
+
 def test_head_is_answered_from_a_stored_get(origin, edge, fresh):
     path = fresh("head")
     origin.script(path, [("Cache-Control", "max-age=100")], body="twelve bytes")

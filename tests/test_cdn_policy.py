@@ -428,3 +428,22 @@ def test_targeted_no_store_and_private_are_honoured():
         view = p.policy_headers([("Cache-Control", "max-age=60"), ("CDN-Cache-Control", directive)],
                                 TARGETS)
         assert p.is_storable("GET", 200, [], view)[0] is False
+
+
+
+# ---------------------------------------------------------------------- issue 16: Vary normalisation
+
+@pytest.mark.parametrize("a, b, same", [
+    ("gzip, br", "br,gzip", True),
+    ("gzip;q=1.0, br", "BR, GZIP", True),
+    ("en-US, de;q=0.8", "de;q=0.80,en-us", True),
+    ("gzip;q=0.5, br", "gzip, br", False),
+    ("gzip;q=0, br", "br", False),       # q=0 means "not acceptable": not the same as absent
+    ("gzip;q=2", "gzip", False),          # unparsable weights are kept as written
+])
+def test_normalised_accept_values(a, b, same):
+    names = ("accept-encoding",)
+    keys = [p.variant_key(names, [("Accept-Encoding", v)], normalise=True) for v in (a, b)]
+    assert (keys[0] == keys[1]) is same
+    assert p.variant_key(names, [("Accept-Encoding", "gzip, br")]) != \
+        p.variant_key(names, [("Accept-Encoding", "br, gzip")])  # off by default

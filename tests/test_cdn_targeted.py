@@ -1,8 +1,10 @@
-"""Targeted Cache-Control (RFC 9213) and the Set-Cookie policy, through the real edge (issue 16).
+"""Targeted Cache-Control (RFC 9213), the Set-Cookie policy and Vary normalisation, through the real
+edge (issue 16).
 
 Two edges share one origin: the default one (target list SimpleCDN-Cache-Control, CDN-Cache-Control;
 responses with Set-Cookie not stored) and one started with `--targeted-cc Acme-Cache-Control
---store-set-cookie` (RFC 9111 §3.1 to the letter). The origin's per-path counter is the oracle.
+--store-set-cookie --normalise-vary` (RFC 9111 §3.1 to the letter; Accept-* compared by meaning).
+The origin's per-path counter is the oracle.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ def edge(origin):
 
 @pytest.fixture(scope="module")
 def acme_edge(origin):
-    child, port = start_edge(origin.url, "--targeted-cc", "Acme-Cache-Control", "--store-set-cookie")
+    child, port = start_edge(origin.url, "--targeted-cc", "Acme-Cache-Control", "--store-set-cookie",
+                             "--normalise-vary")
     yield port
     child.stop()
 
@@ -110,3 +113,27 @@ def test_store_set_cookie_follows_rfc_9111_to_the_letter(origin, acme_edge, fres
     assert (first.body, second.body) == (b"body 1", b"body 1")
     assert second.headers["set-cookie"] == "session=abc"  # one user's cookie, replayed to the next
     assert origin.count(path) == 1
+
+
+EQUAL_BUT_WRITTEN_DIFFERENTLY = [
+    {"Accept-Encoding": "gzip, br", "Accept-Language": "en-US, de;q=0.8"},
+    {"Accept-Encoding": "BR,gzip;q=1.0", "Accept-Language": "de;q=0.80, EN-us"},
+]
+
+
+def test_vary_normalisation_is_off_by_default(origin, edge, fresh):
+    path = fresh("vary-norm")
+    origin.script(path, [("Cache-Control", "max-age=600"), ("Vary", "Accept-Encoding, Accept-Language")])
+    replies = [request(edge, path, headers=h) for h in EQUAL_BUT_WRITTEN_DIFFERENTLY]
+    assert [r.x_cache for r in replies] == ["MISS", "MISS"]
+
+
+def test_normalise_vary_lets_equal_accept_values_share_a_variant(origin, acme_edge, fresh):
+    path = fresh("vary-norm")
+    origin.script(path, [("Cache-Control", "max-age=600"), ("Vary", "Accept-Encoding, Accept-Language")])
+    replies = [request(acme_edge, path, headers=h) for h in EQUAL_BUT_WRITTEN_DIFFERENTLY]
+    assert [r.x_cache for r in replies] == ["MISS", "HIT"]
+    other = request(acme_edge, path, headers={"Accept-Encoding": "gzip;q=0.5, br",
+                                              "Accept-Language": "en-US, de;q=0.8"})
+    assert other.x_cache == "MISS"  # a different weight is a different preference
+    assert origin.count(path) == 2
