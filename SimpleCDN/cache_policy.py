@@ -723,6 +723,68 @@ def response_304_headers(stored: Sequence[tuple[str, str]]) -> Headers:
     return [(k, v) for k, v in stored if k.lower() in keep]
 
 
+# ----------------------------------------------------------------------------------- Range (§14)
+
+_RANGE_SPEC = re.compile(r"([0-9]{1,18})-([0-9]{1,18})?|-([0-9]{1,18})")
+
+
+def parse_byte_ranges(value: str | None) -> list[tuple[int | None, int | None]] | None:
+    """A Range field -> [(first, last)] with None for an open end (RFC 9110 §14.1.1); None when it
+    is not a valid `bytes=` range set (the field is then ignored, §14.2).
+
+    'bytes=0-99' -> [(0, 99)]; 'bytes=9500-' -> [(9500, None)]; 'bytes=-500' -> [(None, 500)]
+    (a suffix: the last 500 bytes).
+    """
+    if not value:
+        return None
+    unit, equals, ranges = value.partition("=")
+    if not equals or strip_ows(unit).lower() != "bytes":
+        return None
+    specs: list[tuple[int | None, int | None]] = []
+    for part in ranges.split(","):
+        match = _RANGE_SPEC.fullmatch(strip_ows(part))
+        if not match:
+            return None
+        first, last, suffix = match.groups()
+        if suffix is not None:
+            specs.append((None, int(suffix)))
+        elif last is not None and int(last) < int(first):
+            return None  # §14.1.1: an invalid range makes the whole set invalid
+        else:
+            specs.append((int(first), None if last is None else int(last)))
+    return specs or None
+
+
+def resolve_byte_range(spec: tuple[int | None, int | None], length: int) -> tuple[int, int] | None:
+    """One range against a representation of `length` bytes -> (first, last) inclusive, or None
+    when it is unsatisfiable (§14.1.2: it starts at or past the end, or is an empty suffix)."""
+    first, last = spec
+    if first is None:  # suffix: the last `last` bytes, or all of them if there are fewer
+        if last == 0 or length == 0:
+            return None
+        return max(0, length - last), length - 1
+    if first >= length:
+        return None
+    return first, length - 1 if last is None or last >= length else last
+
+
+def if_range_matches(if_range: str | None, stored_headers: Sequence[tuple[str, str]]) -> bool:
+    """RFC 9110 §13.1.5: without If-Range, or when it names the stored response's strong validator,
+    the Range applies; otherwise the client gets the whole, current representation."""
+    if if_range is None:
+        return True
+    if if_range.startswith(('"', "W/")):
+        etag = get_header(stored_headers, "etag")
+        return not if_range.startswith("W/") and etag is not None and not etag.startswith("W/") \
+            and etag == if_range  # strong comparison (§8.8.3.2)
+    since = parse_http_date(if_range)
+    last_modified = parse_http_date(get_header(stored_headers, "last-modified"))
+    date = parse_http_date(get_header(stored_headers, "date"))
+    # A Last-Modified is a strong validator only if it is at least a second before Date (§8.8.2.2).
+    return (since is not None and since == last_modified and date is not None
+            and date - last_modified >= 1)
+
+
 # --------------------------------------------------------------------------------------- targets
 
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")

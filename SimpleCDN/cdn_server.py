@@ -191,8 +191,10 @@ class Edge:
             # POST, PUT, DELETE, PATCH — and any method whose safety this edge does not know
             # (M-SEARCH, LOCK ...): RFC 9111 §4.4 treats both alike.
             return await self._forward_unsafe(request, target, key, writer)
-        if request.method != "GET" or policy.get_header(request.headers, "range") is not None:
-            # HEAD misses, OPTIONS and Range requests are forwarded untouched (HEAD hits are served).
+        ranges = policy.parse_byte_ranges(policy.get_header(request.headers, "range"))
+        if request.method != "GET" or (ranges is not None and len(ranges) > 1):
+            # HEAD misses, OPTIONS and requests for several ranges (a multipart/byteranges answer)
+            # are forwarded untouched; HEAD hits are served. One range is served from the store.
             if request.method == "HEAD":
                 entry = self.store.lookup(key, request.headers)
                 if entry is not None and self._is_usable(entry, request.headers):
@@ -281,7 +283,9 @@ class Edge:
         the stored headers (RFC 9111 §4.3.4). Origin failure or 5xx falls back to `stale` where
         stale-if-error allows it; otherwise OriginError propagates (-> 502/504).
         """
-        headers = self._origin_request_headers(request, drop=policy.CONDITIONAL_REQUEST_FIELDS)
+        # The whole representation is fetched even for a Range request: the store keeps complete
+        # responses and cuts the range from them (as nginx's proxy_cache does without its slice module).
+        headers = self._origin_request_headers(request, drop=(*policy.CONDITIONAL_REQUEST_FIELDS, "range"))
         if stale is not None:
             headers += policy.revalidation_headers(stale.headers)
         if self.config.origin_latency_ms:
@@ -455,6 +459,11 @@ class Edge:
                 and policy.conditional_request_matches(request.headers, entry.headers):
             writer.write(response_head(304, "Not Modified", policy.response_304_headers(source))[:-2] + tail)
             return True
+        if entry.status == 200 and request.method == "GET" and has_range(request.headers):
+            partial = self._partial_response(request, entry, source, tail)
+            if partial is not None:
+                writer.write(partial)
+                return True
         if headers is not None:
             prefix = self._head_prefix(entry, headers)
         else:
@@ -471,6 +480,31 @@ class Edge:
         if writer.transport.get_write_buffer_size() > 256 * 1024:
             await self._drain_client(writer)
         return True
+
+    def _partial_response(self, request: Request, entry: StoredResponse, headers: policy.Headers,
+                          tail: bytes) -> bytes | None:
+        """206 with one range of the stored 200, or 416 when the range is past its end (RFC 9110
+        §14.2, §15.3.7, §15.5.17); None to send the whole response (no valid single range, or an
+        If-Range that names another version, §13.1.5). The fields are the stored response's own
+        (RFC 9111 §3.4), with Content-Range and the part's Content-Length."""
+        specs = policy.parse_byte_ranges(policy.get_header(request.headers, "range"))
+        if specs is None or len(specs) != 1 or not policy.if_range_matches(
+                policy.get_header(request.headers, "if-range"), entry.headers):
+            return None
+        length = len(entry.body)
+        span = policy.resolve_byte_range(specs[0], length)
+        fields = policy.without(headers, ("content-length", "age", "content-range",
+                                          policy.OWN_TARGETED_FIELD))
+        if span is None:
+            head = response_head(416, "Range Not Satisfiable", [
+                ("Date", policy.http_date(time.time())), ("Content-Range", f"bytes */{length}"),
+                ("Content-Length", "0")])
+            return head[:-2] + tail
+        first, last = span
+        fields += [("Content-Range", f"bytes {first}-{last}/{length}"),
+                   ("Content-Length", str(last - first + 1))]
+        self.stats.bytes_served += last - first + 1
+        return response_head(206, "Partial Content", fields)[:-2] + tail + entry.body[first:last + 1]
 
     @staticmethod
     def _head_prefix(entry: StoredResponse, headers: policy.Headers) -> bytes:
@@ -641,6 +675,10 @@ def freshness(entry: StoredResponse) -> policy.Freshness:
 
 def has_conditional(headers: Sequence[tuple[str, str]]) -> bool:
     return any(name.lower() in ("if-none-match", "if-modified-since") for name, _ in headers)
+
+
+def has_range(headers: Sequence[tuple[str, str]]) -> bool:
+    return any(name.lower() == "range" for name, _ in headers)
 
 
 # ----------------------------------------------------------------------------------- entry point

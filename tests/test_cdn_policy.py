@@ -447,3 +447,35 @@ def test_normalised_accept_values(a, b, same):
     assert (keys[0] == keys[1]) is same
     assert p.variant_key(names, [("Accept-Encoding", "gzip, br")]) != \
         p.variant_key(names, [("Accept-Encoding", "br, gzip")])  # off by default
+
+
+# ------------------------------------------------------------------------------ issue 16: Range (§14)
+
+@pytest.mark.parametrize("value, expected", [
+    ("bytes=0-99", [(0, 99)]), ("bytes=9500-", [(9500, None)]), ("bytes=-500", [(None, 500)]),
+    ("Bytes = 1-2, 4-5", [(1, 2), (4, 5)]),
+    ("bytes=5-1", None),            # last < first: the whole set is invalid
+    ("bytes=", None), ("bytes=a-b", None), ("items=0-1", None), ("bytes 0-1", None), (None, None),
+])
+def test_parse_byte_ranges(value, expected):
+    assert p.parse_byte_ranges(value) == expected
+
+
+@pytest.mark.parametrize("spec, length, expected", [
+    ((0, 99), 1000, (0, 99)), ((990, 2000), 1000, (990, 999)), ((None, 10), 1000, (990, 999)),
+    ((None, 5000), 1000, (0, 999)), ((500, None), 1000, (500, 999)),
+    ((1000, None), 1000, None), ((None, 0), 1000, None), ((0, 0), 0, None),
+])
+def test_resolve_byte_range(spec, length, expected):
+    assert p.resolve_byte_range(spec, length) == expected
+
+
+def test_if_range_needs_the_stored_strong_validator():
+    stored = [("ETag", '"v1"'), ("Last-Modified", date(T0 - 100)), ("Date", date(T0))]
+    assert p.if_range_matches(None, stored)
+    assert p.if_range_matches('"v1"', stored)
+    assert not p.if_range_matches('"v2"', stored)
+    assert not p.if_range_matches('W/"v1"', stored)                       # weak: never for Range
+    assert not p.if_range_matches('"v1"', [("ETag", 'W/"v1"')])
+    assert p.if_range_matches(date(T0 - 100), stored)
+    assert not p.if_range_matches(date(T0 - 100), [("Last-Modified", date(T0)), ("Date", date(T0))])
