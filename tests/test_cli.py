@@ -144,6 +144,12 @@ SCRIPTS: dict[str, list[Bad]] = {
         bad("--rate", "0", says="--rate"),
         bad("--repeats", "abc", says="--repeats"),
     ],
+    "RealTimeChat.chaos": [
+        bad("--clients", "1", says="--clients"),
+        bad("--kills", "-1", says="--kills"),
+        bad("--interval", "0", says="--interval"),
+        bad("--partition-seconds", "0", says="--partition-seconds"),
+    ],
     "RealTimeChat.demo": [],
     "RealTimeChat.screenshot": [
         bad("--out", "{unwritable}", says="--out"),
