@@ -19,7 +19,6 @@ by a lock, writes by another.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import socket
 import sys
@@ -27,6 +26,8 @@ import threading
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
+
+from common import cli
 
 from .deflate import DEFAULT_CLIENT_OFFER, DeflateParameters, PerMessageDeflate
 from .protocol import (
@@ -271,9 +272,9 @@ def _read_response_head(sock: socket.socket) -> tuple[bytes, bytes]:
     return buffer[:end], buffer[end:]
 
 
-def interactive(url: str) -> int:
+def interactive(url: str, compress: bool = True) -> int:
     """Send stdin lines as text messages; print what arrives, from a background reader thread."""
-    connection = connect(url)
+    connection = connect(url, compress=compress)
     print(f"connected to {url}; type lines to send, Ctrl-D to close", flush=True)
 
     def print_messages() -> None:
@@ -300,18 +301,19 @@ def interactive(url: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Interactive WebSocket client written from scratch: "
-                                                 "stdin lines are sent, received messages printed.")
+    parser = cli.ArgumentParser(prog="python -m WebSockets.client",
+                                description="Interactive WebSocket client written from scratch: "
+                                            "stdin lines are sent, received messages printed.")
     parser.add_argument("url", nargs="?", default="ws://127.0.0.1:8765", help="ws:// URL of the server")
+    parser.add_argument("--no-compression", action="store_true",
+                        help="do not offer permessage-deflate (offered by default, as browsers do)")
     args = parser.parse_args(argv)
     try:
-        return interactive(args.url)
-    except KeyboardInterrupt:
-        return 130
+        return interactive(args.url, compress=not args.no_compression)
     except (HandshakeError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        # A wrong URL, nothing listening, a refused handshake: the user's to fix, in one line.
+        raise cli.UsageError(f"{args.url}: {error}") from None
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -28,7 +28,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+import sys
+
+from common import cli
 
 from .deflate import ServerDeflateConfig, accept_offer
 from .protocol import (
@@ -222,7 +224,10 @@ async def serve(host: str, port: int, server: WebSocketServer,
     # `limit` bounds what readuntil() buffers while looking for the end of the handshake (the head
     # itself must fit in MAX_HEADER_BYTES); the reader also pauses the socket at twice this much
     # unread data, so a small value would throttle large messages.
-    listener = await asyncio.start_server(server.handle, host, port, limit=READ_SIZE)
+    try:
+        listener = await asyncio.start_server(server.handle, host, port, limit=READ_SIZE)
+    except OSError as error:  # port in use, not allowed, not an address here: one line, not a traceback
+        raise cli.bind_error(error, host, port) from None
     log.info("listening on ws://%s:%d (mode=%s, max message %d bytes)", host, port, server.mode,
              server.max_size)
     if ready is not None:
@@ -237,29 +242,19 @@ async def serve(host: str, port: int, server: WebSocketServer,
             await server.shut_down()
 
 
-def _positive(kind: type) -> Callable[[str], int | float]:
-    """An argparse type: a number > 0 (0 bytes would refuse every message, 0 s every handshake)."""
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-        if not value > 0 or value == float("inf"):  # `not >` also refuses NaN
-            raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-        return value
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="RFC 6455 WebSocket server written from scratch "
-                                                 "(echo or broadcast).")
+    # Limits must be > 0: 0 bytes would refuse every message, 0 s every handshake.
+    parser = cli.ArgumentParser(prog="python -m WebSockets.server",
+                                description="RFC 6455 WebSocket server written from scratch "
+                                            "(echo or broadcast).")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    parser.add_argument("--port", type=cli.port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     parser.add_argument("--mode", choices=("echo", "broadcast"), default="echo",
                         help="echo each message to its sender, or send it to every client")
-    parser.add_argument("--max-size", type=_positive(int), default=DEFAULT_MAX_SIZE,
-                        help="largest message accepted, in bytes; larger closes with 1009 (default 1 MiB)")
-    parser.add_argument("--handshake-timeout", type=_positive(float), default=HANDSHAKE_TIMEOUT,
+    parser.add_argument("--max-size", type=cli.bytes_size, default=DEFAULT_MAX_SIZE,
+                        help="largest message accepted (after inflating), e.g. 1048576 or 32MiB; "
+                             "larger closes with 1009 (default 1 MiB)")
+    parser.add_argument("--handshake-timeout", type=cli.positive_float, default=HANDSHAKE_TIMEOUT,
                         help=f"seconds to complete the opening handshake (default {HANDSHAKE_TIMEOUT})")
     parser.add_argument("--compression", choices=("deflate", "none"), default="deflate",
                         help="accept permessage-deflate (RFC 7692) when a client offers it (default), "
@@ -267,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s server %(message)s")
     server = WebSocketServer(args.mode, args.max_size, args.handshake_timeout,
@@ -281,11 +276,13 @@ def main(argv: list[str] | None = None) -> None:
             await serve(args.host, args.port, server)
 
     try:
-        asyncio.run(run())
+        asyncio.run(run())  # SIGTERM ends it normally; Ctrl-C too, after saying goodbye to clients
     except KeyboardInterrupt:
-        pass
+        log.info("stopped")
+        raise  # cli.run: exit status 130
     log.info("stopped")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))
