@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s lib_server %(message)s")
     try:
         asyncio.run(run(args.host, args.port, args.mode, args.max_size, args.deflate))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C before the loop could turn it into a graceful stop
         log.info("stopped")
         raise  # cli.run: exit status 130
     log.info("stopped")

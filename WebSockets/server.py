@@ -276,8 +276,8 @@ def main(argv: list[str] | None = None) -> int:
             await serve(args.host, args.port, server)
 
     try:
-        asyncio.run(run())  # SIGTERM ends it normally; Ctrl-C too, after saying goodbye to clients
-    except KeyboardInterrupt:
+        asyncio.run(run())  # Ctrl-C and SIGTERM end it normally (exit 0), after saying goodbye
+    except KeyboardInterrupt:  # Ctrl-C before the loop could turn it into a graceful stop
         log.info("stopped")
         raise  # cli.run: exit status 130
     log.info("stopped")
