@@ -75,6 +75,7 @@ class CloseCode(IntEnum):
     POLICY_VIOLATION = 1008
     TOO_BIG = 1009
     INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013  # registered with IANA after RFC 6455: the server is overloaded
 
 
 # §7.4.1-7.4.2: the codes a peer may put on the wire. 1004 is reserved, 1005/1006/1015 are only
@@ -410,6 +411,11 @@ class FrameDecoder:
             del buffer[:consumed]
             yield frame
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as frames (a frame still arriving)."""
+        return len(self._buffer)
+
     def peek_payload(self, start: int) -> bytes:
         """The unmasked payload bytes of the partial frame from `start` to what has arrived.
 
@@ -640,6 +646,12 @@ class WebSocketConnection:
         self.state = State.CLOSING
         self.close_code, self.close_reason = code, reason
 
+    def buffered_bytes(self) -> int:
+        """Memory this connection holds for incoming data: a frame still arriving plus the parts
+        of a fragmented message assembled so far (what a server's global budget counts)."""
+        assembling = self._message_size if self._message_opcode is not None else 0
+        return self._decoder.buffered + assembling
+
     def data_to_send(self) -> bytes:
         data = b"".join(self._outgoing)
         self._outgoing.clear()
@@ -724,6 +736,11 @@ class WebSocketConnection:
             raise ProtocolError(CloseCode.INVALID_DATA, "text message is not valid UTF-8") from None
         _reject_pending_surrogate(checker)
         self._partial_checker = (number, checker, checked + len(fresh))
+
+    def fail(self, code: int, reason: str) -> ConnectionFailed:
+        """Fail the connection for a reason found outside the byte stream (e.g. a keepalive
+        timeout): queue a close frame with `code` and stop. Write `data_to_send()`, then close TCP."""
+        return self._fail(code, reason)
 
     def _fail(self, code: int, reason: str) -> ConnectionFailed:
         """§7.1.7 Fail the WebSocket Connection: send a close frame (if we still may), then stop."""

@@ -90,6 +90,11 @@ SCRIPTS: dict[str, list[Bad]] = {
         bad("--handshake-timeout", "nan", says="--handshake-timeout"),
         bad("--mode", "shout", says="--mode"),
         bad("--compression", "gzip", says="--compression"),
+        bad("--ping-interval", "-1", says="--ping-interval"),
+        bad("--ping-timeout", "0", says="--ping-timeout"),
+        bad("--read-timeout", "inf", says="--read-timeout"),
+        bad("--max-buffered", "0", says="--max-buffered"),
+        bad("--max-send-queue", "x", says="--max-send-queue"),
     ],
     # --- RealTimeChat ---------------------------------------------------------------------------
     "RealTimeChat.app": [],
