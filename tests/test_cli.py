@@ -122,12 +122,42 @@ SCRIPTS: dict[str, list[Bad]] = {
         bad("--dir", "{unwritable}", says="--dir"),
     ],
     # --- WebSockets -----------------------------------------------------------------------------
-    "WebSockets.bench": [],
-    "WebSockets.client": [],
+    "WebSockets.bench": [
+        bad("--rounds", "0", says="--rounds"),
+        bad("--round-trips", "abc", says="--round-trips"),
+        bad("--big-messages", "-1", says="--big-messages"),
+    ],
+    "WebSockets.client": [
+        bad("ws://127.0.0.1:1/", says="refused"),
+        bad("wss://example.com/", says="TLS"),
+        bad("http://127.0.0.1/", says="ws://"),
+    ],
     "WebSockets.demo": [],
-    "WebSockets.lib_client": [],
-    "WebSockets.lib_server": [],
-    "WebSockets.server": [],
+    "WebSockets.lib_client": [
+        bad("ws://127.0.0.1:1/", says="127.0.0.1:1"),
+        bad("http://127.0.0.1/", says="http://127.0.0.1/"),
+    ],
+    "WebSockets.lib_server": [
+        bad("--port", "-1", says="--port"),
+        bad("--port", "70000", says="--port"),
+        bad("--port", "{busy_port}", says="already in use"),
+        bad("--max-size", "0", says="--max-size"),
+    ],
+    "WebSockets.server": [
+        bad("--port", "-1", says="--port"),
+        bad("--port", "70000", says="--port"),
+        bad("--port", "{busy_port}", says="already in use"),
+        bad("--max-size", "0", says="--max-size"),
+        bad("--max-size", "lots", says="--max-size"),
+        bad("--handshake-timeout", "nan", says="--handshake-timeout"),
+        bad("--mode", "shout", says="--mode"),
+        bad("--compression", "gzip", says="--compression"),
+        bad("--ping-interval", "-1", says="--ping-interval"),
+        bad("--ping-timeout", "0", says="--ping-timeout"),
+        bad("--read-timeout", "inf", says="--read-timeout"),
+        bad("--max-buffered", "0", says="--max-buffered"),
+        bad("--max-send-queue", "x", says="--max-send-queue"),
+    ],
     # --- RealTimeChat ---------------------------------------------------------------------------
     "RealTimeChat.app": [
         bad("--port", "-1", says="--port"),
