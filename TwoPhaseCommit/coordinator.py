@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
-import signal
 import sqlite3
 import sys
 import threading
@@ -35,6 +34,8 @@ import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from common import cli
 
 from .coordinator_log import CoordinatorLog
 from .coordinator_machine import (
@@ -54,8 +55,8 @@ from .coordinator_machine import (
     recovery_plan,
     summarize,
 )
-from .crash import COORDINATOR_POINTS, BadCrashPoint, CrashPlan
-from .httpjson import HttpError, JsonHandler, JsonServer, Unreachable, call_json
+from .crash import COORDINATOR_POINTS, CRASH_ENV, BadCrashPoint, CrashPlan
+from .httpjson import HttpError, JsonHandler, JsonServer, Unreachable, bind, call_json, serve
 from .participant_machine import BadOrder, parse_order
 
 TX_PATH = re.compile(r"^/transactions/([^/]+)(/decision)?$")
@@ -303,80 +304,88 @@ def log(message: str) -> None:
     print(f"[coordinator] {message}", flush=True)
 
 
-def parse_participants(values: list[str]) -> dict[str, str]:
+def participant_spec(value: str) -> tuple[str, str]:
+    """argparse type: "inventory=http://127.0.0.1:8101" -> ("inventory", "http://127.0.0.1:8101")."""
+    name, sep, url = value.partition("=")
+    if not sep or not name or not url.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"expected NAME=URL, e.g. inventory=http://127.0.0.1:8101, "
+                                         f"got {value!r}")
+    return name, url.rstrip("/")
+
+
+def parse_participants(values: list[tuple[str, str]]) -> dict[str, str]:
     participants: dict[str, str] = {}
-    for value in values:
-        name, sep, url = value.partition("=")
-        if not sep or not name or not url.startswith("http"):
-            raise ValueError(f"bad --participant {value!r}; write NAME=URL, e.g. inventory=http://127.0.0.1:8101")
+    for name, url in values:
         if name in participants:
-            raise ValueError(f"participant {name!r} given twice")
-        participants[name] = url.rstrip("/")
+            raise cli.UsageError(f"--participant {name!r} given twice")
+        participants[name] = url
     return participants
 
 
+def crash_plan(value: str) -> CrashPlan:
+    """argparse type for --crash-at (the same check applies to $TWOPC_CRASH_AT in main)."""
+    try:
+        return CrashPlan.parse(value, COORDINATOR_POINTS)
+    except BadCrashPoint as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m TwoPhaseCommit.coordinator",
-                                     description="The 2PC coordinator of the food-delivery shop (HTTP+JSON).")
+    parser = cli.ArgumentParser(prog="python -m TwoPhaseCommit.coordinator",
+                                description="The 2PC coordinator of the food-delivery shop (HTTP+JSON).")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8100, help="port to listen on (default 8100)")
-    parser.add_argument("--log", required=True, help="SQLite file of the coordinator's durable log")
+    parser.add_argument("--port", type=cli.port, default=8100, help="port to listen on (default 8100)")
+    parser.add_argument("--log", type=cli.writable_path, default=None,
+                        help="SQLite file of the coordinator's durable log "
+                             "(default out/TwoPhaseCommit/coordinator.db)")
     parser.add_argument("--protocol", choices=[p.value for p in Protocol], default=Protocol.PA.value,
                         help="basic 2PC, presumed abort (pa, the default) or presumed commit (pc)")
-    parser.add_argument("--participant", action="append", required=True, metavar="NAME=URL",
-                        help="a participant; repeat for each")
-    parser.add_argument("--rpc-timeout", type=float, default=2.0,
+    # checked after parsing rather than `required=True`, so that a misspelt flag is the error reported
+    parser.add_argument("--participant", action="append", metavar="NAME=URL", type=participant_spec,
+                        help="a participant; repeat for each (at least one)")
+    parser.add_argument("--rpc-timeout", type=cli.positive_float, default=2.0,
                         help="timeout of each prepare/commit/abort call (default 2.0 s)")
-    parser.add_argument("--retry-interval", type=float, default=0.5,
+    parser.add_argument("--retry-interval", type=cli.positive_float, default=0.5,
                         help="seconds between recovery rounds that re-send unacked decisions (default 0.5)")
-    parser.add_argument("--decision-timeout", type=float, default=10.0,
+    parser.add_argument("--decision-timeout", type=cli.positive_float, default=10.0,
                         help="abort when a vote has not arrived after this many seconds (default 10)")
-    parser.add_argument("--crash-at", default=None, metavar="POINT[:N]",
+    parser.add_argument("--crash-at", default=None, metavar="POINT[:N]", type=crash_plan,
                         help="SIGKILL this process at a point: " + ", ".join(COORDINATOR_POINTS)
                              + " (also via $TWOPC_CRASH_AT)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.participant:
+        parser.error("the following argument is required: --participant NAME=URL")
+    args.log = args.log or cli.ensure_parent(cli.output_path("TwoPhaseCommit", "coordinator.db"))
     try:
-        crash = CrashPlan.from_cli_or_env(args.crash_at, COORDINATOR_POINTS)
-        participants = parse_participants(args.participant)
-        coordinator = Coordinator(CoordinatorLog(args.log), participants, f"http://{args.host}:{args.port}",
-                                  protocol=Protocol(args.protocol), rpc_timeout=args.rpc_timeout,
-                                  decision_timeout=args.decision_timeout,
-                                  retry_interval=args.retry_interval, crash=crash)
-        server = CoordinatorServer((args.host, args.port), coordinator)
-    except (BadCrashPoint, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        crash = args.crash_at or CrashPlan.from_cli_or_env(None, COORDINATOR_POINTS)
+    except BadCrashPoint as exc:
+        raise cli.UsageError(f"${CRASH_ENV}: {exc}") from None
+    participants = parse_participants(args.participant)
+    try:
+        coordinator_log = CoordinatorLog(args.log)
     except sqlite3.Error as exc:
-        print(f"error: cannot use --log {args.log}: {exc}", file=sys.stderr)
-        return 2
-    except (OSError, OverflowError) as exc:  # port in use, or outside 0-65535
-        print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 2
+        raise cli.UsageError(f"cannot use --log {args.log}: {exc}") from None
+    coordinator = Coordinator(coordinator_log, participants, f"http://{args.host}:{args.port}",
+                              protocol=Protocol(args.protocol), rpc_timeout=args.rpc_timeout,
+                              decision_timeout=args.decision_timeout, retry_interval=args.retry_interval,
+                              crash=crash)
+    server = bind(lambda: CoordinatorServer((args.host, args.port), coordinator), args.host, args.port)
     unfinished = len(coordinator.log.unfinished())
     log(f"listening on http://{args.host}:{args.port} protocol={args.protocol} log={args.log}"
-        f" unfinished={unfinished}"
-        + (f" crash-at={crash.point}" if crash.point else ""))
+        f" unfinished={unfinished}" + (f" crash-at={crash.point}" if crash.point else ""))
     recovery = RecoveryLoop(coordinator)
     recovery.start()  # its first round runs now: re-drive what the previous run left unfinished
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
-        server.serve_forever(poll_interval=0.1)
-    except KeyboardInterrupt:
-        log("stopping")
+        serve(server, log, stop_threads=[recovery])
     finally:
-        recovery.stopping.set()
-        server.server_close()
         coordinator.pool.shutdown(wait=False, cancel_futures=True)
     return 0
 
 
-def _raise_keyboard_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

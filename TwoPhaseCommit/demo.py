@@ -20,6 +20,8 @@ import sys
 import tempfile
 import time
 
+from common import cli
+
 from .audit import audit, settle
 from .cluster import Cluster
 from .httpjson import Unreachable, call_json
@@ -142,20 +144,19 @@ def run(workdir: str, args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m TwoPhaseCommit.demo", description=__doc__.split("\n")[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--rpc-timeout", type=float, default=2.0, help="timeout of each call (default 2.0 s)")
+    parser = cli.ArgumentParser(prog="python -m TwoPhaseCommit.demo", description=__doc__.split("\n")[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--rpc-timeout", type=cli.positive_float, default=2.0,
+                        help="timeout of each call (default 2.0 s)")
     args = parser.parse_args(argv)
-    try:
-        with tempfile.TemporaryDirectory(prefix="twopc-demo-") as workdir:
-            result = run(workdir, args)
-    except KeyboardInterrupt:
-        say("\ninterrupted; every process started was stopped")
-        return 130
+    # Ctrl-C / SIGTERM: cli.run turns them into exit 130 / 143; the cluster's `finally` stops every
+    # process and the temporary folder is removed on the way out
+    with tempfile.TemporaryDirectory(prefix="twopc-demo-") as workdir:
+        result = run(workdir, args)
     say("")
     say(result)
     return 0 if "invariant ok" in result else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

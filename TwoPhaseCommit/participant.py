@@ -27,15 +27,16 @@ from __future__ import annotations
 
 import argparse
 import re
-import signal
 import sqlite3
 import sys
 import threading
 import time
 from urllib.parse import quote, unquote
 
-from .crash import PARTICIPANT_POINTS, BadCrashPoint, CrashPlan
-from .httpjson import HttpError, JsonHandler, JsonServer, Unreachable, call_json
+from common import cli
+
+from .crash import CRASH_ENV, PARTICIPANT_POINTS, BadCrashPoint, CrashPlan
+from .httpjson import HttpError, JsonHandler, JsonServer, Unreachable, bind, call_json, serve
 from .participant_machine import (
     BadOrder,
     ProtocolViolation,
@@ -218,65 +219,81 @@ def log(name: str, message: str) -> None:
     print(f"[{name}] {message}", flush=True)
 
 
+def stock_spec(value: str) -> dict[str, int]:
+    try:
+        return parse_stock(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def couriers_spec(value: str) -> list[str]:
+    try:
+        return parse_couriers(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def crash_plan(value: str) -> CrashPlan:
+    try:
+        return CrashPlan.parse(value, PARTICIPANT_POINTS)
+    except BadCrashPoint as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m TwoPhaseCommit.participant",
-                                     description="A 2PC participant (inventory or delivery) over HTTP+JSON.")
-    parser.add_argument("--kind", choices=KINDS, required=True, help="which resource this participant owns")
+    parser = cli.ArgumentParser(prog="python -m TwoPhaseCommit.participant",
+                                description="A 2PC participant (inventory or delivery) over HTTP+JSON.")
+    # checked after parsing rather than `required=True`, so that a misspelt flag is the error reported
+    parser.add_argument("--kind", choices=KINDS, help="which resource this participant owns (required)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8101, help="port to listen on (default 8101)")
-    parser.add_argument("--db", required=True, help="SQLite file for durable state (created if missing)")
-    parser.add_argument("--stock", default=DEFAULT_STOCK,
+    parser.add_argument("--port", type=cli.port, default=8101, help="port to listen on (default 8101)")
+    parser.add_argument("--db", type=cli.writable_path, default=None,
+                        help="SQLite file for durable state, created if missing "
+                             "(default out/TwoPhaseCommit/KIND.db)")
+    parser.add_argument("--stock", default=parse_stock(DEFAULT_STOCK), type=stock_spec,
                         help=f"initial stock on first start, item=count,... (default {DEFAULT_STOCK})")
-    parser.add_argument("--couriers", default=DEFAULT_COURIERS,
+    parser.add_argument("--couriers", default=parse_couriers(DEFAULT_COURIERS), type=couriers_spec,
                         help=f"courier roster on first start (default {DEFAULT_COURIERS})")
     parser.add_argument("--coordinator", default=None,
                         help="coordinator URL to ask when in doubt (default: the one named in each prepare)")
-    parser.add_argument("--resolve-interval", type=float, default=1.0,
+    parser.add_argument("--resolve-interval", type=cli.positive_float, default=1.0,
                         help="seconds between in-doubt checks (default 1.0)")
-    parser.add_argument("--in-doubt-after", type=float, default=1.0,
+    parser.add_argument("--in-doubt-after", type=cli.non_negative_float, default=1.0,
                         help="ask the coordinator about a prepared transaction this many seconds old")
-    parser.add_argument("--rpc-timeout", type=float, default=2.0, help="timeout of each call (default 2.0 s)")
-    parser.add_argument("--crash-at", default=None, metavar="POINT[:N]",
+    parser.add_argument("--rpc-timeout", type=cli.positive_float, default=2.0,
+                        help="timeout of each call (default 2.0 s)")
+    parser.add_argument("--crash-at", default=None, metavar="POINT[:N]", type=crash_plan,
                         help="SIGKILL this process at a point: " + ", ".join(PARTICIPANT_POINTS)
                              + " (also via $TWOPC_CRASH_AT)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.kind is None:
+        parser.error("the following argument is required: --kind")
+    args.db = args.db or cli.ensure_parent(cli.output_path("TwoPhaseCommit", f"{args.kind}.db"))
     try:
-        crash = CrashPlan.from_cli_or_env(args.crash_at, PARTICIPANT_POINTS)
-        store = ParticipantStore(args.db, args.kind, stock=parse_stock(args.stock),
-                                 couriers=parse_couriers(args.couriers), crash=crash)
-        server = ParticipantServer((args.host, args.port), store, args.coordinator)
-    except (BadCrashPoint, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        crash = args.crash_at or CrashPlan.from_cli_or_env(None, PARTICIPANT_POINTS)
+    except BadCrashPoint as exc:
+        raise cli.UsageError(f"${CRASH_ENV}: {exc}") from None
+    try:
+        store = ParticipantStore(args.db, args.kind, stock=args.stock, couriers=args.couriers, crash=crash)
     except sqlite3.Error as exc:
-        print(f"error: cannot use --db {args.db}: {exc}", file=sys.stderr)
-        return 2
-    except (OSError, OverflowError) as exc:  # port in use, or outside 0-65535
-        print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 2
+        raise cli.UsageError(f"cannot use --db {args.db}: {exc}") from None
+    except ValueError as exc:  # the file belongs to the other kind of participant
+        raise cli.UsageError(str(exc)) from None
+    server = bind(lambda: ParticipantServer((args.host, args.port), store, args.coordinator),
+                  args.host, args.port)
     resolver = InDoubtResolver(store, args.resolve_interval, args.in_doubt_after, args.rpc_timeout)
     resolver.start()
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     in_doubt = len(store.in_doubt())
     log(args.kind, f"listening on http://{args.host}:{args.port} db={args.db} in-doubt={in_doubt}"
                    + (f" crash-at={crash.point}" if crash.point else ""))
-    try:
-        server.serve_forever(poll_interval=0.1)
-    except KeyboardInterrupt:
-        log(args.kind, "stopping")
-    finally:
-        resolver.stopping.set()
-        server.server_close()
+    serve(server, lambda message: log(args.kind, message), stop_threads=[resolver])
     return 0
 
 
-def _raise_keyboard_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))
