@@ -72,6 +72,10 @@ SCRIPTS: dict[str, list[Bad]] = {
     "RealTimeChat.demo": [],
     "RealTimeChat.screenshot": [],
     # --- TwoPhaseCommit -------------------------------------------------------------------------
+    "TwoPhaseCommit.bench": [
+        bad("--orders", "0", says="--orders"),
+        bad("--repeats", "x", says="--repeats"),
+    ],
     "TwoPhaseCommit.chaos": [
         bad("--orders", "0", says="--orders"),
         bad("--crashes", "-1", says="--crashes"),
