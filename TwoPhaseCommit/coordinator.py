@@ -239,6 +239,8 @@ class Coordinator:
 
     def describe(self, record: TxRecord) -> dict:
         record = self._with_acks(record)
+        if record.ended and record.decision and RULES[record.protocol].acked[record.decision]:
+            record = dataclasses.replace(record, acked=frozenset(record.participants))  # the end record
         return {"txid": record.txid, "phase": phase(record).value, "protocol": record.protocol.value,
                 "decision": record.decision.value if record.decision else None,
                 "outcome": client_outcome(record.decision) if record.decision else None,

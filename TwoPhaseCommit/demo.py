@@ -8,9 +8,14 @@
    inventory gives back exactly what it had reserved).
 3. John delivers. A fourth order, with the coordinator armed to SIGKILL itself right after logging
    "commit" and before phase 2: both participants voted yes and now hold in-doubt reservations they may
-   neither commit nor release. That is the blocking problem.
-4. Restart the coordinator: recovery re-drives the logged decision, the reservations commit, and the
-   invariant audit passes.
+   neither commit nor release. They ask each other (cooperative termination), but each is as uncertain
+   as the other: still blocked. That is the blocking problem.
+4. Restart the coordinator: recovery re-drives the logged decision and the reservations commit.
+5. Cooperative termination that works: a fifth order while John is out (delivery votes no), the
+   coordinator dies before deciding; inventory, in doubt, asks delivery, learns it voted no, and
+   aborts without the coordinator. Then the invariant audit.
+
+The coordinator runs presumed abort (--protocol pa, the default).
 """
 
 from __future__ import annotations
@@ -34,8 +39,9 @@ ORDERS = [
 BLOCKING_PARAGRAPH = """\
   This is 2PC's blocking problem. Each participant voted yes, so it promised to commit if told to;
   it may not abort on its own (the coordinator may have decided commit - it did), and it may not
-  commit on its own (another participant may have voted no). Until the coordinator comes back, the
-  fries unit and John stay locked: no other order can use them, however long the outage lasts."""
+  commit on its own (another participant may have voted no). Asking the other participant does not
+  help: it voted yes too and knows no more. Until the coordinator comes back, the fries unit and John
+  stay locked: no other order can use them, however long the outage lasts."""
 
 
 def say(text: str = "") -> None:
@@ -110,11 +116,12 @@ def run(workdir: str, args: argparse.Namespace) -> str:
         say("  coordinator log: " + " | ".join(line for line in cluster.processes["coordinator"].output()
                                                .splitlines() if "decided" in line or "CRASH" in line))
         for name in ("inventory", "delivery"):
-            wait_for_line(cluster, name, "IN DOUBT", timeout=10)
+            wait_for_line(cluster, name, "BLOCKED", timeout=10)
         show_resources(cluster)
         say(BLOCKING_PARAGRAPH)
-        lines = [line for line in cluster.processes["inventory"].output().splitlines() if "IN DOUBT" in line]
-        say(f"  inventory log: {lines[-1] if lines else '(no line yet)'}")
+        for needle in ("IN DOUBT", "BLOCKED"):
+            lines = [line for line in cluster.processes["inventory"].output().splitlines() if needle in line]
+            say(f"  inventory log: {lines[-1] if lines else '(no line yet)'}")
 
         say("\n== restarting the coordinator: recovery re-drives the logged decision")
         restarted = time.monotonic()
@@ -130,15 +137,33 @@ def run(workdir: str, args: argparse.Namespace) -> str:
         answers[crashed["txid"]] = crashed["outcome"]
         say(f"  order 4 ({crashed['txid']}): {crashed['outcome']}, acked by {', '.join(crashed['acked'])}")
 
+        say("\n== order 5 while John is out (delivery votes no); the coordinator dies before deciding")
+        cluster.processes["coordinator"].stop()
+        cluster.start("coordinator", crash_at="before-decision-logged")
+        try:
+            order(cluster, {"item": "pizza", "quantity": 1, "address": "5 Birch Ct"})
+        except Unreachable:
+            say("  the client gets no answer; the coordinator died with both votes in its memory only")
+        cluster.wait_dead("coordinator", timeout=10)
+        wait_for_line(cluster, "inventory", "cooperative termination", timeout=15)
+        line = next(line for line in cluster.processes["inventory"].output().splitlines()
+                    if "cooperative termination" in line)
+        say(f"  inventory log: {line}")
+        say("  delivery voted no, so the decision can only be abort: inventory gave the pizza back without\n"
+            "  waiting for the coordinator (cooperative termination)")
+        show_resources(cluster)
+        cluster.start("coordinator")
+        settle(cluster.coordinator_url, cluster.participant_urls, timeout=30)
+
         say("\n== invariant audit")
         report = audit(cluster.coordinator_url, cluster.participant_urls, answers)
         for line in report.lines():
             say(line)
         outcomes = list(answers.values())
-        return (f"result: 4 orders, {outcomes.count('committed') - 1} committed, "
+        return (f"result: 5 orders, {outcomes.count('committed') - 1} committed, "
                 f"{outcomes.count('aborted')} aborted (stock, courier), 1 in doubt after the coordinator "
-                f"crash -> {crashed['outcome']} {recovered:.1f}s after its restart; "
-                f"invariant {'ok' if report.ok else 'FAILED'}")
+                f"crash -> {crashed['outcome']} {recovered:.1f}s after its restart, 1 aborted by "
+                f"cooperative termination; invariant {'ok' if report.ok else 'FAILED'}")
     finally:
         cluster.stop_all()
 

@@ -33,4 +33,5 @@ def test_demo_tells_the_story_and_ends_with_a_result_line():
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.strip().splitlines()
     assert "IN DOUBT" in done.stdout and "blocking problem" in done.stdout
-    assert lines[-1].startswith("result: 4 orders, 1 committed, 2 aborted") and "invariant ok" in lines[-1]
+    assert "BLOCKED" in done.stdout and "cooperative termination (delivery says abort)" in done.stdout
+    assert lines[-1].startswith("result: 5 orders, 1 committed, 2 aborted") and "invariant ok" in lines[-1]
