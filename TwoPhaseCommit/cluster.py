@@ -36,6 +36,7 @@ class Cluster:
     couriers: str = DEFAULT_COURIERS
     rpc_timeout: float = 2.0
     protocol: str = "pa"
+    extra_args: dict[str, list[str]] = field(default_factory=dict)  # e.g. inventory: --store postgres
     retry_interval: float = 0.3
     decision_timeout: float = 10.0
     resolve_interval: float = 0.5
@@ -52,6 +53,7 @@ class Cluster:
                 "--stock", self.stock, "--couriers", self.couriers,
                 "--resolve-interval", str(self.resolve_interval),
                 "--in-doubt-after", str(self.resolve_interval), "--rpc-timeout", str(self.rpc_timeout),
+                *self.extra_args.get(kind, []),
             ], "TwoPhaseCommit.participant")
         self.specs["coordinator"] = NodeSpec("coordinator", ports["coordinator"], [
             "--port", str(ports["coordinator"]), "--log", str(self.workdir / "coordinator.db"),

@@ -2,6 +2,7 @@
 
     python -m TwoPhaseCommit.participant --kind inventory --port 8101 --db inventory.db
     python -m TwoPhaseCommit.participant --kind delivery  --port 8102 --db delivery.db --couriers John,Jane
+    python -m TwoPhaseCommit.participant --kind inventory --port 8101 --store postgres --dsn postgresql://...
 
 Endpoints (JSON):
     POST /prepare {txid, order: {item, quantity, address, pickup?}, coordinator?, protocol?, participants?}
@@ -26,6 +27,7 @@ participant that voted yes may not decide alone. That is 2PC's blocking.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sqlite3
 import sys
@@ -252,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default out/TwoPhaseCommit/KIND.db)")
     parser.add_argument("--stock", default=parse_stock(DEFAULT_STOCK), type=stock_spec,
                         help=f"initial stock on first start, item=count,... (default {DEFAULT_STOCK})")
+    parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite",
+                        help="where the state lives: an SQLite file (--db), or PostgreSQL (--dsn; inventory "
+                             "only), where prepare is PREPARE TRANSACTION (default sqlite)")
+    parser.add_argument("--dsn", default=None,
+                        help="PostgreSQL connection string for --store postgres (default $POSTGRES_DSN)")
     parser.add_argument("--couriers", default=parse_couriers(DEFAULT_COURIERS), type=couriers_spec,
                         help=f"courier roster on first start (default {DEFAULT_COURIERS})")
     parser.add_argument("--coordinator", default=None,
@@ -268,28 +275,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def open_store(args: argparse.Namespace, crash: CrashPlan):
+    """The SQLite store, or the PostgreSQL one; a bad path, DSN or combination is one `error:` line."""
+    if args.store == "postgres":
+        if args.kind != "inventory":
+            raise cli.UsageError("--store postgres is for --kind inventory (the delivery keeps SQLite)")
+        dsn = args.dsn or os.environ.get("POSTGRES_DSN")
+        if not dsn:
+            raise cli.UsageError("--store postgres needs --dsn postgresql://... (or POSTGRES_DSN)")
+        import psycopg
+
+        from .participant_pg import PostgresInventoryStore  # psycopg is needed only here
+
+        try:
+            return PostgresInventoryStore(dsn, stock=args.stock, crash=crash)
+        except psycopg.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise cli.UsageError(f"cannot use --dsn {dsn}: {first}") from None
+    args.db = args.db or cli.ensure_parent(cli.output_path("TwoPhaseCommit", f"{args.kind}.db"))
+    try:
+        return ParticipantStore(args.db, args.kind, stock=args.stock, couriers=args.couriers, crash=crash)
+    except sqlite3.Error as exc:
+        raise cli.UsageError(f"cannot use --db {args.db}: {exc}") from None
+    except ValueError as exc:  # the file belongs to the other kind of participant
+        raise cli.UsageError(str(exc)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.kind is None:
         parser.error("the following argument is required: --kind")
-    args.db = args.db or cli.ensure_parent(cli.output_path("TwoPhaseCommit", f"{args.kind}.db"))
     try:
         crash = args.crash_at or CrashPlan.from_cli_or_env(None, PARTICIPANT_POINTS)
     except BadCrashPoint as exc:
         raise cli.UsageError(f"${CRASH_ENV}: {exc}") from None
-    try:
-        store = ParticipantStore(args.db, args.kind, stock=args.stock, couriers=args.couriers, crash=crash)
-    except sqlite3.Error as exc:
-        raise cli.UsageError(f"cannot use --db {args.db}: {exc}") from None
-    except ValueError as exc:  # the file belongs to the other kind of participant
-        raise cli.UsageError(str(exc)) from None
+    store = open_store(args, crash)
     server = bind(lambda: ParticipantServer((args.host, args.port), store, args.coordinator),
                   args.host, args.port)
     resolver = InDoubtResolver(store, args.resolve_interval, args.in_doubt_after, args.rpc_timeout)
     resolver.start()
     in_doubt = len(store.in_doubt())
-    log(args.kind, f"listening on http://{args.host}:{args.port} db={args.db} in-doubt={in_doubt}"
+    where = f"db={args.db}" if args.store == "sqlite" else "store=postgres"
+    log(args.kind, f"listening on http://{args.host}:{args.port} {where} in-doubt={in_doubt}"
                    + (f" crash-at={crash.point}" if crash.point else ""))
     serve(server, lambda message: log(args.kind, message), stop_threads=[resolver])
     return 0
