@@ -116,7 +116,13 @@ SCRIPTS: dict[str, list[Bad]] = {
         bad("--kind", "inventory", "--db", "{tmp}/i.db", "--resolve-interval", "0",
             says="--resolve-interval"),
         bad("--db", "{tmp}/i.db", says="--kind"),
+        bad("--kind", "delivery", "--store", "postgres", "--dsn", "postgresql://u@127.0.0.1:1/x",
+            says="--store postgres is for --kind inventory"),
+        bad("--kind", "inventory", "--store", "postgres", says="--dsn", env={"POSTGRES_DSN": ""}),
+        bad("--kind", "inventory", "--store", "postgres", "--dsn", "postgresql://postgres@127.0.0.1:1/x",
+            says="cannot use --dsn"),
     ],
+    "TwoPhaseCommit.postgres_demo": [],
     # --- SimpleCDN ------------------------------------------------------------------------------
     "SimpleCDN.bench": [],
     "SimpleCDN.cdn_server": [],
