@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,8 +86,12 @@ class Cluster:
         return self.processes[name]
 
     def start_all(self, crash_at: dict[str, str] | None = None) -> None:
-        for name in (*PARTICIPANTS, "coordinator"):
-            self.start(name, (crash_at or {}).get(name))
+        """Start the three processes at once (each start waits for its port; the imports dominate)."""
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            starts = [pool.submit(self.start, name, (crash_at or {}).get(name))
+                      for name in (*PARTICIPANTS, "coordinator")]
+            for started in starts:
+                started.result()  # re-raise a failed start
 
     def kill(self, name: str) -> None:
         """SIGKILL: the crash no handler can intercept."""

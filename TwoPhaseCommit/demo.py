@@ -97,6 +97,8 @@ def run(workdir: str, args: argparse.Namespace) -> str:
             answers[answer["txid"]] = answer["outcome"]
             say(f"  order {i} ({why}): {body['quantity']} {body['item']} -> {answer['outcome']}"
                 f" [{answer['reason']}]")
+        # a presumed-abort abort is sent without waiting for it: let it arrive before looking
+        settle(cluster.coordinator_url, cluster.participant_urls, timeout=30)
         show_resources(cluster)
         say("  (order 3 had reserved 1 drink before the courier check failed; the abort gave it back)")
         first = next(iter(answers))
