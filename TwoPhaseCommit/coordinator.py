@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import re
 import sqlite3
 import sys
@@ -36,6 +37,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from common import cli
+from common.trace import NULL_TRACER, add_trace_argument, open_tracer
 
 from .coordinator_log import CoordinatorLog
 from .coordinator_machine import (
@@ -68,7 +70,7 @@ class Coordinator:
 
     def __init__(self, log: CoordinatorLog, participants: dict[str, str], self_url: str,
                  protocol: Protocol = Protocol.PA, rpc_timeout: float = 2.0, decision_timeout: float = 10.0,
-                 retry_interval: float = 0.5, crash: CrashPlan | None = None):
+                 retry_interval: float = 0.5, crash: CrashPlan | None = None, tracer=NULL_TRACER):
         self.log = log
         self.costs = log.costs
         self.participants = participants  # name -> base URL
@@ -78,6 +80,9 @@ class Coordinator:
         self.decision_timeout = decision_timeout
         self.retry_interval = retry_interval
         self.crash = crash or CrashPlan.none()
+        self.tracer = tracer  # --trace: every message as a send/recv event (common/trace.py)
+        self.crash.tracer = tracer
+        self._message_ids = itertools.count(1)
         self.started_at = time.time()
         # prepares go out in parallel, and decisions nobody acknowledges are sent in the background
         self.pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="rpc")
@@ -98,6 +103,8 @@ class Coordinator:
             self._in_flight.add(txid)
         try:
             self.log.collecting(txid, self.protocol, order.to_json(), names)  # PC only
+            if RULES[self.protocol].forces_collecting:
+                self.tracer.local("log collecting (forced)")
             votes = self._collect_votes(txid, order.to_json(), names)
             self.crash.reached("before-decision-logged")
             decision, reason = decide(names, votes)
@@ -109,6 +116,7 @@ class Coordinator:
             with self._lock:  # only now: an inquiry that misses the in-flight mark finds the decision
                 self._in_flight.discard(txid)
         forced = "forced" if RULES[self.protocol].forces[decision] else "lazy"
+        self.tracer.local(f"log {decision.value} ({forced})")
         log(f"{txid} decided {decision.value} ({self.protocol.value}, {forced}): {reason}")
         self.crash.reached("after-decision-logged")
         self.send_phase2(self.log.get(txid))
@@ -146,16 +154,20 @@ class Coordinator:
         peers = {other: self.participants[other] for other in names if other != name}
         body = {"txid": txid, "order": order, "coordinator": self.self_url, "protocol": self.protocol.value,
                 "participants": peers}
+        body["msg"] = msg = f"{txid}/prepare/{name}"
         self.costs.sent(txid, name, "prepare")
+        self.tracer.send(name, msg, "prepare")
         try:
             status, answer = call_json("POST", f"{self.participants[name]}/prepare", body, self.rpc_timeout)
         except Unreachable as exc:
+            self.tracer.timeout(name, "no vote", msg_id=msg)
             return VoteResult(name, VoteKind.UNREACHABLE, f"no answer to prepare ({exc})")
         if status == 400:
             return VoteResult(name, VoteKind.REJECTED, answer.get("error", "bad order"))
         kinds = {"yes": VoteKind.YES, "no": VoteKind.NO, "read-only": VoteKind.READ_ONLY}
         if status == 200 and answer.get("vote") in kinds:
             self.costs.received(txid, name, "vote")
+            self.tracer.recv(name, f"{msg}/vote", answer["vote"])
             return VoteResult(name, kinds[answer["vote"]], answer.get("reason", ""))
         return VoteResult(name, VoteKind.NO, f"unexpected answer {status}: {answer}")
 
@@ -183,12 +195,15 @@ class Coordinator:
             if i > 0:
                 self.crash.reached("mid-phase2")  # some participants know the decision, others do not
             self.costs.sent(txid, name, decision.value)
+            msg = f"{txid}/{decision.value}/{name}/{next(self._message_ids)}"  # every re-send its own id
+            self.tracer.send(name, msg, decision.value)
             try:
                 status, answer = call_json("POST", f"{self.participants[name]}/{decision.value}",
-                                           {"txid": txid, "protocol": record.protocol.value},
+                                           {"txid": txid, "protocol": record.protocol.value, "msg": msg},
                                            self.rpc_timeout)
             except Unreachable as exc:
                 if want_ack:
+                    self.tracer.timeout(name, "no ack", msg_id=msg)
                     log(f"{txid} {decision.value} -> {name}: no ack ({exc}); will retry")
                 continue
             if status != 200:
@@ -196,6 +211,7 @@ class Coordinator:
                 continue
             if want_ack:
                 self.costs.received(txid, name, "ack")
+                self.tracer.recv(name, f"{msg}/ack", "ack")
                 with self._lock:
                     self._acked.setdefault(txid, set()).add(name)
 
@@ -207,6 +223,7 @@ class Coordinator:
                 self._acked.pop(record.txid, None)
         if done:
             self.log.log_end(record.txid)  # lazy: losing it only costs one more round of re-sends
+            self.tracer.local("end (lazy)")
         return done
 
     def _with_acks(self, record: TxRecord) -> TxRecord:
@@ -278,9 +295,16 @@ class CoordinatorHandler(JsonHandler):
         if match:
             txid = unquote(match.group(1))
             if match.group(2):  # an in-doubt participant asking; it names the variant of its prepare
-                asked = parse_qs(url.query).get("protocol", [None])[0]
+                query = parse_qs(url.query)
+                asked = query.get("protocol", [None])[0]
                 protocol = Protocol(asked) if asked in set(Protocol) else None
-                return 200, {"txid": txid, "decision": coordinator.decision_for(txid, protocol)}
+                msg, peer = query.get("msg", [None])[0], query.get("from", ["participant"])[0]
+                if msg:
+                    coordinator.tracer.recv(peer, msg, "inquiry")
+                decision = coordinator.decision_for(txid, protocol)
+                if msg:
+                    coordinator.tracer.send(peer, f"{msg}/answer", decision)
+                return 200, {"txid": txid, "decision": decision}
             record = coordinator.log.get(txid)
             if record is None:
                 raise HttpError(404, f"no transaction {txid} in the log")
@@ -354,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--crash-at", default=None, metavar="POINT[:N]", type=crash_plan,
                         help="SIGKILL this process at a point: " + ", ".join(COORDINATOR_POINTS)
                              + " (also via $TWOPC_CRASH_AT)")
+    add_trace_argument(parser)
     return parser
 
 
@@ -372,10 +397,11 @@ def main(argv: list[str] | None = None) -> int:
         coordinator_log = CoordinatorLog(args.log)
     except sqlite3.Error as exc:
         raise cli.UsageError(f"cannot use --log {args.log}: {exc}") from None
+    tracer = open_tracer(args.trace, "coordinator")
     coordinator = Coordinator(coordinator_log, participants, f"http://{args.host}:{args.port}",
                               protocol=Protocol(args.protocol), rpc_timeout=args.rpc_timeout,
                               decision_timeout=args.decision_timeout, retry_interval=args.retry_interval,
-                              crash=crash)
+                              crash=crash, tracer=tracer)
     server = bind(lambda: CoordinatorServer((args.host, args.port), coordinator), args.host, args.port)
     unfinished = len(coordinator.log.unfinished())
     log(f"listening on http://{args.host}:{args.port} protocol={args.protocol} log={args.log}"

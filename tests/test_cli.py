@@ -193,6 +193,7 @@ SCRIPTS: dict[str, list[Bad]] = {
         bad("--kind", "inventory", "--db", "{tmp}/i.db", "--resolve-interval", "0",
             says="--resolve-interval"),
         bad("--db", "{tmp}/i.db", says="--kind"),
+        bad("--kind", "inventory", "--db", "{tmp}/i.db", "--peer", "delivery", says="--peer"),
         bad("--kind", "delivery", "--store", "postgres", "--dsn", "postgresql://u@127.0.0.1:1/x",
             says="--store postgres is for --kind inventory"),
         bad("--kind", "inventory", "--store", "postgres", says="--dsn", env={"POSTGRES_DSN": ""}),
@@ -200,6 +201,10 @@ SCRIPTS: dict[str, list[Bad]] = {
             says="cannot use --dsn"),
     ],
     "TwoPhaseCommit.postgres_demo": [],
+    "TwoPhaseCommit.network_demo": [
+        bad("--scene", "d", says="--scene"),
+        bad("--trace", "{unwritable}", says="--trace"),
+    ],
     # --- SimpleCDN ------------------------------------------------------------------------------
     "SimpleCDN.bench": [
         bad("--repeats", "0", says="--repeats"),
