@@ -12,9 +12,9 @@ A membership change (one node joins or leaves) is timed too: we splice 160 point
 sorted array in one pass of memory copies; uhashring rebuilds its ring.
 
 Why ours is faster on single keys: an 8-byte BLAKE2b digest turned into an int with
-int.from_bytes (uhashring parses a 32-hex-digit MD5 string), bisect over a plain list of 64-bit
-ints narrowed by a 2**16-slice index to a couple of candidates (uhashring: ~17 comparisons of
-128-bit ints), and the owner read from a parallel list with a wrap-around
+int.from_bytes (uhashring parses a 32-hex-digit MD5 string), bisect over a sorted array of
+64-bit positions narrowed by a 2**16-slice index to a couple of candidates (uhashring: ~17
+comparisons of 128-bit ints), and the owner read from a parallel list with a wrap-around
 sentinel (uhashring: a dict lookup behind two method calls). The row "ours, MD5 positions" uses
 MD5 like uhashring, to show how much of the gap is the hash function.
 """

@@ -25,7 +25,7 @@ Design choices a copy of this code must keep:
   same search for millions of keys at once with NumPy's `searchsorted`.
 - A membership change splices the new points in (or the old ones out) in one pass of memory
   copies, instead of re-sorting all V points or inserting them one at a time: adding or removing
-  one node of 1,000 with 160 virtual nodes takes about a millisecond (see bench.py).
+  one node of 1,000 with 160 virtual nodes takes a few milliseconds (see bench.py).
 """
 
 from __future__ import annotations
