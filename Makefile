@@ -29,22 +29,23 @@ FIGURE_TARGETS := figures-BlockingQueue figures-Threading figures-WebSockets fig
 figures: python-check $(FIGURE_TARGETS)
 
 figures-BlockingQueue: $(VENV)/.dev-installed
-	@true
+	$(BIN)/python BlockingQueue.py demo --seed 1 --plot images/blocking_queue_depth.png
 
 figures-Threading: $(VENV)/.dev-installed
-	@true
+	$(BIN)/python -m Threading.compare --plot Threading/images/threads_vs_processes.png
 
 figures-WebSockets: $(VENV)/.dev-installed
 	@true
 
 figures-RealTimeChat: $(VENV)/.dev-installed
-	@true
+	$(VENV)/bin/python -m RealTimeChat.screenshot --out RealTimeChat/images/chat.png
 
 figures-TwoPhaseCommit: $(VENV)/.dev-installed
 	@true
 
 figures-UniqueIdGeneration: $(VENV)/.dev-installed
-	@true
+	$(BIN)/python -m UniqueIdGeneration.sortable_keys --rows 1000000 --seed 7 \
+		--plot UniqueIdGeneration/images/sortable_keys.png
 
 figures-SimpleCDN: $(VENV)/.dev-installed
 	@true
@@ -58,7 +59,7 @@ figures-DistributedLocking: $(VENV)/.dev-installed
 	@true
 
 figures-common: $(VENV)/.dev-installed
-	@true
+	$(BIN)/python -m common.faultproxy_demo --out common/images/faultproxy_demo.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import statistics
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 import redis
 from redis.lock import Lock as RedisPyLock
 
-from common import redis_server
+from common import cli, redis_server
 
 from .lock import WAIT_BACKOFF, WAIT_WAKEUP, RedisLock
 from .workers import SPAWN, counter_worker, start_process
@@ -53,7 +52,7 @@ def uncontended(url: str, pairs: int, reps: int) -> dict[str, list[float]]:
         pairs_per_second(acquire, release, 200)
     results: dict[str, list[float]] = {name: [] for name in variants}
     names = list(variants)
-    for rep in range(reps):
+    for rep in cli.progress(range(reps), label="uncontended reps"):
         for name in names[rep % len(names):] + names[:rep % len(names)]:   # rotate the order each rep
             results[name].append(pairs_per_second(*variants[name], pairs))
     return results
@@ -111,65 +110,63 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pairs", type=int, default=1000, help="acquire+release pairs per repetition")
-    parser.add_argument("--reps", type=int, default=11, help="interleaved repetitions (median reported)")
-    parser.add_argument("--processes", type=int, default=8)
-    parser.add_argument("--sections", type=int, default=200, help="critical sections per process")
-    parser.add_argument("--work-ms", type=float, default=0.0,
+    parser = cli.ArgumentParser(prog="python -m DistributedLocking.bench", description=__doc__)
+    parser.add_argument("--pairs", type=cli.int_range(1, 1_000_000), default=1000,
+                        help="acquire+release pairs per repetition (default 1000)")
+    parser.add_argument("--reps", type=cli.int_range(1, 1000), default=11,
+                        help="interleaved repetitions, median reported (default 11)")
+    parser.add_argument("--processes", type=cli.int_range(1, 64), default=8,
+                        help="contending processes (default 8)")
+    parser.add_argument("--sections", type=cli.int_range(1, 100_000), default=200,
+                        help="critical sections per process (default 200)")
+    parser.add_argument("--work-ms", type=cli.float_range(0, 1000), default=0.0,
                         help="extra time spent inside each critical section (default 0: GET+SET only)")
-    parser.add_argument("--rounds", type=int, default=5, help="contended rounds per strategy (interleaved)")
+    parser.add_argument("--rounds", type=cli.int_range(1, 100), default=5,
+                        help="contended rounds per strategy, interleaved (default 5)")
     args = parser.parse_args(argv)
-    if min(args.pairs, args.reps, args.processes, args.sections, args.rounds) < 1 or args.work_ms < 0:
-        parser.error("every count must be >= 1 and --work-ms >= 0")
     print(f"Python {platform.python_version()}, {os.cpu_count()} CPUs, load average "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}, redis-py {redis.__version__}")
-    try:
-        with redis_server() as url:
-            info = redis.Redis.from_url(url).info("server")
-            print(f"redis-server {info['redis_version']} at {url}\n")
-            print(f"1. uncontended: {args.pairs} acquire+release pairs x {args.reps} interleaved reps")
-            results = uncontended(url, args.pairs, args.reps)
-            peer = statistics.median(results["redis-py redis.lock.Lock"])
-            print(f"  {'lock':40} {'median pairs/s':>14} {'min':>8} {'max':>8} {'ours/peer':>10}")
-            for name, rates in results.items():
-                median = statistics.median(rates)
-                print(f"  {name:40} {median:14,.0f} {min(rates):8,.0f} {max(rates):8,.0f} "
-                      f"{median / peer:9.2f}x")
+    with redis_server() as url:
+        info = redis.Redis.from_url(url).info("server")
+        print(f"redis-server {info['redis_version']} at {url}\n")
+        print(f"1. uncontended: {args.pairs} acquire+release pairs x {args.reps} interleaved reps")
+        results = uncontended(url, args.pairs, args.reps)
+        peer = statistics.median(results["redis-py redis.lock.Lock"])
+        print(f"  {'lock':40} {'median pairs/s':>14} {'min':>8} {'max':>8} {'ours/peer':>10}")
+        for name, rates in results.items():
+            median = statistics.median(rates)
+            print(f"  {name:40} {median:14,.0f} {min(rates):8,.0f} {max(rates):8,.0f} "
+                  f"{median / peer:9.2f}x")
 
-            print(f"\n2. contended: {args.processes} processes x {args.sections} critical sections on one "
-                  f"lock (GET+SET{f' + {args.work_ms} ms' if args.work_ms else ''}), "
-                  f"{args.rounds} interleaved rounds (medians)")
-            rounds: dict[str, list[Round]] = {WAIT_BACKOFF: [], WAIT_WAKEUP: []}
-            for n in range(args.rounds):
-                for wait in ((WAIT_BACKOFF, WAIT_WAKEUP) if n % 2 == 0 else (WAIT_WAKEUP, WAIT_BACKOFF)):
-                    r = contended_round(url, wait, args.processes, args.sections, args.work_ms / 1000)
-                    rounds[wait].append(r)
-                    handoff = percentile(r.handoffs_ms, 0.5), percentile(r.handoffs_ms, 0.99)
-                    print(f"  round {n + 1} {wait:8} total {r.total_s:5.2f} s  hand-off p50 {handoff[0]:5.2f}"
-                          f" p99 {handoff[1]:6.2f} ms  wait p99 {percentile(r.waits_ms, 0.99):6.1f} ms  "
-                          f"same holder {r.same_holder:4.0%}  {r.round_trips} lock round trips")
-            print(f"\n  {'waiting':28} {'total s':>7} {'hand-off p50':>12} {'p99 ms':>7} {'wait p50':>9} "
-                  f"{'p99 ms':>7} {'same holder':>11} {'lock RTTs':>9} {'total vs backoff':>16}")
-            base = statistics.median(r.total_s for r in rounds[WAIT_BACKOFF])
-            labels = {WAIT_BACKOFF: "backoff (exp., full jitter)", WAIT_WAKEUP: "wake-up (BLPOP on release)"}
-            for wait, runs in rounds.items():
-                def med(metric, runs=runs):
-                    return statistics.median(metric(r) for r in runs)
-                total = med(lambda r: r.total_s)
-                print(f"  {labels[wait]:28} {total:7.2f} "
-                      f"{med(lambda r: percentile(r.handoffs_ms, 0.5)):12.2f} "
-                      f"{med(lambda r: percentile(r.handoffs_ms, 0.99)):7.2f} "
-                      f"{med(lambda r: percentile(r.waits_ms, 0.5)):9.2f} "
-                      f"{med(lambda r: percentile(r.waits_ms, 0.99)):7.1f} "
-                      f"{med(lambda r: r.same_holder):11.0%} {med(lambda r: r.round_trips):9,.0f} "
-                      f"{total / base:15.2f}x")
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
+        print(f"\n2. contended: {args.processes} processes x {args.sections} critical sections on one "
+              f"lock (GET+SET{f' + {args.work_ms} ms' if args.work_ms else ''}), "
+              f"{args.rounds} interleaved rounds (medians)")
+        rounds: dict[str, list[Round]] = {WAIT_BACKOFF: [], WAIT_WAKEUP: []}
+        for n in cli.progress(range(args.rounds), label="contended rounds"):
+            for wait in ((WAIT_BACKOFF, WAIT_WAKEUP) if n % 2 == 0 else (WAIT_WAKEUP, WAIT_BACKOFF)):
+                r = contended_round(url, wait, args.processes, args.sections, args.work_ms / 1000)
+                rounds[wait].append(r)
+                handoff = percentile(r.handoffs_ms, 0.5), percentile(r.handoffs_ms, 0.99)
+                print(f"  round {n + 1} {wait:8} total {r.total_s:5.2f} s  hand-off p50 {handoff[0]:5.2f}"
+                      f" p99 {handoff[1]:6.2f} ms  wait p99 {percentile(r.waits_ms, 0.99):6.1f} ms  "
+                      f"same holder {r.same_holder:4.0%}  {r.round_trips} lock round trips")
+        print(f"\n  {'waiting':28} {'total s':>7} {'hand-off p50':>12} {'p99 ms':>7} {'wait p50':>9} "
+              f"{'p99 ms':>7} {'same holder':>11} {'lock RTTs':>9} {'total vs backoff':>16}")
+        base = statistics.median(r.total_s for r in rounds[WAIT_BACKOFF])
+        labels = {WAIT_BACKOFF: "backoff (exp., full jitter)", WAIT_WAKEUP: "wake-up (BLPOP on release)"}
+        for wait, runs in rounds.items():
+            def med(metric, runs=runs):
+                return statistics.median(metric(r) for r in runs)
+            total = med(lambda r: r.total_s)
+            print(f"  {labels[wait]:28} {total:7.2f} "
+                  f"{med(lambda r: percentile(r.handoffs_ms, 0.5)):12.2f} "
+                  f"{med(lambda r: percentile(r.handoffs_ms, 0.99)):7.2f} "
+                  f"{med(lambda r: percentile(r.waits_ms, 0.5)):9.2f} "
+                  f"{med(lambda r: percentile(r.waits_ms, 0.99)):7.1f} "
+                  f"{med(lambda r: r.same_holder):11.0%} {med(lambda r: r.round_trips):9,.0f} "
+                  f"{total / base:15.2f}x")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

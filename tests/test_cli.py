@@ -45,20 +45,81 @@ SCRIPTS: dict[str, list[Bad]] = {
         bad("NoSuchConcept", says="unknown concept"),
         bad("--timeout", "-1", says="--timeout"),
     ],
+    "common.faultproxy": [
+        bad("--to", "localhost", says="--to"),
+        bad("--to", "127.0.0.1:6379", "--listen", "127.0.0.1:70000", says="--listen"),
+        bad("--to", "127.0.0.1:6379", "--listen", "127.0.0.1:{busy_port}", says="already in use"),
+    ],
+    "common.faultproxy_bench": [
+        bad("--repeats", "0", says="--repeats"),
+        bad("--size", "lots", says="--size"),
+    ],
+    "common.faultproxy_demo": [
+        bad("--out", "{unwritable}", says="--out"),
+        bad("--out", "{tmp}/diagram.txt", says=".png or .svg"),
+    ],
+    "common.trace": [
+        bad(says="render"),
+        bad("render", "{tmp}/missing.jsonl", says="cannot read"),
+        bad("render", "tests/conftest.py", "--out", "{tmp}/x.png", says="not a trace event"),
+        bad("render", "x.jsonl", "--out", "{unwritable}", says="--out"),
+        bad("render", "x.jsonl", "--out", "{tmp}/x.pdf", says=".png or .svg"),
+        bad("render", "x.jsonl", "--spacing", "log", says="--spacing"),
+    ],
     "common.redis_server": [
         bad("--port", "0", says="--port"),
         bad("--port", "70000", says="--port"),
         bad("--port", "{busy_port}", says="already in use"),
     ],
     # --- BlockingQueue.py / Threading / UniqueIdGeneration -----------------------------------------
-    "BlockingQueue.py": [],
-    "Threading.compare": [],
-    "Threading.demo": [],
-    "Threading.race_condition": [],
-    "UniqueIdGeneration.bench": [],
-    "UniqueIdGeneration.demo": [],
-    "UniqueIdGeneration.lease_node": [],
-    "UniqueIdGeneration.sortable_keys": [],
+    "BlockingQueue.py": [
+        bad("--capacity", "abc", says="--capacity: expected a whole number >= 1, got 'abc'"),
+        bad("--capacity", "0", says="--capacity"),
+        bad("demo", "--items", "0", says="--items"),
+        bad("demo", "--seed", "x", says="--seed"),
+        bad("demo", "--plot", "{unwritable}", says="--plot"),
+        bad("bench", "--repeat", "0", says="--repeat"),
+        bad("frobnicate", says="invalid choice"),
+    ],
+    "Threading.compare": [
+        bad("--workers", "2", "0", says="--workers"),
+        bad("--n", "1", says="--n"),
+        bad("--delay-ms", "-5", says="--delay-ms"),
+        bad("--repeat", "0", says="--repeat"),
+        bad("--experiment", "gpu", says="--experiment"),
+        bad("--plot", "{unwritable}", says="--plot"),
+    ],
+    "Threading.demo": [
+        bad("--repeat", "0", says="--repeat"),
+        bad("--n", "abc", says="--n"),
+    ],
+    "Threading.race_condition": [
+        bad("--threads", "0", says="--threads"),
+        bad("--iterations", "-1", says="--iterations"),
+        bad("--switch-interval", "0", says="--switch-interval"),
+        bad("--workload", "dict", says="--workload"),
+    ],
+    "UniqueIdGeneration.bench": [
+        bad("--repeats", "3", says="--repeats"),
+        bad("--calls", "10", says="--calls"),
+    ],
+    "UniqueIdGeneration.demo": [
+        bad("--ids", "2", says="--ids"),
+        bad(env=UNREACHABLE_REDIS, says="redis://127.0.0.1:1/0"),
+    ],
+    "UniqueIdGeneration.lease_node": [
+        bad(says="--redis-url"),
+        bad("--redis-url", "not-a-url", says="--redis-url"),
+        bad("--redis-url", "redis://127.0.0.1:1/0", says="redis://127.0.0.1:1/0"),
+        bad("--redis-url", "redis://127.0.0.1:1/0", "--ttl-ms", "0", says="--ttl-ms"),
+        bad("--redis-url", "redis://127.0.0.1:1/0", "--interval-ms", "x", says="--interval-ms"),
+    ],
+    "UniqueIdGeneration.sortable_keys": [
+        bad("--rows", "0", says="--rows"),
+        bad("--batch", "-3", says="--batch"),
+        bad("--plot", "{unwritable}", says="--plot"),
+        bad("--dir", "{unwritable}", says="--dir"),
+    ],
     # --- WebSockets -----------------------------------------------------------------------------
     "WebSockets.bench": [],
     "WebSockets.client": [],
@@ -67,22 +128,63 @@ SCRIPTS: dict[str, list[Bad]] = {
     "WebSockets.lib_server": [],
     "WebSockets.server": [],
     # --- RealTimeChat ---------------------------------------------------------------------------
-    "RealTimeChat.app": [],
-    "RealTimeChat.bench": [],
+    "RealTimeChat.app": [
+        bad("--port", "-1", says="--port"),
+        bad("--port", "70000", says="--port"),
+        bad("--port", "{busy_port}", "--db", "{tmp}/chat.sqlite3", says="already in use"),
+        bad("--rate", "0", says="--rate"),
+        bad("--burst", "abc", says="--burst"),
+        bad("--redis", "localhost:6379", says="--redis"),
+        bad("--redis", "redis://127.0.0.1:1/0", says="cannot use Redis"),
+        bad("--db", "{unwritable}", says="--db"),
+    ],
+    "RealTimeChat.bench": [
+        bad("--clients", "1", says="--clients"),
+        bad("--rate", "0", says="--rate"),
+        bad("--repeats", "abc", says="--repeats"),
+    ],
     "RealTimeChat.demo": [],
-    "RealTimeChat.screenshot": [],
+    "RealTimeChat.screenshot": [
+        bad("--out", "{unwritable}", says="--out"),
+        bad("--chromium", "{tmp}/no-chromium", says="no Chromium"),
+    ],
     # --- TwoPhaseCommit -------------------------------------------------------------------------
     "TwoPhaseCommit.chaos": [],
     "TwoPhaseCommit.coordinator": [],
     "TwoPhaseCommit.demo": [],
     "TwoPhaseCommit.participant": [],
     # --- SimpleCDN ------------------------------------------------------------------------------
-    "SimpleCDN.bench": [],
-    "SimpleCDN.cdn_server": [],
+    "SimpleCDN.bench": [
+        bad("--repeats", "0", says="--repeats"),
+        bad("--seconds", "soon", says="--seconds"),
+    ],
+    "SimpleCDN.cdn_server": [
+        bad("--port", "70000", says="--port"),
+        bad("--port", "{busy_port}", says="already in use"),
+        bad("--origin", "ftp://x", says="--origin"),
+        bad("--cache-size", "lots", says="--cache-size"),
+        bad("--cache-size", "0", says="--cache-size"),
+        bad("--origin-timeout", "-1", says="--origin-timeout"),
+        bad("--origin", "https://127.0.0.1:1", "--origin-cafile", "{tmp}/none.pem", says="--origin-cafile"),
+    ],
     "SimpleCDN.demo": [],
-    "SimpleCDN.loadgen": [],
-    "SimpleCDN.origin": [],
-    "SimpleCDN.router": [],
+    "SimpleCDN.loadgen": [
+        bad("--port", "0", says="--port"),
+        bad("--port", "1", "--connections", "0", says="--connections"),
+        bad("--port", "1", "--seconds", "0.2", says="cannot reach"),
+    ],
+    "SimpleCDN.origin": [
+        bad("--latency-ms", "-5", says="--latency-ms"),
+        bad("--port", "-1", says="--port"),
+        bad("--port", "{busy_port}", says="already in use"),
+        bad("--tls-cert", "{tmp}/missing.pem", says="--tls-cert"),
+    ],
+    "SimpleCDN.router": [
+        bad("--edge", "nonsense", says="--edge"),
+        bad("--edge", "a=http://127.0.0.1:1@-5", says="--edge"),
+        bad("--edge", "a=http://127.0.0.1:1@5", "--check-interval", "0", says="--check-interval"),
+        bad("--edge", "a=http://127.0.0.1:1@5", "--port", "{busy_port}", says="already in use"),
+    ],
     # --- ConsistentHashing ----------------------------------------------------------------------
     "ConsistentHashing.bench": [
         bad("--rounds", "2", says="--rounds"),
@@ -111,9 +213,24 @@ SCRIPTS: dict[str, list[Bad]] = {
         bad("--no-plots", says="--no-plots"),   # the one flag is --no-plot, as in compare
     ],
     # --- DistributedLocking ---------------------------------------------------------------------
-    "DistributedLocking.bench": [],
-    "DistributedLocking.demo": [],
-    "DistributedLocking.simulation": [],
+    "DistributedLocking.bench": [
+        bad("--pairs", "abc", says="--pairs"),
+        bad("--processes", "0", says="--processes"),
+        bad("--work-ms", "-1", says="--work-ms"),
+        bad(env=UNREACHABLE_REDIS, says="REDIS_URL"),
+    ],
+    "DistributedLocking.demo": [
+        bad("--racers", "1", says="--racers"),
+        bad("--ttl-ms", "abc", says="--ttl-ms"),
+        bad("--payment-s", "-5", says="--payment-s"),
+        bad(env=UNREACHABLE_REDIS, says="REDIS_URL"),
+    ],
+    "DistributedLocking.simulation": [
+        bad("--users", "0", says="--users"),
+        bad("--cancel", "2", says="--cancel"),
+        bad("--payment-ms", "x", says="--payment-ms"),
+        bad(env=UNREACHABLE_REDIS, says="REDIS_URL"),
+    ],
 }
 
 MARKERS = {"BlockingQueue": "blocking_queue", "Threading": "threading", "WebSockets": "ws",
