@@ -221,16 +221,18 @@ def reshard_live(cluster: ClusterProcesses, nodes: list[redis.Redis], keys: list
     writers = [Writer(i, cluster.ports[0], share, stop, started) for i, share in enumerate(shares)]
     for writer in writers:
         writer.start()
-    time.sleep(0.5)  # let the clients reach full speed first, so the plot shows before and during
-    window_start = time.monotonic() - started
-    for slot, source in cli.progress(jobs, label="slots migrated"):
-        source_node = nodes[ids.index(source)]
-        migrate_slot(slot, source_node, nodes[-1], source, new_id, newcomer.port, nodes)
-    window_end = time.monotonic() - started
-    time.sleep(0.5)  # and after
-    stop.set()
-    for writer in writers:
-        writer.join()
+    try:
+        time.sleep(0.5)  # let the clients reach full speed first, so the plot shows before and during
+        window_start = time.monotonic() - started
+        for slot, source in cli.progress(jobs, label="slots migrated"):
+            source_node = nodes[ids.index(source)]
+            migrate_slot(slot, source_node, nodes[-1], source, new_id, newcomer.port, nodes)
+        window_end = time.monotonic() - started
+        time.sleep(0.5)  # and after
+    finally:
+        stop.set()  # also on an error or Ctrl-C: no client may outlive the cluster it talks to
+        for writer in writers:
+            writer.join()
     redirects = redirects_sent(nodes)
 
     moved = {bytes(k) for k in nodes[-1].scan_iter(count=1000)}
