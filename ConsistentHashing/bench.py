@@ -16,7 +16,8 @@ int.from_bytes (uhashring parses a 32-hex-digit MD5 string), bisect over a sorte
 64-bit positions narrowed by a 2**16-slice index to a couple of candidates (uhashring: ~17
 comparisons of 128-bit ints), and the owner read from a parallel list with a wrap-around
 sentinel (uhashring: a dict lookup behind two method calls). The row "ours, MD5 positions" uses
-MD5 like uhashring, to show how much of the gap is the hash function.
+MD5 like uhashring, to show how much of the gap is the hash function; the Maglev row is a
+different scheme (alternatives.py) on the same keys: one table index per lookup.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import numpy as np
 
 from common import cli
 
+from .alternatives import MaglevHashing
 from .ring import ConsistentHashRing, hash_keys
 
 
@@ -124,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     }, rounds=5, label="build rounds")
     ours = ConsistentHashRing(nodes, vnodes=args.vnodes)
     ours_md5 = ConsistentHashRing(nodes, vnodes=args.vnodes, hash_fn=md5_64)
+    maglev = MaglevHashing(nodes)  # not a ring: Maglev's lookup table, for its lookups/s
     peer = HashRing(nodes=nodes, vnodes=args.vnodes)
     if peer.size != ours.total_vnodes:
         raise SystemExit(f"the rings differ in size ({peer.size} vs {ours.total_vnodes} points)")
@@ -135,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     single = interleaved({
         "ours": lambda: time_loop(ours.get_node, keys),
         "ours_md5": lambda: time_loop(ours_md5.get_node, keys),
+        "maglev": lambda: time_loop(maglev.get_node, keys),
         "peer": lambda: time_loop(peer.get_node, keys),
     }, rounds=args.rounds, label="lookup rounds")
     bulk = interleaved({
@@ -153,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         ("single-key get_node", rate(single["ours"]), rate(single["peer"]), "lookups/s"),
         ("  ours, MD5 positions like uhashring", rate(single["ours_md5"]), rate(single["peer"]),
          "lookups/s"),
+        (f"  Maglev, table of {maglev.table_size:,} (not a ring)", rate(single["maglev"]),
+         rate(single["peer"]), "lookups/s"),
         ("bulk assign(keys): hash + searchsorted", rate(bulk["assign"]), rate(single["peer"]), "keys/s"),
         ("bulk, pre-hashed keys: searchsorted only", rate(bulk["assign_hashes"]), rate(single["peer"]),
          "keys/s"),
