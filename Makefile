@@ -53,6 +53,7 @@ figures-SimpleCDN: $(VENV)/.dev-installed
 figures-ConsistentHashing: $(VENV)/.dev-installed
 	$(BIN)/python -m ConsistentHashing.simulate --out ConsistentHashing/images
 	$(BIN)/python -m ConsistentHashing.compare --out ConsistentHashing/images
+	$(BIN)/python -m ConsistentHashing.redis_cluster --out ConsistentHashing/images
 
 figures-DistributedLocking: $(VENV)/.dev-installed
 	@true

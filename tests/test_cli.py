@@ -288,6 +288,12 @@ SCRIPTS: dict[str, list[Bad]] = {
         bad(env=UNREACHABLE_REDIS, says="REDIS_URL"),
         bad("--servers", "1", says="--servers"),
     ],
+    "ConsistentHashing.redis_cluster": [
+        bad("--slots", "0", says="--slots"),
+        bad("--slots", "16384", says="--slots"),
+        bad("--clients", "0", says="--clients"),
+        bad("--out", "{unwritable}", says="--out"),
+    ],
     "ConsistentHashing.simulate": [
         bad("--out", "{unwritable}", says="--out"),
         bad("--out", "/etc/passwd/x", says="/etc/passwd is a file"),
