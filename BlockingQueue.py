@@ -23,13 +23,14 @@ How it is built (compare CPython's Lib/queue.py, which does the same thing):
 
 Run it:
     python BlockingQueue.py                 interactive: enqueue X, dequeue, size, peek, help, exit
-    python BlockingQueue.py demo --plot Threading/images/blocking_queue_depth.png
+    python BlockingQueue.py demo            fast producers, slow consumers; plot in out/BlockingQueue/
     python BlockingQueue.py bench           items/s against queue.Queue on the same workload
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import queue
 import random
 import statistics
@@ -39,11 +40,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Generic, TextIO, TypeVar
 
 T = TypeVar("T")
 
 __all__ = ["BlockingQueue", "Closed"]
+
+DEFAULT_PLOT = Path(__file__).resolve().parent / "out" / "BlockingQueue" / "blocking_queue_depth.png"
 
 
 class Closed(Exception):
@@ -445,7 +449,7 @@ def _consumer(name: str, q: BlockingQueue, work: float, rng: random.Random, tl: 
 
 def run_demo(producers: int = 3, consumers: int = 2, capacity: int = 5, items: int = 60, seed: int = 1,
              produce_every: float = 0.004, consume_work: float = 0.02,
-             show: int = 45, plot: str | None = None) -> dict:
+             show: int = 45, plot: Path | None = None) -> dict:
     """Run the producer/consumer demo, print the timeline, and return the figures it checked."""
     q: BlockingQueue[tuple[str, int]] = BlockingQueue(capacity)
     tl = Timeline(capacity)
@@ -500,7 +504,7 @@ def run_demo(producers: int = 3, consumers: int = 2, capacity: int = 5, items: i
           f"queue full at {full_share:.0%} of events; took {events[-1][0]:.2f}s")
     if plot:
         _plot_depth(events, capacity, plot)
-        print(f"plot saved to {plot}")
+        print(f"plot saved to {os.path.relpath(plot)}")
     ok = exactly_once and in_order and max_depth <= capacity
     print(f"result: {len(received)}/{items} items delivered exactly once and in order per producer, "
           f"max depth {max_depth}/{capacity}, producers blocked {blocked_count} times: "
@@ -512,7 +516,7 @@ def _in_order(seqs: list[int]) -> bool:
     return all(a < b for a, b in zip(seqs, seqs[1:], strict=False))
 
 
-def _plot_depth(events: list[tuple[float, str, int, str]], capacity: int, path: str) -> None:
+def _plot_depth(events: list[tuple[float, str, int, str]], capacity: int, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -530,6 +534,7 @@ def _plot_depth(events: list[tuple[float, str, int, str]], capacity: int, path: 
     ax.set_title("Bounded queue under backpressure: fast producers, slow consumers")
     ax.legend(loc="upper center", ncol=3, fontsize=8)
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -575,7 +580,6 @@ def _move_items(make_queue: Callable[[], object], producers: int, consumers: int
 
 def run_bench(items: int = 200_000, capacity: int = 64, repeat: int = 7,
               shapes: tuple[tuple[int, int], ...] = ((1, 1), (4, 4), (0, 0))) -> list[dict]:
-    import os
     import platform
 
     print(f"Python {platform.python_version()} ({platform.python_implementation()}), "
@@ -626,7 +630,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     sub = parser.add_subparsers(dest="command", metavar="{demo,bench}")
     demo = sub.add_parser("demo", help="producers faster than consumers: backpressure timeline",
                           description="Producers faster than consumers through a small queue: prints a "
-                                      "timeline of depth and blocked producers, optionally plots depth.")
+                                      "timeline of depth and blocked producers, and plots depth over time.")
     demo.add_argument("--producers", type=_positive_int, default=3, help="producer threads (default 3)")
     demo.add_argument("--consumers", type=_positive_int, default=2, help="consumer threads (default 2)")
     demo.add_argument("--capacity", type=_positive_int, default=5, help="queue capacity (default 5)")
@@ -634,7 +638,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     demo.add_argument("--seed", type=int, default=1, help="seed for the random pauses (default 1)")
     demo.add_argument("--show", type=_positive_int, default=45,
                       help="timeline events to print before eliding the middle (default 45)")
-    demo.add_argument("--plot", metavar="PATH", help="save a PNG of queue depth over time")
+    demo.add_argument("--plot", metavar="PATH", type=Path, default=DEFAULT_PLOT,
+                      help="where to save the PNG of queue depth over time "
+                           "(default out/BlockingQueue/blocking_queue_depth.png)")
+    demo.add_argument("--no-plot", action="store_true", help="print the timeline only")
     bench = sub.add_parser("bench", help="items/s against queue.Queue",
                            description="Throughput against queue.Queue on the same workload, in one run, "
                                        "interleaved repetitions, median.")
@@ -651,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "demo":
             result = run_demo(args.producers, args.consumers, args.capacity, args.items, args.seed,
-                              show=args.show, plot=args.plot)
+                              show=args.show, plot=None if args.no_plot else args.plot)
             return 0 if result["ok"] else 1
         if args.command == "bench":
             run_bench(args.items, args.capacity, args.repeat)

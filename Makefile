@@ -29,28 +29,30 @@ FIGURE_TARGETS := figures-BlockingQueue figures-Threading figures-WebSockets fig
 figures: python-check $(FIGURE_TARGETS)
 
 figures-BlockingQueue: $(VENV)/.dev-installed
-	@true
+	$(BIN)/python BlockingQueue.py demo --seed 1 --plot images/blocking_queue_depth.png
 
 figures-Threading: $(VENV)/.dev-installed
-	@true
+	$(BIN)/python -m Threading.compare --plot Threading/images/threads_vs_processes.png
 
 figures-WebSockets: $(VENV)/.dev-installed
 	@true
 
 figures-RealTimeChat: $(VENV)/.dev-installed
-	@true
+	$(VENV)/bin/python -m RealTimeChat.screenshot --out RealTimeChat/images/chat.png
 
 figures-TwoPhaseCommit: $(VENV)/.dev-installed
 	@true
 
 figures-UniqueIdGeneration: $(VENV)/.dev-installed
-	@true
+	$(BIN)/python -m UniqueIdGeneration.sortable_keys --rows 1000000 --seed 7 \
+		--plot UniqueIdGeneration/images/sortable_keys.png
 
 figures-SimpleCDN: $(VENV)/.dev-installed
 	@true
 
 figures-ConsistentHashing: $(VENV)/.dev-installed
-	@true
+	$(BIN)/python -m ConsistentHashing.simulate --out ConsistentHashing/images
+	$(BIN)/python -m ConsistentHashing.compare --out ConsistentHashing/images
 
 figures-DistributedLocking: $(VENV)/.dev-installed
 	@true

@@ -6,16 +6,14 @@ Rows: the ring with 1, 3, 10, 100, 160 and 500 virtual nodes, rendezvous hashing
 consistent hashing with bounded loads (c = 1.25 on a 160-vnode ring) and modulo hashing. Columns:
 std-dev/mean and max/mean of keys per node; % of keys moved when `remove` random nodes leave and
 when `add` nodes join, next to the ideal; single-key lookup time; memory of the structure. It also
-plots max/mean load against vnodes (with the theory's curves) to ConsistentHashing/images.
+plots max/mean load against vnodes (with the theory's curves) to out/ConsistentHashing/.
 Balance and movement are deterministic for a seed; times are measurements and vary.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
-import random
 import sys
 import time
 import tracemalloc
@@ -24,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from common import cli
 
 from .alternatives import BoundedLoadsRing, JumpHashing, ModuloHashing, RendezvousHashing
 from .ring import ConsistentHashRing, hash_keys
@@ -34,8 +34,8 @@ from .theory import (
     max_load_bound,
     typical_max_load,
 )
+from .workload import build_workload, parse_workload_args, pyplot, save_figure, shown, workload_parser
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "images"
 RING_VNODES = (1, 3, 10, 100, 160, 500)
 PLOT_NAME = "max_load_vs_vnodes.png"
 
@@ -177,74 +177,82 @@ def print_table(rows: list[Row], ideal_remove: float, ideal_add: float, args) ->
 
 
 def plot(rows: list[Row], args, path: Path) -> None:
-    import matplotlib
+    """Two panels: the ring's max/mean against vnodes (with the theory), and every scheme's max/mean.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Plain tick labels (1.25, 1.5, 2 ...) rather than matplotlib's 2x10^0 on log axes, and the rivals
+    as labelled bars rather than near-identical horizontal lines that hide one another.
+    """
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
     per_node = args.keys / args.shards
     ring_rows = [r for r in rows if r.vnodes is not None]
     vnodes = [r.vnodes for r in ring_rows]
     grid = np.unique(np.geomspace(1, max(vnodes), 60).round().astype(int))
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
-    ax.plot(vnodes, [r.max_over_mean for r in ring_rows], "o-", color="#4C72B0", lw=2,
-            label="ring: measured max/mean")
-    ax.plot(grid, [max_load_bound(args.shards, int(v), per_node) for v in grid], "--", color="#4C72B0",
-            alpha=0.6, label="ring: theory bound (exceeded w.p. <= 1e-6)")
-    ax.plot(grid, [typical_max_load(args.shards, int(v), per_node) for v in grid], ":", color="#4C72B0",
-            alpha=0.9, label="ring: typical max/mean under the random-hash model")
-    styles = {"rendezvous (HRW)": "#55A868", "jump hash": "#C44E52", "bounded loads c=1.25": "#8172B2",
-              "modulo": "#937860"}
-    for row in rows:
-        if row.label in styles:
-            ax.axhline(row.max_over_mean, color=styles[row.label], lw=1.5,
-                       label=f"{row.label}: {row.max_over_mean:.2f}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("virtual nodes per node")
-    ax.set_ylabel("max load / mean load")
-    ax.set_title(f"Max/mean load vs virtual nodes: {args.shards:,} nodes, {args.keys:,} keys "
-                 f"({per_node:g} per node)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    fig, (left, right) = pyplot().subplots(1, 2, figsize=(11, 5), dpi=100,
+                                      gridspec_kw={"width_ratios": [3, 2]})
+
+    left.plot(grid, [max_load_bound(args.shards, int(v), per_node) for v in grid], "--", color="#999999",
+              lw=1.5, label="bound: exceeded with probability <= 1e-6")
+    left.plot(grid, [typical_max_load(args.shards, int(v), per_node) for v in grid], "-", color="#DD8452",
+              lw=2, label="typical max/mean (random-hash model)")
+    left.plot(vnodes, [r.max_over_mean for r in ring_rows], "o", color="#4C72B0", ms=8,
+              label="measured on the ring")
+    random_level = next((r.max_over_mean for r in rows if r.label == "modulo"), None)
+    if random_level is not None:
+        left.axhline(random_level, color="#55A868", lw=1.5, ls=":",
+                     label=f"random placement (modulo): {random_level:.2f}")
+    left.set_xscale("log")
+    left.set_yscale("log")
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    left.xaxis.set_major_locator(FixedLocator(vnodes))
+    left.xaxis.set_major_formatter(plain)
+    left.xaxis.set_minor_locator(NullLocator())
+    left.yaxis.set_major_locator(FixedLocator([1, 1.25, 1.5, 2, 3, 5, 10, 20, 30]))
+    left.yaxis.set_major_formatter(plain)
+    left.yaxis.set_minor_locator(NullLocator())
+    left.set_ylim(1, None)
+    left.set_xlabel("virtual nodes per node")
+    left.set_ylabel("max load / mean load (keys per node)")
+    left.set_title("The ring: more virtual nodes, flatter load")
+    left.grid(True, alpha=0.3)
+    left.legend(fontsize=8, loc="upper right")
+
+    bars = [r for r in rows if r.vnodes is None] + [r for r in ring_rows if r.vnodes == 160]
+    bars.sort(key=lambda r: r.max_over_mean)
+    labels = [r.label for r in bars]
+    values = [r.max_over_mean for r in bars]
+    colors = ["#4C72B0" if r.vnodes is not None else "#8172B2" for r in bars]
+    right.barh(labels, [v - 1 for v in values], left=1, color=colors, height=0.6)
+    for y, value in enumerate(values):
+        right.text(value + 0.01, y, f"{value:.2f}", va="center", fontsize=9)
+    right.set_xlim(1, max(values) + 0.15)
+    right.set_xlabel("max load / mean load")
+    right.set_title("Every scheme, same keys")
+    right.grid(True, axis="x", alpha=0.3)
+
+    fig.suptitle(f"Max/mean load: {args.shards:,} nodes, {args.keys:,} keys ({per_node:g} per node), "
+                 f"seed {args.seed}")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
+    save_figure(fig, path)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--shards", type=int, default=1000, help="nodes")
-    parser.add_argument("--keys", type=int, default=100_000, help="keys")
-    parser.add_argument("--remove", type=int, default=50, help="random nodes removed")
-    parser.add_argument("--add", type=int, default=50, help="nodes added")
-    parser.add_argument("--seed", type=int, default=42, help="seed for key names and removed nodes")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for the plot")
-    parser.add_argument("--no-plot", action="store_true", help="print the table only")
-    args = parser.parse_args(argv)
-    if args.shards < 2 or args.keys < 1 or args.add < 0 or not 0 <= args.remove < args.shards:
-        parser.error("need --shards >= 2, --keys >= 1, 0 <= --remove < --shards, --add >= 0")
-    return args
+def parse_args(argv: list[str] | None):
+    parser = workload_parser("python -m ConsistentHashing.compare", __doc__.split("\n\n")[0],
+                             shards=1000, keys=100_000, min_shards=2, plot_help="plot")
+    return parse_workload_args(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    rng = random.Random(args.seed)
-    keys = [f"key-{rng.getrandbits(64):016x}" for _ in range(args.keys)]
-    nodes = [f"node-{i:04d}" for i in range(args.shards)]
-    removed = sorted(rng.sample(nodes, args.remove))
-    added = [f"node-{i:04d}" for i in range(args.shards, args.shards + args.add)]
+    work = build_workload(args, prefix="node")
+    keys, nodes, removed, added = work.keys, work.nodes, work.removed, work.added
     positions = hash_keys(keys)
     print(f"Comparing placement schemes: {args.shards:,} nodes, {args.keys:,} keys, remove {args.remove}, "
           f"add {args.add}, seed {args.seed}")
     print(f"Python {platform.python_version()}, {os.cpu_count()} CPUs; times are single-key get_node "
           f"(median of 5 passes; bounded loads: placing a new key)")
-    rows = []
-    for scheme in schemes():
-        print(f"  measuring {scheme.label} ...", file=sys.stderr, flush=True)
-        rows.append(measure(scheme, nodes, removed, added, keys, positions))
+    rows = [measure(scheme, nodes, removed, added, keys, positions)
+            for scheme in cli.progress(schemes(), label="schemes measured")]
     ideal_remove = 100 * ideal_moved_on_remove(args.shards, args.remove)
     ideal_add = 100 * ideal_moved_on_add(args.shards, args.add)
     print_table(rows, ideal_remove, ideal_add, args)
@@ -252,13 +260,9 @@ def main(argv: list[str] | None = None) -> int:
           "max/mean = mean of 20 sampled maxima")
     if not args.no_plot:
         plot(rows, args, args.out / PLOT_NAME)
-        print(f"plot written to {os.path.relpath(args.out / PLOT_NAME)}")
+        print(f"plot written to {shown(args.out / PLOT_NAME)}")
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        sys.exit(130)
+    sys.exit(cli.run(main))

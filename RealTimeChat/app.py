@@ -20,17 +20,19 @@ import argparse
 import logging
 import os
 import secrets
-import signal
+import socket
 import sqlite3
 import sys
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import redis
 from flask import Flask, render_template, request
 from flask_socketio import SocketIO, join_room, leave_room
+from werkzeug.serving import make_server
+
+from common import cli
 
 from .rules import (
     INTERNAL_ERROR,
@@ -56,11 +58,13 @@ from .rules import (
 )
 from .store import ChatStore, LocalStore, RedisStore
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-DEFAULT_DB = PACKAGE_DIR / "data" / "chat.sqlite3"
+DEFAULT_DB = cli.output_path("RealTimeChat", "chat.sqlite3")   # git-ignored out/
 # Engine.IO refuses packets above this size by closing the connection: the only input that costs a
 # client its connection. Anything smaller reaches rules.py and gets a polite `error`.
 MAX_PACKET_BYTES = 1_000_000
+# The events a client may send. Everything else, the server's own lifecycle events `connect` and
+# `disconnect` included, is refused with `unknown_event` (see ChatServer._refuse_foreign_events).
+CLIENT_EVENTS = frozenset({"join", "leave", "message", "private_message", "typing"})
 # Presence changes within this window are sent as one list (see ChatServer._change_presence).
 PRESENCE_COALESCE_S = 0.2
 
@@ -114,34 +118,64 @@ class ChatServer:
         on("private_message")(self._guarded(self.on_private_message))
         # Typing pings have their own silent limiter (see on_typing).
         on("typing")(self._guarded(self.on_typing, limited=False))
-        on("*")(self._guarded(self.on_unknown_event))
+        self._refuse_foreign_events()
+
+    def _refuse_foreign_events(self) -> None:
+        """Let only CLIENT_EVENTS through from a client; answer anything else with `unknown_event`.
+
+        python-socketio dispatches a client's event packet by its name to whichever handler has
+        that name, and `connect` and `disconnect` are names too: before this check, a client's
+        `emit("connect")` re-ran the connect handler (a fresh rate-limit bucket; its nickname and
+        presence orphaned for ever) and `emit("disconnect")` freed its nickname while the socket
+        stayed open. A catch-all `*` handler is no help either: an event literally named "*" takes
+        the catch-all's own slot, and Flask-SocketIO then reads the payload as the sender's sid.
+        So the allow-list is checked where a client's packet becomes an event, before any
+        dispatch. `_handle_event` is python-socketio's (private) entry for client event packets;
+        tests/test_chat_spoofing.py fails if an upgrade ever bypasses this wrapper.
+        """
+        server = self.socketio.server
+        dispatch = server._handle_event
+
+        def handle_event(eio_sid: str, namespace: str | None, ack_id: int | None, data: list) -> Any:
+            name = data[0] if data else None
+            if isinstance(name, str) and name in CLIENT_EVENTS:
+                return dispatch(eio_sid, namespace, ack_id, data)
+            sid = server.manager.sid_from_eio_sid(eio_sid, namespace or "/")
+            if sid is not None:
+                self._handle(sid, self.on_unknown_event, (name,), limited=True)
+            return None
+        server._handle_event = handle_event
 
     def _guarded(self, handler, limited: bool = True):
-        """Wrap a handler: rate limit first, and turn every failure into an `error` event.
+        """Wrap a handler for Flask-SocketIO: the connection comes from the request context."""
+        def wrapper(*args: Any) -> None:
+            self._handle(request.sid, handler, args, limited)
+        wrapper.__name__ = handler.__name__
+        return wrapper
+
+    def _handle(self, sid: str, handler, args: tuple[Any, ...], limited: bool) -> None:
+        """Run one client event: rate limit first, and turn every failure into an `error` event.
 
         Catching here (rather than letting Flask-SocketIO log and drop the exception) is what keeps
         a bad payload from costing anything but one `error` reply.
         """
-        def wrapper(*args: Any) -> None:
-            conn = self._connection(request.sid)
-            if conn is None:
-                return  # raced with disconnect
-            with conn.lock:
-                if conn.closed:
-                    return  # the disconnect clean-up ran first: nothing may be claimed after it
-                try:
-                    if limited and not conn.bucket.try_take():
-                        raise ChatError(RATE_LIMITED, f"slow down: at most {self.rate:g} events/s "
-                                                      f"(bursts of {self.burst})")
-                    handler(conn, *args)
-                except ChatError as exc:
-                    self._send_error(conn.sid, exc)
-                except Exception:
-                    log.exception("handler %s failed", handler.__name__)
-                    self._send_error(conn.sid, ChatError(INTERNAL_ERROR, "the server failed to handle "
-                                                                         "that event; try again"))
-        wrapper.__name__ = handler.__name__
-        return wrapper
+        conn = self._connection(sid)
+        if conn is None:
+            return  # raced with disconnect
+        with conn.lock:
+            if conn.closed:
+                return  # the disconnect clean-up ran first: nothing may be claimed after it
+            try:
+                if limited and not conn.bucket.try_take():
+                    raise ChatError(RATE_LIMITED, f"slow down: at most {self.rate:g} events/s "
+                                                  f"(bursts of {self.burst})")
+                handler(conn, *args)
+            except ChatError as exc:
+                self._send_error(conn.sid, exc)
+            except Exception:
+                log.exception("handler %s failed", handler.__name__)
+                self._send_error(conn.sid, ChatError(INTERNAL_ERROR, "the server failed to handle "
+                                                                     "that event; try again"))
 
     def _connection(self, sid: str) -> Connection | None:
         with self._lock:
@@ -280,9 +314,9 @@ class ChatServer:
         self.socketio.emit("typing", {"room": room, "username": conn.username}, to=room,
                            skip_sid=conn.sid)
 
-    def on_unknown_event(self, conn: Connection, event: Any = None, *args: Any) -> None:
-        raise ChatError(UNKNOWN_EVENT, f"unknown event {str(event)[:40]!r}; the events are join, leave, "
-                                       f"message, private_message, typing")
+    def on_unknown_event(self, conn: Connection, event: Any = None) -> None:
+        raise ChatError(UNKNOWN_EVENT, f"unknown event {str(event)[:40]!r}; a client may send only "
+                                       f"{', '.join(sorted(CLIENT_EVENTS))}")
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -368,11 +402,6 @@ def create_app(store: ChatStore, redis_url: str | None = None, cors_origins: lis
     return app, socketio, chat
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    """SIGTERM (from `kill`, systemd, the tests) takes the same clean path as Ctrl-C."""
-    raise KeyboardInterrupt
-
-
 def own_origin_or(extra: list[str]):
     """Engine.IO origin check: the page's own origin (from the Host header) plus `extra`.
 
@@ -387,61 +416,75 @@ def own_origin_or(extra: list[str]):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Real-time chat server (Flask + Flask-SocketIO).")
+    parser = cli.ArgumentParser(prog="python -m RealTimeChat.app",
+                                description="Real-time chat server (Flask + Flask-SocketIO).")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=5000, help="port (default 5000)")
-    parser.add_argument("--redis", metavar="URL",
+    parser.add_argument("--port", type=cli.port, default=5000, help="port (default 5000)")
+    parser.add_argument("--redis", metavar="URL", type=cli.redis_url,
                         help="scale-out mode: share rooms, presence and history through this Redis")
-    parser.add_argument("--db", default=str(DEFAULT_DB),
-                        help="SQLite history file when not using --redis (default %(default)s)")
+    parser.add_argument("--db", type=cli.writable_path, default=DEFAULT_DB,
+                        help="SQLite history file when not using --redis "
+                             "(default out/RealTimeChat/chat.sqlite3)")
     parser.add_argument("--cors-origin", action="append", metavar="ORIGIN",
                         help="also allow this browser origin (repeatable); default: own origin only")
-    parser.add_argument("--rate", type=float, default=10.0, help="events/s per connection (default 10)")
-    parser.add_argument("--burst", type=int, default=20, help="rate-limit burst (default 20)")
-    parser.add_argument("--heartbeat-ttl", type=float, default=10.0,
+    # Checked here, not at the first connection: a bad value must stop the start, not every client.
+    parser.add_argument("--rate", type=cli.positive_float, default=10.0,
+                        help="events/s per connection (default 10)")
+    parser.add_argument("--burst", type=cli.positive_int, default=20, help="rate-limit burst (default 20)")
+    parser.add_argument("--heartbeat-ttl", type=cli.positive_float, default=10.0,
                         help="scale-out: seconds after which a silent instance's users count as gone")
     parser.add_argument("--debug", action="store_true", help="Flask debug mode (never in production)")
-    args = parser.parse_args(argv)
-    # Checked here, not at the first connection: a bad value must stop the start, not every client.
-    if not args.rate > 0 or args.burst < 1 or not args.heartbeat_ttl > 0:
-        parser.error("need --rate > 0, --burst >= 1 and --heartbeat-ttl > 0")
-    return args
+    return parser.parse_args(argv)
+
+
+def open_store(args: argparse.Namespace) -> tuple[ChatStore, str]:
+    """The store the flags ask for, and a few words saying where the state lives."""
+    try:
+        if args.redis:
+            store = RedisStore(args.redis, heartbeat_ttl=args.heartbeat_ttl)
+            return store, f"redis {args.redis} (instance {store.instance_id})"
+        return LocalStore(args.db), f"sqlite {args.db}"
+    except (redis.RedisError, ValueError, OSError, sqlite3.Error) as exc:
+        what = f"Redis at {args.redis}" if args.redis else f"the history database {args.db}"
+        raise cli.UsageError(f"cannot use {what}: {exc}") from None
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so that a busy port is one clear error, before any "serving".
+
+    (Werkzeug's own bind prints two lines and calls sys.exit; given a socket, it just serves it.)
+    """
+    try:
+        return socket.create_server((host, port), backlog=128)
+    except OSError as exc:
+        raise cli.bind_error(exc, host, port) from None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    store: ChatStore
-    try:
-        if args.redis:
-            store = RedisStore(args.redis, heartbeat_ttl=args.heartbeat_ttl)
-            where = f"redis {args.redis} (instance {store.instance_id})"
-        else:
-            store = LocalStore(args.db)
-            where = f"sqlite {args.db}"
-    except (redis.RedisError, ValueError, OSError, sqlite3.Error) as exc:
-        what = f"Redis at {args.redis}" if args.redis else f"the history database {args.db}"
-        print(f"RealTimeChat.app: cannot use {what}: {exc}", file=sys.stderr)
-        return 1
-    app, socketio, chat = create_app(store, redis_url=args.redis, cors_origins=args.cors_origin,
-                                     rate=args.rate, burst=args.burst)
-    if args.redis:
-        chat.start_reaper(interval=args.heartbeat_ttl / 3)
-    signal.signal(signal.SIGTERM, _interrupt)
     # No line per HTTP request, and not the dev-server warning: README explains the server choice.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    log.info("serving http://%s:%d  state: %s", args.host, args.port, where)
+    store, where = open_store(args)
     try:
-        socketio.run(app, host=args.host, port=args.port, debug=args.debug, use_reloader=False,
-                     log_output=False, allow_unsafe_werkzeug=True)
-    except KeyboardInterrupt:
-        pass
+        app, socketio, chat = create_app(store, redis_url=args.redis, cors_origins=args.cors_origin,
+                                         rate=args.rate, burst=args.burst)
+        app.debug = args.debug
+        server = make_server(args.host, args.port, app, threaded=True,
+                             fd=listen(args.host, args.port).detach())
+        if args.redis:
+            chat.start_reaper(interval=args.heartbeat_ttl / 3)
+        log.info("serving http://%s:%d  state: %s", args.host, args.port, where)
+        try:
+            server.serve_forever()   # Ctrl-C or SIGTERM (cli.run) ends it with KeyboardInterrupt
+        finally:
+            server.server_close()
+            chat.close_all()
+            log.info("stopped")
     finally:
-        chat.close_all()
         store.close()
-        log.info("stopped")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import socketio
 
-from common import free_port, redis_server, spawn_module
+from common import cli, free_port, redis_server, spawn_module
 
 from .client import ChatClient, ChatTimeout
 
@@ -148,14 +148,19 @@ def median_result(results: list[RoundResult]) -> RoundResult:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Chat fan-out: one instance vs two over Redis.")
-    parser.add_argument("--clients", type=int, nargs="+", default=[10, 50], help="N values (default 10 50)")
+    parser = cli.ArgumentParser(prog="python -m RealTimeChat.bench",
+                                description="Chat fan-out: one instance vs two over Redis.")
+    parser.add_argument("--clients", type=cli.int_range(2), nargs="+", default=[10, 50],
+                        help="N values (default 10 50)")
     parser.add_argument("--full", action="store_true",
                         help="N = 10 50 200 (several minutes; at N=200 and 1 msg/s per client the "
                              "offered ~40,000 deliveries/s saturate a 2-core machine)")
-    parser.add_argument("--rate", type=float, default=1.0, help="messages/s per client (default 1)")
-    parser.add_argument("--seconds", type=float, default=2.0, help="sending time per round (default 2)")
-    parser.add_argument("--repeats", type=int, default=5, help="rounds per set-up, median taken (default 5)")
+    parser.add_argument("--rate", type=cli.positive_float, default=1.0,
+                        help="messages/s per client (default 1)")
+    parser.add_argument("--seconds", type=cli.positive_float, default=2.0,
+                        help="sending time per round (default 2)")
+    parser.add_argument("--repeats", type=cli.positive_int, default=5,
+                        help="rounds per set-up, median taken (default 5)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the send schedule")
     args = parser.parse_args(argv)
     if args.full:
@@ -207,14 +212,12 @@ def main(argv: list[str] | None = None) -> int:
                 for name, urls in setups.items():
                     print(f"N={n}: connecting {n} clients to '{name}'", flush=True)
                     clients[name] = connect_clients(urls, n, f"room{n}", recorders[name])
-                for rep in range(args.repeats):
+                for _ in cli.progress(range(args.repeats), label=f"N={n} rounds"):
                     for name in setups:   # interleaved: one, two, one, two, ...
                         round_id += 1
                         result = run_round(clients[name], f"room{n}", recorders[name], round_id,
                                            args.rate, args.seconds, rng)
                         results[name].append(result)
-                        print(f"  N={n} round {rep + 1} {name}: p50 {result.p50_ms:.2f} ms, "
-                              f"{result.deliveries_per_s:.0f} delivered/s, lost {result.lost}", flush=True)
                 rows.append((n, median_result(results["one"]), median_result(results["two"])))
             except (Overloaded, ChatTimeout, socketio.exceptions.SocketIOError) as exc:
                 print(f"  N={n}: stopped, overloaded: {exc}", flush=True)
@@ -230,8 +233,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted")
-        sys.exit(130)
+    sys.exit(cli.run(main))

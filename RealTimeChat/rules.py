@@ -133,6 +133,14 @@ def check_text(value: Any) -> str:
                                        f"(this one has {len(value)})")
     if not value.strip():
         raise ChatError(EMPTY_TEXT, "a message needs some text")
+    # JSON can carry a lone surrogate ("\ud800"), but it is not a character: UTF-8 cannot encode it,
+    # so SQLite, Redis and every other client would choke on it later. Refuse it here, as bad input.
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ChatError(BAD_REQUEST, "'text' is not valid Unicode: it contains a lone surrogate "
+                                         "(U+D800-U+DFFF)") from None
     return value
 
 

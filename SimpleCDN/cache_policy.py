@@ -81,11 +81,24 @@ def without(headers: Iterable[tuple[str, str]], names: Iterable[str]) -> Headers
     return [(key, value) for key, value in headers if key.lower() not in drop]
 
 
+OWS = " \t"  # RFC 9110 §5.6.3: optional whitespace is SP and HTAB, nothing else
+
+
+def strip_ows(text: str) -> str:
+    """Remove optional whitespace (SP, HTAB) from both ends — and only that.
+
+    Never `str.strip()`: it also removes \x0b, \x0c, \x1c-\x1f and \x85, so "0\x0b" would read as a
+    valid Content-Length of 0 and "\x0bchunked" as chunked, where another parser on the path would
+    disagree about the body's length: the disagreement request smuggling is made of.
+    """
+    return text.strip(OWS)
+
+
 def split_list(value: str | None) -> list[str]:
     """Split a comma-separated list field, ignoring empty elements (RFC 9110 §5.6.1)."""
     if not value:
         return []
-    return [item.strip() for item in value.split(",") if item.strip()]
+    return [item for item in (strip_ows(part) for part in value.split(",")) if item]
 
 
 def strip_hop_by_hop(headers: Iterable[tuple[str, str]]) -> Headers:
@@ -108,10 +121,10 @@ def parse_cache_control(value: str | None) -> dict[str, str | None]:
         return directives
     for part in _split_outside_quotes(value):
         name, sep, argument = part.partition("=")
-        name = name.strip().lower()
+        name = strip_ows(name).lower()
         if not name or not _TOKEN_RE.match(name):
             continue
-        arg: str | None = argument.strip() if sep else None
+        arg: str | None = strip_ows(argument) if sep else None
         if arg is not None and len(arg) >= 2 and arg[0] == arg[-1] == '"':
             arg = arg[1:-1]
         directives.setdefault(name, arg)
@@ -129,7 +142,7 @@ def _split_outside_quotes(value: str) -> list[str]:
         else:
             current.append(char)
     parts.append("".join(current))
-    return [part for part in parts if part.strip()]
+    return [part for part in parts if strip_ows(part)]
 
 
 def delta_seconds(directives: dict[str, str | None], name: str) -> int | None:
@@ -190,6 +203,11 @@ def is_storable(method: str, status: int, request_headers: Sequence[tuple[str, s
     if "private" in response_cc:
         # Qualified private="field" is treated as unqualified: the conservative reading §5.2.2.7 allows.
         return False, "response is private"
+    if get_header(response_headers, "transfer-encoding") is not None and get_header(
+            response_headers, "content-length") is not None:
+        # RFC 9112 §6.3: a message with both "ought to be handled as an error" (it is how response
+        # splitting works). The edge still relays it, framed by Transfer-Encoding, but never keeps it.
+        return False, "both Transfer-Encoding and Content-Length: the framing is ambiguous"
     if status not in UNDERSTOOD_STATUS:
         return False, f"status {status} is not understood by this cache"
     if "*" in vary_names(response_headers):
@@ -327,7 +345,7 @@ def _age_value(headers: Sequence[tuple[str, str]]) -> float:
     raw = get_header(headers, "age")
     if raw is None:
         return 0.0
-    first = raw.split(",")[0].strip()
+    first = strip_ows(raw.split(",")[0])
     return float(first) if first.isascii() and first.isdigit() else 0.0
 
 
@@ -396,7 +414,7 @@ def variant_key(names: Sequence[str], request_headers: Sequence[tuple[str, str]]
         if value is None:
             key.append("\0absent")
         else:
-            key.append(", ".join(part.strip() for part in value.split(",") if part.strip()))
+            key.append(", ".join(split_list(value)))
     return tuple(key)
 
 
@@ -404,7 +422,7 @@ def variant_key(names: Sequence[str], request_headers: Sequence[tuple[str, str]]
 
 def etag_matches(if_none_match: str, etag: str | None) -> bool:
     """Weak comparison for If-None-Match (RFC 9110 §13.1.2): W/"x" matches "x"."""
-    if if_none_match.strip() == "*":
+    if strip_ows(if_none_match) == "*":
         return True  # "*" matches any current representation, with or without an ETag (§13.1.2)
     if etag is None:
         return False
@@ -413,7 +431,7 @@ def etag_matches(if_none_match: str, etag: str | None) -> bool:
 
 
 def _opaque(tag: str) -> str:
-    tag = tag.strip()
+    tag = strip_ows(tag)
     return tag[2:] if tag.startswith("W/") else tag
 
 

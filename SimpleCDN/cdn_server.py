@@ -27,18 +27,21 @@ import argparse
 import asyncio
 import contextlib
 import json
-import re
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from common import cli
+
 from . import cache_policy as policy
 from .http11 import (
     MAX_HEAD_BYTES,
     HttpError,
+    InterimHandler,
     OriginError,
     OriginPool,
     OriginResponse,
@@ -205,14 +208,16 @@ class Edge:
                 self._revalidate_in_background(key, request, target, entry)
                 return await self._serve_entry(request, entry, "STALE", writer, now=now)
         try:
-            outcome, leader = await self._coalesced_fetch(key, request, target, entry)
+            outcome, leader = await self._coalesced_fetch(key, request, target, entry,
+                                                          self._interim_relay(request, writer))
         except OriginError as exc:
             return self._origin_failed(exc, writer)
         if not leader and (outcome.entry is None or outcome.entry.variant != policy.variant_key(
                 outcome.entry.vary, request.headers)):
             # The leader's response was not shareable, or it is another variant: fetch our own.
             try:
-                outcome = await self._fetch(key, request, target, entry)
+                outcome = await self._fetch(key, request, target, entry,
+                                            self._interim_relay(request, writer))
             except OriginError as exc:
                 return self._origin_failed(exc, writer)
             leader = True
@@ -238,15 +243,17 @@ class Edge:
                 and not policy.request_needs_revalidation(request_headers, age, facts.lifetime))
 
     async def _coalesced_fetch(self, key: str, request: Request, target: str,
-                               stale: StoredResponse | None) -> tuple[Outcome, bool]:
-        """Join the in-flight fetch for `key` or become its leader. Returns (outcome, am_leader)."""
+                               stale: StoredResponse | None,
+                               on_interim: InterimHandler | None = None) -> tuple[Outcome, bool]:
+        """Join the in-flight fetch for `key` or become its leader. Returns (outcome, am_leader).
+        Only the leader's client sees the origin's interim (1xx) responses."""
         pending = self.inflight.get(key)
         if pending is not None:
             return await asyncio.shield(pending), False
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self.inflight[key] = future
         try:
-            outcome = await self._fetch(key, request, target, stale)
+            outcome = await self._fetch(key, request, target, stale, on_interim)
         except BaseException as exc:
             future.set_exception(exc if isinstance(exc, OriginError) else OriginError(
                 f"the fetch failed: {type(exc).__name__}"))
@@ -259,7 +266,7 @@ class Edge:
         return outcome, True
 
     async def _fetch(self, key: str, request: Request, target: str,
-                     stale: StoredResponse | None) -> Outcome:
+                     stale: StoredResponse | None, on_interim: InterimHandler | None = None) -> Outcome:
         """One origin round trip for GET `target`; stores the result when policy allows.
 
         With `stale` this is a revalidation: the stored validators are sent, and a 304 refreshes
@@ -274,7 +281,7 @@ class Edge:
         request_time = time.time()
         self.stats.origin_fetches += 1
         try:
-            response = await self.pool.request("GET", target, headers)
+            response = await self.pool.request("GET", target, headers, on_interim=on_interim)
         except OriginError as exc:
             self.stats.origin_errors += 1
             log(self.config.name, f"origin error for {target}: {exc}")
@@ -365,7 +372,8 @@ class Edge:
         headers = self._origin_request_headers(request)
         try:
             self.stats.origin_fetches += 1
-            response = await self.pool.request(request.method, target, headers, request.body)
+            response = await self.pool.request(request.method, target, headers, request.body,
+                                               self._interim_relay(request, writer))
         except OriginError as exc:
             return self._origin_failed(exc, writer)
         if response.status < 400:
@@ -382,7 +390,8 @@ class Edge:
         try:
             self.stats.origin_fetches += 1
             response = await self.pool.request(request.method, target,
-                                               self._origin_request_headers(request), request.body)
+                                               self._origin_request_headers(request), request.body,
+                                               self._interim_relay(request, writer))
         except OriginError as exc:
             return self._origin_failed(exc, writer)
         return await self._stream(request, response, [], "BYPASS", writer)
@@ -496,6 +505,18 @@ class Edge:
         else:
             writer.write(piece)
 
+    @staticmethod
+    def _interim_relay(request: Request, writer: asyncio.StreamWriter) -> InterimHandler | None:
+        """Forward the origin's 1xx responses (e.g. 103 Early Hints) to this client: RFC 9110 §15.2
+        says a proxy MUST, except to an HTTP/1.0 client, which must never get one. They are written,
+        never stored: a 1xx is not the response to the request."""
+        if request.version != "HTTP/1.1":
+            return None
+
+        def relay(status: int, reason: str, headers: policy.Headers) -> None:
+            writer.write(response_head(status, reason, policy.strip_hop_by_hop(headers)))
+        return relay
+
     def _write_json(self, writer: asyncio.StreamWriter, payload: dict, status: int = 200) -> bool:
         body = json.dumps(payload, indent=1).encode()
         writer.write(response_head(status, reason_phrase(status), [
@@ -591,22 +612,26 @@ def log(name: str, message: str) -> None:
     print(f"[{name}] {message}", flush=True)
 
 
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]?)B?\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    """'64MB' -> 67108864; '512K' -> 524288; '1000' -> 1000 (binary multiples)."""
-    match = _SIZE_RE.match(text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 64MB, 512KB or 1000)")
-    number, unit = match.groups()
-    return int(float(number) * {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}[unit.upper()])
+def origin_url(text: str) -> str:
+    """An argparse type: the origin's http:// or https:// URL."""
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"expected an http:// or https:// URL, got {text!r}")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a URL with a port from 1 to 65535, got {text!r}") from None
+    return text
 
 
 async def run_edge(config: EdgeConfig, host: str, port: int, ready: asyncio.Event | None = None) -> None:
     edge = Edge(config)
-    server = await asyncio.start_server(edge.serve_connection, host, port, limit=MAX_HEAD_BYTES,
-                                        backlog=1024)
+    try:
+        server = await asyncio.start_server(edge.serve_connection, host, port, limit=MAX_HEAD_BYTES,
+                                            backlog=1024)
+    except OSError as exc:
+        raise cli.bind_error(exc, host, port) from None
     log(config.name, f"listening on http://{host}:{port} for origin {config.origin} "
                      f"(cache {config.cache_size} B, max object {config.max_object_size} B)")
     if ready is not None:
@@ -621,53 +646,45 @@ async def run_edge(config: EdgeConfig, host: str, port: int, ready: asyncio.Even
     log(config.name, "stopped")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m SimpleCDN.cdn_server",
-                                     description=__doc__.split("\n")[0])
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.ArgumentParser(prog="python -m SimpleCDN.cdn_server", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--origin", default="http://127.0.0.1:9000", help="http:// or https:// origin URL")
-    parser.add_argument("--cache-size", type=parse_size, default=parse_size("64MB"))
-    parser.add_argument("--max-object-size", type=parse_size, default=parse_size("8MB"),
-                        help="larger responses are streamed through and not stored")
+    parser.add_argument("--port", type=cli.port, default=8000)
+    parser.add_argument("--origin", type=origin_url, default="http://127.0.0.1:9000",
+                        help="http:// or https:// origin URL")
+    parser.add_argument("--cache-size", type=cli.bytes_size, default=64 * 2**20,
+                        help="bytes the store may hold, e.g. 64MiB (default)")
+    parser.add_argument("--max-object-size", type=cli.bytes_size, default=8 * 2**20,
+                        help="larger responses are streamed through and not stored (default 8MiB)")
     parser.add_argument("--origin-cafile", help="PEM CA certificates to verify an https origin with")
-    parser.add_argument("--origin-timeout", type=float, default=10.0, help="seconds (-> 504 on expiry)")
-    parser.add_argument("--idle-timeout", type=float, default=60.0,
+    parser.add_argument("--origin-timeout", type=cli.positive_float, default=10.0,
+                        help="seconds (-> 504 on expiry)")
+    parser.add_argument("--idle-timeout", type=cli.positive_float, default=60.0,
                         help="seconds a connection may take to send its next complete request head, or to "
                              "take a chunk of its response, before it is closed")
-    parser.add_argument("--client-latency-ms", type=float, default=0.0,
+    parser.add_argument("--client-latency-ms", type=cli.non_negative_float, default=0.0,
                         help="simulated client<->edge distance, added to every response")
-    parser.add_argument("--origin-latency-ms", type=float, default=0.0,
+    parser.add_argument("--origin-latency-ms", type=cli.non_negative_float, default=0.0,
                         help="simulated edge<->origin distance, added to every origin fetch")
     parser.add_argument("--name", default="edge", help="label used in logs and /__stats")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.cache_size <= 0:
-        parser.error("--cache-size must be larger than 0, e.g. 64MB")
+    args = build_parser().parse_args(argv)
     try:
         OriginPool(args.origin, cafile=args.origin_cafile)
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (OSError, ssl.SSLError) as exc:
+        raise cli.UsageError(f"--origin-cafile: cannot load {args.origin_cafile}: "
+                             f"{getattr(exc, 'strerror', None) or exc}") from None
     config = EdgeConfig(origin=args.origin, cache_size=args.cache_size, max_object_size=args.max_object_size,
                         origin_timeout=args.origin_timeout, idle_timeout=args.idle_timeout,
                         client_latency_ms=args.client_latency_ms,
                         origin_latency_ms=args.origin_latency_ms, name=args.name,
                         origin_cafile=args.origin_cafile)
-    try:
-        asyncio.run(run_edge(config, args.host, args.port))
-    except KeyboardInterrupt:
-        pass
-    except (OSError, OverflowError) as exc:  # OverflowError: a port outside 0-65535
-        print(f"error: cannot listen on {args.host}:{args.port}: {getattr(exc, 'strerror', None) or exc}",
-              file=sys.stderr)
-        return 1
+    asyncio.run(run_edge(config, args.host, args.port))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

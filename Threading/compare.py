@@ -1,7 +1,7 @@
 """Threads vs processes on CPU-bound and I/O-bound work: a measured table and a speed-up plot.
 
-    python -m Threading.compare                       workers 1 2 4 8, table only
-    python -m Threading.compare --plot Threading/images/speedup.png
+    python -m Threading.compare                       workers 1 2 4 8: the table, and a plot in out/Threading/
+    python -m Threading.compare --experiment cpu --workers 1 2 --repeat 3 --no-plot
 
 What it shows. In CPython one thread at a time executes Python bytecode: the Global Interpreter Lock
 (GIL) serialises it. So W threads counting primes take as long as one thread doing all of it
@@ -19,14 +19,18 @@ work. Every run must produce the same prime count / number of answered requests.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import platform
 import statistics
 import sys
 from collections import defaultdict
+from pathlib import Path
 
 from .experiments import MODES, Run, run_cpu, run_io
 from .io_server import slow_http_server
+
+DEFAULT_PLOT = Path(__file__).resolve().parent.parent / "out" / "Threading" / "threads_vs_processes.png"
 
 
 def gil_status() -> str:
@@ -98,7 +102,7 @@ def best(rows: list[dict], experiment: str, mode: str) -> float:
     return max(r["speedup"] for r in rows if r["experiment"] == experiment and r["mode"] == mode)
 
 
-def plot(rows: list[dict], labels: dict[str, str], path: str) -> None:
+def plot(rows: list[dict], labels: dict[str, str], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -124,6 +128,7 @@ def plot(rows: list[dict], labels: dict[str, str], path: str) -> None:
         ax.legend(fontsize=8)
     fig.suptitle(f"Python {platform.python_version()}, {cpus} CPUs (median of repeated, interleaved runs)")
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -144,7 +149,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="repetitions per cell, median taken (default 5)")
     parser.add_argument("--experiment", choices=["cpu", "io", "both"], default="both",
                         help="which experiment to run (default both)")
-    parser.add_argument("--plot", metavar="PATH", help="save a PNG of speed-up vs workers")
+    parser.add_argument("--plot", metavar="PATH", type=Path, default=DEFAULT_PLOT,
+                        help="where to save the PNG of speed-up vs workers (default out/Threading/"
+                             "threads_vs_processes.png)")
+    parser.add_argument("--no-plot", action="store_true", help="print the table only")
     args = parser.parse_args(argv)
     if any(w < 1 for w in args.workers) or args.n < 2 or args.requests < 1 or args.repeat < 1 \
             or args.delay_ms < 0:
@@ -158,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     labels = {"cpu": "CPU-bound", "io": "I/O-bound"}
     print(f"Python {platform.python_version()} ({platform.python_implementation()}), "
           f"{os.cpu_count()} CPUs; {gil_status()}")
+    # fork is the default on Linux up to Python 3.13 (forkserver from 3.14); macOS and Windows spawn,
+    # which starts a fresh interpreter per worker and costs more at start-up.
+    print(f"worker processes are started with {multiprocessing.get_start_method()!r}")
     print(f"CPU-bound: count primes in [2, {args.n:,}] split into W contiguous chunks")
     print(f"I/O-bound: {args.requests} HTTP GETs to a local server that answers after "
           f"{args.delay_ms:.0f} ms, split into W tasks")
@@ -174,9 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows, labels)
     agreed = ", ".join(f"{e}: {v:,}" for e, v in results.items())
     print(f"\nevery mode produced the same result ({agreed}); load average after: {os.getloadavg()[0]:.1f}")
-    if args.plot:
+    if not args.no_plot:
         plot(rows, labels, args.plot)
-        print(f"plot saved to {args.plot}")
+        print(f"plot saved to {os.path.relpath(args.plot)}")
     parts = [f"{labels[e]} best speed-up: threads {best(rows, e, 'threads'):.2f}x, "
              f"processes {best(rows, e, 'processes'):.2f}x" for e in experiments]
     print(f"result: {'; '.join(parts)} ({os.cpu_count()} CPUs)")

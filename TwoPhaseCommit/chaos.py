@@ -45,6 +45,7 @@ class ChaosConfig:
     couriers: int = 6
     rpc_timeout: float = 1.0
     decision_timeout: float = 3.0
+    protocol: str = "pa"
     verbose: bool = True
 
 
@@ -72,6 +73,7 @@ class Chaos:
         extra = {"spawner": spawner} if spawner else {}
         self.cluster = Cluster(workdir, stock=CHAOS_STOCK, couriers=couriers, rpc_timeout=config.rpc_timeout,
                                retry_interval=0.2, decision_timeout=config.decision_timeout,
+                               protocol=config.protocol,
                                resolve_interval=0.3, **extra)
         self.result = ChaosResult()
         self.armed: dict[str, str | None] = dict.fromkeys(NODES)
@@ -219,8 +221,9 @@ class Chaos:
         supervisor: threading.Thread | None = None
         try:
             cluster.start_all()
-            self.say(f"chaos: {self.config.orders} orders from {self.config.workers} clients, "
-                     f"{self.config.crashes} SIGKILLs, seed {self.config.seed}")
+            config = self.config
+            self.say(f"chaos: {config.orders} orders from {config.workers} clients, {config.crashes} kills,"
+                     f" protocol {config.protocol}, seed {config.seed}")
             supervisor = threading.Thread(target=self.supervisor, name="supervisor", daemon=True)
             supervisor.start()
             couriers = threading.Thread(target=self.couriers, name="couriers", daemon=True)
@@ -283,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--orders", type=int, default=200, help="orders to place (default 200)")
     parser.add_argument("--crashes", type=int, default=20, help="external SIGKILLs to inflict (default 20)")
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    parser.add_argument("--protocol", choices=("basic", "pa", "pc"), default="pa",
+                        help="the coordinator's variant (default pa)")
     parser.add_argument("--workers", type=int, default=4, help="concurrent clients (default 4)")
     parser.add_argument("--couriers", type=int, default=6, help="couriers on the roster (default 6)")
     parser.add_argument("--rpc-timeout", type=float, default=1.0, help="timeout of each call (default 1.0 s)")
@@ -291,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.orders < 1 or args.crashes < 0 or args.workers < 1 or args.couriers < 1:
         parser.error("--orders, --workers and --couriers must be >= 1 and --crashes >= 0")
     config = ChaosConfig(orders=args.orders, crashes=args.crashes, seed=args.seed, workers=args.workers,
-                         couriers=args.couriers, rpc_timeout=args.rpc_timeout, verbose=not args.quiet)
+                         couriers=args.couriers, rpc_timeout=args.rpc_timeout, protocol=args.protocol,
+                         verbose=not args.quiet)
     try:
         with tempfile.TemporaryDirectory(prefix="twopc-chaos-") as workdir:
             result = Chaos(config, workdir).run()
@@ -301,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     for line in summary_lines(config, result):
         print(line)
     ok = result.report is not None and result.report.ok
-    print(f"result: {config.orders} orders, {result.crashes} crashes, "
+    print(f"result: {config.protocol}, {config.orders} orders, {result.crashes} crashes, "
           f"{Counter(result.answers.values())['committed']} committed, invariant {'ok' if ok else 'FAILED'}")
     return 0 if ok else 1
 

@@ -35,6 +35,7 @@ class Cluster:
     stock: str = DEFAULT_STOCK
     couriers: str = DEFAULT_COURIERS
     rpc_timeout: float = 2.0
+    protocol: str = "pa"
     retry_interval: float = 0.3
     decision_timeout: float = 10.0
     resolve_interval: float = 0.5
@@ -54,6 +55,7 @@ class Cluster:
             ], "TwoPhaseCommit.participant")
         self.specs["coordinator"] = NodeSpec("coordinator", ports["coordinator"], [
             "--port", str(ports["coordinator"]), "--log", str(self.workdir / "coordinator.db"),
+            "--protocol", self.protocol,
             *[arg for kind in PARTICIPANTS for arg in ("--participant", f"{kind}={self.url(kind)}")],
             "--rpc-timeout", str(self.rpc_timeout), "--retry-interval", str(self.retry_interval),
             "--decision-timeout", str(self.decision_timeout),

@@ -4,31 +4,51 @@
     python -m TwoPhaseCommit.participant --kind delivery  --port 8102 --db delivery.db --couriers John,Jane
 
 Endpoints (JSON):
-    POST /prepare {txid, order: {item, quantity, address}, coordinator?}  -> {vote: "yes"|"no", reason}
-    POST /commit  {txid}   -> {txid, state: "committed"}     (idempotent; 409 if it was aborted here)
-    POST /abort   {txid}   -> {txid, state: "aborted"}       (idempotent; 409 if it was committed here)
+    POST /prepare {txid, order: {item, quantity, address, pickup?}, coordinator?, protocol?, participants?}
+                           -> {vote: "yes"|"no"|"read-only", reason}
+    POST /commit  {txid, protocol?} -> {txid, state: "committed", ack}  (idempotent; 409 if aborted here)
+    POST /abort   {txid, protocol?} -> {txid, state: "aborted", ack}    (idempotent; 409 if committed here)
     POST /deliver {txid}   -> the courier of a committed order is free again (delivery only)
     GET  /state            -> resources, in_doubt (prepared, undecided) and decided transactions
+    GET  /transactions/<txid>/status -> {status: commit|abort|uncertain|unknown}, for in-doubt peers
+    GET  /costs/<txid>     -> the log writes and messages this process counted for the transaction
+
+`protocol` (basic, pa, pc) is the variant the coordinator runs; the participant follows the one named
+in the prepare. `ack` in a phase-2 answer says whether this variant acknowledges that decision.
 
 A background resolver asks the coordinator about every transaction that has been in doubt for a while
-(GET <coordinator>/transactions/<txid>/decision) and applies the answer. While the coordinator is down
-it can only keep asking: a participant that voted yes may not decide alone. That is 2PC's blocking.
+(GET <coordinator>/transactions/<txid>/decision) and applies the answer. If the coordinator does not
+answer, it asks the other participants named in the prepare (cooperative termination): one that voted
+no or knows the decision settles it. If every one of them is in doubt too, it can only keep asking: a
+participant that voted yes may not decide alone. That is 2PC's blocking.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sqlite3
 import sys
 import threading
 import time
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from .crash import PARTICIPANT_POINTS, BadCrashPoint, CrashPlan
 from .httpjson import HttpError, JsonHandler, JsonServer, Unreachable, call_json
-from .participant_machine import BadOrder, ProtocolViolation, parse_couriers, parse_order, parse_stock
+from .participant_machine import (
+    BadOrder,
+    ProtocolViolation,
+    cooperative_decision,
+    parse_couriers,
+    parse_order,
+    parse_stock,
+)
 from .participant_store import KINDS, ParticipantStore
+from .variants import RULES, Decision, Protocol
+
+STATUS_PATH = re.compile(r"^/transactions/([^/]+)/status$")
+COSTS_PATH = re.compile(r"^/costs/([^/]+)$")
 
 DEFAULT_STOCK = "burger=5,fries=10,drink=8,pizza=3"
 DEFAULT_COURIERS = "John,Jane"
@@ -41,12 +61,35 @@ def required_txid(body: dict) -> str:
     return txid
 
 
+def protocol_of(body: dict) -> Protocol:
+    value = body.get("protocol", Protocol.BASIC.value)
+    if value not in set(Protocol):
+        raise HttpError(400, f"unknown protocol {value!r}; expected one of: basic, pa, pc")
+    return Protocol(value)
+
+
+def peers_of(body: dict) -> dict[str, str]:
+    peers = body.get("participants") or {}
+    if not isinstance(peers, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                              for k, v in peers.items()):
+        raise HttpError(400, '"participants" must be an object {"name": "http://..."}')
+    return peers
+
+
 class ParticipantHandler(JsonHandler):
     server: ParticipantServer
 
     def handle_get(self, path: str) -> tuple[int, dict]:
+        store = self.server.store
         if path == "/state":
-            return 200, self.server.store.snapshot()
+            return 200, store.snapshot()
+        match = STATUS_PATH.match(path)
+        if match:  # an in-doubt peer asking (cooperative termination)
+            txid = unquote(match.group(1))
+            return 200, {"txid": txid, "status": store.peer_status(txid)}
+        match = COSTS_PATH.match(path)
+        if match:
+            return 200, {"txid": unquote(match.group(1)), **store.costs.of(unquote(match.group(1)))}
         return super().handle_get(path)
 
     def handle_post(self, path: str, body: dict) -> tuple[int, dict]:
@@ -57,17 +100,23 @@ class ParticipantHandler(JsonHandler):
         try:
             if path == "/prepare":
                 order = parse_order(body.get("order"))
-                vote = store.prepare(txid, order, body.get("coordinator") or self.server.coordinator)
-                log(name, f"prepare {txid}: vote {'yes' if vote.yes else 'no'} ({vote.reason})")
-                return 200, {"txid": txid, "vote": "yes" if vote.yes else "no", "reason": vote.reason}
-            if path == "/commit":
-                state = store.commit(txid)
-                log(name, f"commit {txid}: {state.value}")
-                return 200, {"txid": txid, "state": state.value}
-            if path == "/abort":
-                state = store.abort(txid)
-                log(name, f"abort {txid}: {state.value}")
-                return 200, {"txid": txid, "state": state.value}
+                protocol = protocol_of(body)
+                store.costs.received(txid, "coordinator", "prepare")
+                vote = store.prepare(txid, order, body.get("coordinator") or self.server.coordinator,
+                                     protocol, peers_of(body))
+                store.costs.sent(txid, "coordinator", "vote")
+                log(name, f"prepare {txid} ({protocol.value}): vote {vote.kind} ({vote.reason})")
+                return 200, {"txid": txid, "vote": vote.kind, "reason": vote.reason}
+            if path in ("/commit", "/abort"):
+                decision = Decision(path.removeprefix("/"))
+                protocol = protocol_of(body)
+                store.costs.received(txid, "coordinator", decision.value)
+                state = store.commit(txid) if decision is Decision.COMMIT else store.abort(txid, protocol)
+                ack = RULES[protocol].acked[decision]
+                if ack:  # otherwise this HTTP answer is transport only: the coordinator ignores it
+                    store.costs.sent(txid, "coordinator", "ack")
+                log(name, f"{decision.value} {txid}: {state.value}")
+                return 200, {"txid": txid, "state": state.value, "ack": ack}
             if path == "/deliver":
                 store.deliver(txid)
                 log(name, f"deliver {txid}: courier free again")
@@ -95,7 +144,7 @@ class InDoubtResolver(threading.Thread):
         self.store, self.interval, self.timeout = store, interval, timeout
         self.in_doubt_after = in_doubt_after
         self.stopping = threading.Event()
-        self._complained: set[str] = set()
+        self._complained: set[tuple[str, str]] = set()
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -108,27 +157,61 @@ class InDoubtResolver(threading.Thread):
 
     def resolve(self, tx: dict) -> None:
         txid, coordinator = tx["txid"], tx.get("coordinator")
-        if not coordinator:
-            return  # nobody to ask: the coordinator will re-drive its decision when it comes back
-        try:
-            status, answer = call_json("GET", f"{coordinator}/transactions/{quote(txid)}/decision",
-                                       timeout=self.timeout)
-        except Unreachable as exc:
-            if txid not in self._complained:  # say it once, not every second
-                self._complained.add(txid)
-                log(self.store.kind, f"IN DOUBT {txid}: coordinator unreachable ({exc}); holding the "
-                                     "reservation and asking again")
+        decision, source = (self.ask_coordinator(tx) if coordinator else None), "the coordinator says"
+        if decision is None:
+            decision, source = self.ask_peers(tx)
+        if decision is None or decision == "pending":
             return
+        try:
+            self.store.apply_decision(txid, decision)
+        except ProtocolViolation as exc:
+            log(self.store.kind, f"REFUSED recovery answer for {txid}: {exc}")
+            return
+        log(self.store.kind, f"recovered {txid}: {source} {decision}")  # after applying: tests wait for it
+
+    def ask_coordinator(self, tx: dict) -> str | None:
+        """The coordinator's answer ("commit", "abort", "pending"), or None if it did not answer."""
+        txid = tx["txid"]
+        url = f"{tx['coordinator']}/transactions/{quote(txid)}/decision?protocol={tx['protocol']}"
+        self.store.costs.sent(txid, "coordinator", "inquiry")
+        try:
+            status, answer = call_json("GET", url, timeout=self.timeout)
+        except Unreachable as exc:
+            self.say_once(txid, "coordinator", f"IN DOUBT {txid}: coordinator unreachable ({exc}); "
+                                               "holding the reservation and asking again")
+            return None
         decision = answer.get("decision")
         if status != 200 or decision not in ("commit", "abort", "pending"):
-            return
-        if decision != "pending":
+            return None
+        self.store.costs.received(txid, "coordinator", "answer")
+        return decision
+
+    def ask_peers(self, tx: dict) -> tuple[str | None, str]:
+        """Cooperative termination: a decision learnt from the other participants (None: blocked), and
+        what they said."""
+        txid, answers = tx["txid"], {}
+        for peer, url in tx.get("peers", {}).items():
+            self.store.costs.sent(txid, peer, "inquiry")
             try:
-                self.store.apply_decision(txid, decision)
-            except ProtocolViolation as exc:
-                log(self.store.kind, f"REFUSED recovery answer for {txid}: {exc}")
-                return
-            log(self.store.kind, f"recovered {txid}: the coordinator says {decision}")
+                status, answer = call_json("GET", f"{url}/transactions/{quote(txid)}/status",
+                                           timeout=self.timeout)
+            except Unreachable:
+                answers[peer] = "unreachable"
+                continue
+            if status == 200:
+                self.store.costs.received(txid, peer, "answer")
+                answers[peer] = answer.get("status", "unknown")
+        decision = cooperative_decision(answers.values())
+        told = ", ".join(f"{peer} says {status}" for peer, status in answers.items()) or "no peers"
+        if decision is None:
+            self.say_once(txid, "peers", f"BLOCKED {txid}: coordinator unreachable and no peer knows the "
+                                         f"decision ({told}); only the coordinator can end it")
+        return decision, f"cooperative termination ({told}):"
+
+    def say_once(self, txid: str, about: str, message: str) -> None:
+        if (txid, about) not in self._complained:  # say it once, not every second
+            self._complained.add((txid, about))
+            log(self.store.kind, message)
 
 
 def log(name: str, message: str) -> None:

@@ -1,6 +1,6 @@
 """The sortable-key experiment: are time-ordered keys really kinder to a B-tree than random UUIDs?
 
-    python -m UniqueIdGeneration.sortable_keys [--rows 1000000] [--plot PATH]
+    python -m UniqueIdGeneration.sortable_keys [--rows 1000000] [--plot PATH | --no-plot]
 
 Inserts the same rows into four SQLite tables that differ only in their primary key:
 
@@ -40,7 +40,7 @@ from .uuidv7 import UUIDv7Generator
 
 DEFAULT_ROWS = 300_000
 DEFAULT_BATCH = 10_000
-DEFAULT_PLOT = Path(__file__).resolve().parent / "images" / "sortable_keys.png"
+DEFAULT_PLOT = Path(__file__).resolve().parent.parent / "out" / "UniqueIdGeneration" / "sortable_keys.png"
 PAYLOAD = b"p" * 100            # the same 100-byte payload in every row: only the key differs
 PAGE_CACHE_KIB = 8 * 1024       # 8 MiB of page cache: the tables outgrow it, as real tables outgrow RAM
 
@@ -180,7 +180,7 @@ def plot(kinds: list[KeyKind], rows: int, batch: int, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
-    print(f"plot saved to {path}")
+    print(f"plot saved to {os.path.relpath(path)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH,
                         help=f"rows per transaction (default {DEFAULT_BATCH:,})")
     parser.add_argument("--seed", type=int, default=7, help="seed for the random UUIDv4 keys")
-    parser.add_argument("--plot", type=Path, default=DEFAULT_PLOT, help="where to save the PNG")
+    parser.add_argument("--plot", type=Path, default=DEFAULT_PLOT,
+                        help="where to save the PNG (default out/UniqueIdGeneration/sortable_keys.png)")
+    parser.add_argument("--no-plot", action="store_true", help="print the table only")
     parser.add_argument("--dir", type=Path, default=None,
                         help="directory for the database files (default: a temporary one, removed after)")
     args = parser.parse_args(argv)
@@ -205,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{directory} already holds *.sqlite3 files; point --dir at an empty directory")
         kinds = run(args.rows, args.batch, args.seed, directory)
     print_table(kinds, args.rows, args.batch)
-    plot(kinds, args.rows, args.batch, args.plot)
+    if not args.no_plot:
+        plot(kinds, args.rows, args.batch, args.plot)
     return 0
 
 

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from .deflate import DEFAULT_CLIENT_OFFER, DeflateParameters, PerMessageDeflate
 from .protocol import (
     DEFAULT_MAX_SIZE,
     MAX_HEADER_BYTES,
@@ -54,11 +55,12 @@ class Connection:
     """An open client WebSocket. Use `connect()` to make one."""
 
     def __init__(self, sock: socket.socket, leftover: bytes, *, max_size: int | None,
-                 handshake_request: bytes, handshake_response: bytes, trace: Trace | None = None):
+                 handshake_request: bytes, handshake_response: bytes, trace: Trace | None = None,
+                 deflate: PerMessageDeflate | None = None):
         self.handshake_request = handshake_request  # the exact bytes, for teaching and debugging
         self.handshake_response = handshake_response
         self._sock = sock
-        self._protocol = WebSocketConnection(Role.CLIENT, max_size=max_size)
+        self._protocol = WebSocketConnection(Role.CLIENT, max_size=max_size, deflate=deflate)
         self._trace = trace
         self._messages: collections.deque[str | bytes] = collections.deque()
         self._pongs: list[bytes] = []
@@ -78,6 +80,11 @@ class Connection:
     @property
     def close_reason(self) -> str:
         return self._protocol.close_reason
+
+    @property
+    def deflate(self) -> PerMessageDeflate | None:
+        """The permessage-deflate codec the server agreed to, or None (no compression)."""
+        return self._protocol.deflate
 
     def send(self, data: str | bytes) -> None:
         """Send one message: text for str, binary for bytes. Raises ConnectionClosed once closed."""
@@ -219,11 +226,14 @@ def parse_ws_url(url: str) -> tuple[str, int, str]:
 
 
 def connect(url: str, *, timeout: float = 10.0, max_size: int | None = DEFAULT_MAX_SIZE,
-            trace: Trace | None = None) -> Connection:
+            compress: bool | DeflateParameters = True, trace: Trace | None = None) -> Connection:
     """Open a WebSocket: TCP connect, opening handshake, check Sec-WebSocket-Accept.
 
-    Raises HandshakeError if the server refuses or answers wrongly, OSError if it is unreachable.
+    `compress=True` offers permessage-deflate as browsers do (`client_max_window_bits`); pass
+    DeflateParameters for another offer, False to offer nothing. Raises HandshakeError if the
+    server refuses or answers wrongly, OSError if it is unreachable.
     """
+    offer = DEFAULT_CLIENT_OFFER if compress is True else compress or None
     host, port, path = parse_ws_url(url)
     sock = socket.create_connection((host, port), timeout=timeout)
     try:
@@ -231,17 +241,17 @@ def connect(url: str, *, timeout: float = 10.0, max_size: int | None = DEFAULT_M
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         key = generate_key()
         host_header = host if port == 80 else f"{host}:{port}"
-        request = build_client_request(host_header, path, key)
+        request = build_client_request(host_header, path, key, offer.header_value() if offer else None)
         if trace:
             trace("send", request)
         sock.sendall(request)
         head, leftover = _read_response_head(sock)
         if trace:
             trace("recv", head)
-        validate_server_response(head[:-4], key)
+        _, codec = validate_server_response(head[:-4], key, offer)
         sock.settimeout(None)
         return Connection(sock, leftover, max_size=max_size, handshake_request=request,
-                          handshake_response=head, trace=trace)
+                          handshake_response=head, trace=trace, deflate=codec)
     except BaseException:
         sock.close()
         raise

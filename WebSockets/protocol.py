@@ -10,7 +10,9 @@ client (the design of `websockets` and `wsproto`). What lives here:
   7/16/64-bit lengths, each in its shortest form, masking with a whole-buffer integer XOR);
 - `WebSocketConnection`: message assembly from fragments (§5.4), control frames (§5.5), the close
   handshake with close-code validation (§7.4), incremental UTF-8 validation of text (§8.1), and
-  the mapping of every failure to a close code: 1002 protocol error, 1007 invalid data, 1009 too big.
+  the mapping of every failure to a close code: 1002 protocol error, 1007 invalid data, 1009 too big;
+- with permessage-deflate negotiated (RFC 7692, see `deflate.py`), RSV1 marks a compressed
+  message and the connection compresses and inflates messages through the negotiated codec.
 
 Roles (§5.1, §5.3): a client masks every frame it sends with a fresh random key; a server never
 masks. Each side fails the connection with 1002 when its peer breaks that rule.
@@ -28,6 +30,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 from typing import NamedTuple
+
+from .deflate import (
+    DecompressionError,
+    DeflateParameters,
+    NegotiationError,
+    PerMessageDeflate,
+    accept_response,
+    compressed_size_bound,
+)
 
 # §1.3: the fixed GUID appended to the client's key before hashing.
 WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -188,14 +199,17 @@ def validate_client_request(head: bytes) -> HandshakeRequest:
         raise HandshakeError(405, f"WebSocket handshakes use GET, not {method[:20]}", (("Allow", "GET"),))
     if request.header("host") is None:
         raise HandshakeError(400, "missing Host header")
-    upgrade_required = (("Upgrade", "websocket"), ("Connection", "Upgrade"))
+    # RFC 9110 §15.5.22: every 426 MUST carry Upgrade naming the protocol we would switch to
+    # (build_error_response adds the "Upgrade" connection option §7.8 asks for beside it).
+    upgrade_required = (("Upgrade", "websocket"),)
     if "websocket" not in _tokens(request.header("upgrade")):
         raise HandshakeError(426, "this is a WebSocket server: send Upgrade: websocket", upgrade_required)
     if "upgrade" not in _tokens(request.header("connection")):
         raise HandshakeError(426, "missing Connection: Upgrade", upgrade_required)
     if request.header("sec-websocket-version") != "13":
+        # §4.4: also say which version we speak, so the client can retry with it.
         raise HandshakeError(426, "unsupported Sec-WebSocket-Version: this server speaks 13",
-                             (("Sec-WebSocket-Version", "13"),))
+                             upgrade_required + (("Sec-WebSocket-Version", "13"),))
     key = request.header("sec-websocket-key")
     if key is None:
         raise HandshakeError(400, "missing Sec-WebSocket-Key")
@@ -208,15 +222,16 @@ def validate_client_request(head: bytes) -> HandshakeRequest:
     return HandshakeRequest(path, key, request.headers)
 
 
-def build_server_response(request: HandshakeRequest) -> bytes:
-    """The 101 answer to a valid request. We offer no extensions and no subprotocol (§4.2.2)."""
-    return (
-        "HTTP/1.1 101 Switching Protocols\r\n"
-        "Upgrade: websocket\r\n"
-        "Connection: Upgrade\r\n"
-        f"Sec-WebSocket-Accept: {accept_key(request.key)}\r\n"
-        "\r\n"
-    ).encode("ascii")
+def build_server_response(request: HandshakeRequest, extensions: str | None = None) -> bytes:
+    """The 101 answer to a valid request (§4.2.2), with the extensions we accepted, if any.
+
+    No subprotocol: we never choose one, and a client must not assume one we did not name.
+    """
+    lines = ["HTTP/1.1 101 Switching Protocols", "Upgrade: websocket", "Connection: Upgrade",
+             f"Sec-WebSocket-Accept: {accept_key(request.key)}"]
+    if extensions:
+        lines.append(f"Sec-WebSocket-Extensions: {extensions}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
 
 
 _STATUS_TEXT = {400: "Bad Request", 405: "Method Not Allowed", 426: "Upgrade Required",
@@ -226,28 +241,32 @@ _STATUS_TEXT = {400: "Bad Request", 405: "Method Not Allowed", 426: "Upgrade Req
 def build_error_response(error: HandshakeError) -> bytes:
     """An HTTP error answer with a short plain-text body that says what went wrong."""
     body = (error.reason + "\n").encode("utf-8")
+    # RFC 9110 §7.8: whoever sends Upgrade also lists "Upgrade" in Connection. We close anyway:
+    # the client retries the handshake on a new connection.
+    offers_upgrade = any(name.lower() == "upgrade" for name, _ in error.headers)
     lines = [f"HTTP/1.1 {error.status} {_STATUS_TEXT.get(error.status, 'Error')}",
              "Content-Type: text/plain; charset=utf-8", f"Content-Length: {len(body)}",
-             "Connection: close"]
+             "Connection: Upgrade, close" if offers_upgrade else "Connection: close"]
     lines += [f"{name}: {value}" for name, value in error.headers]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + body
 
 
-def build_client_request(host: str, path: str, key: str) -> bytes:
-    """A client's opening handshake (§4.1)."""
-    return (
-        f"GET {path} HTTP/1.1\r\n"
-        f"Host: {host}\r\n"
-        "Upgrade: websocket\r\n"
-        "Connection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\n"
-        "Sec-WebSocket-Version: 13\r\n"
-        "\r\n"
-    ).encode("ascii")
+def build_client_request(host: str, path: str, key: str, extensions: str | None = None) -> bytes:
+    """A client's opening handshake (§4.1), offering `extensions` if given."""
+    lines = [f"GET {path} HTTP/1.1", f"Host: {host}", "Upgrade: websocket", "Connection: Upgrade",
+             f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
+    if extensions:
+        lines.append(f"Sec-WebSocket-Extensions: {extensions}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
 
 
-def validate_server_response(head: bytes, key: str) -> HttpMessage:
-    """Check the server's answer (§4.1, "the client MUST validate"). Raises HandshakeError."""
+def validate_server_response(head: bytes, key: str, offer: DeflateParameters | None = None
+                             ) -> tuple[HttpMessage, PerMessageDeflate | None]:
+    """Check the server's answer (§4.1, "the client MUST validate"). Raises HandshakeError.
+
+    Returns the response and the permessage-deflate codec the server agreed to (None if it
+    declined `offer`, or if we offered nothing).
+    """
     response = parse_http_head(head)
     parts = response.start_line.split(" ", 2)
     if len(parts) < 2 or parts[1] != "101":
@@ -258,9 +277,17 @@ def validate_server_response(head: bytes, key: str) -> HttpMessage:
         raise HandshakeError(502, "the server's answer lacks Connection: Upgrade")
     if response.header("sec-websocket-accept") != accept_key(key):
         raise HandshakeError(502, "wrong Sec-WebSocket-Accept: the server did not read our key")
-    if response.header("sec-websocket-extensions") or response.header("sec-websocket-protocol"):
-        raise HandshakeError(502, "the server chose an extension or subprotocol we never offered")
-    return response
+    if response.header("sec-websocket-protocol"):
+        raise HandshakeError(502, "the server chose a subprotocol we never offered")
+    extensions = response.header("sec-websocket-extensions")
+    if extensions and offer is None:
+        raise HandshakeError(502, "the server chose an extension we never offered")
+    try:
+        # RFC 7692 §7.1: an invalid or contradicting answer fails the connection.
+        codec = accept_response(extensions, offer) if offer is not None else None
+    except NegotiationError as error:
+        raise HandshakeError(502, f"invalid permessage-deflate response: {error}") from None
+    return response, codec
 
 
 # --------------------------------------------------------------------------------------- frames
@@ -357,10 +384,14 @@ class FrameDecoder:
     before the payload arrives (1009). Violations raise ProtocolError.
     """
 
-    def __init__(self, *, expect_masked: bool, max_payload: int | None = None):
+    def __init__(self, *, expect_masked: bool, max_payload: int | None = None, rsv1_allowed: bool = False):
         self.expect_masked = expect_masked
         self.max_payload = max_payload  # the connection lowers it while a fragmented message grows
         self.message_limit = max_payload  # the configured limit, quoted in error messages
+        # permessage-deflate negotiated: RSV1 may mark the first frame of a compressed message,
+        # whose size limit then applies once inflated (the wire may carry a little more).
+        self.rsv1_allowed = rsv1_allowed
+        self.in_compressed_message = False  # set by the connection between fragments
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> Iterator[Frame]:
@@ -400,7 +431,10 @@ class FrameDecoder:
             if length < 1 << 16:
                 raise ProtocolError(CloseCode.PROTOCOL_ERROR, f"length {length} not in its shortest form")
             offset = 10
-        if self.max_payload is not None and length > self.max_payload and opcode < 0x8:
+        limit = self.max_payload
+        if limit is not None and (rsv or self.in_compressed_message):
+            limit = compressed_size_bound(limit)
+        if limit is not None and length > limit and opcode < 0x8:
             # Rejected from the header alone: we never buffer a payload we would refuse anyway.
             raise ProtocolError(CloseCode.TOO_BIG, f"a {length}-byte frame takes the message over "
                                                    f"the {self.message_limit} byte limit")
@@ -420,10 +454,16 @@ class FrameDecoder:
 
     def _check_header(self, rsv: int, opcode: int, fin: bool, masked: bool, length: int) -> None:
         """Everything that can be rejected from the first two bytes, before waiting for more."""
-        if rsv:
+        if rsv & 0b011 or (rsv and not self.rsv1_allowed):
             raise ProtocolError(CloseCode.PROTOCOL_ERROR, f"RSV bits {rsv:03b} set without an extension")
         if opcode not in _KNOWN_OPCODES:
             raise ProtocolError(CloseCode.PROTOCOL_ERROR, f"reserved opcode {opcode:#x}")
+        if rsv and opcode >= 0x8:
+            # RFC 7692 §6: control frames are never compressed.
+            raise ProtocolError(CloseCode.PROTOCOL_ERROR, "RSV1 set on a control frame")
+        if rsv and opcode == Opcode.CONTINUATION:
+            # RFC 7692 §6: only a message's first frame carries the "compressed" bit.
+            raise ProtocolError(CloseCode.PROTOCOL_ERROR, "RSV1 set on a continuation frame")
         if opcode >= 0x8:
             if not fin:
                 raise ProtocolError(CloseCode.PROTOCOL_ERROR, "fragmented control frame")
@@ -522,16 +562,20 @@ class WebSocketConnection:
     only has to write `data_to_send()` after each call.
     """
 
-    def __init__(self, role: Role, *, max_size: int | None = DEFAULT_MAX_SIZE):
+    def __init__(self, role: Role, *, max_size: int | None = DEFAULT_MAX_SIZE,
+                 deflate: PerMessageDeflate | None = None):
         self.role = role
         self.max_size = max_size
+        self.deflate = deflate  # the permessage-deflate codec, if the handshake negotiated it
         self.state = State.OPEN
         self.close_code: int | None = None  # the code the connection ended with, once closed
         self.close_reason = ""
-        self._decoder = FrameDecoder(expect_masked=role is Role.SERVER, max_payload=max_size)
+        self._decoder = FrameDecoder(expect_masked=role is Role.SERVER, max_payload=max_size,
+                                     rsv1_allowed=deflate is not None)
         self._outgoing: list[bytes] = []
         # Fragmented message in progress: its opcode, parts, size, and the UTF-8 decoder for text.
         self._message_opcode: int | None = None
+        self._message_compressed = False
         self._parts: list[bytes] | list[str] = []
         self._message_size = 0
         self._utf8 = codecs.getincrementaldecoder("utf-8")("strict")
@@ -539,10 +583,10 @@ class WebSocketConnection:
     # --- sending
 
     def send_text(self, text: str) -> None:
-        self._send_frame(Opcode.TEXT, text.encode("utf-8"))
+        self._send_message(Opcode.TEXT, [text.encode("utf-8")])
 
     def send_binary(self, data: bytes) -> None:
-        self._send_frame(Opcode.BINARY, bytes(data))
+        self._send_message(Opcode.BINARY, [bytes(data)])
 
     def send(self, data: str | bytes) -> None:
         """Text for str, binary for bytes-like."""
@@ -556,10 +600,8 @@ class WebSocketConnection:
         if not parts:
             raise ValueError("a fragmented message needs at least one part")
         opcode = Opcode.TEXT if isinstance(parts[0], str) else Opcode.BINARY
-        for index, part in enumerate(parts):
-            payload = part.encode("utf-8") if isinstance(part, str) else bytes(part)
-            self._send_frame(opcode if index == 0 else Opcode.CONTINUATION, payload,
-                             fin=index == len(parts) - 1)
+        self._send_message(opcode, [part.encode("utf-8") if isinstance(part, str) else bytes(part)
+                                    for part in parts])
 
     def send_ping(self, payload: bytes = b"") -> None:
         self._send_control(Opcode.PING, payload)
@@ -585,12 +627,24 @@ class WebSocketConnection:
             raise ValueError(f"{opcode.name} payload is {len(payload)} bytes; the limit is 125")
         self._send_frame(opcode, bytes(payload))
 
-    def _send_frame(self, opcode: int, payload: bytes, fin: bool = True) -> None:
+    def _send_message(self, opcode: int, parts: list[bytes]) -> None:
+        """One message, one frame per part; compressed when permessage-deflate is on and it shrinks
+        (RFC 7692 §6: RSV1 on the first frame only)."""
+        if self.state is not State.OPEN:  # before compressing: a refused message must not touch the context
+            raise ConnectionClosed(self.close_code, self.close_reason)
+        deflate = self.deflate
+        compressed = deflate.compress_message(parts) if deflate is not None and deflate.compresses else None
+        last = len(parts) - 1
+        for index, part in enumerate(compressed or parts):
+            rsv = 0b100 if compressed is not None and index == 0 else 0
+            self._send_frame(opcode if index == 0 else Opcode.CONTINUATION, part, index == last, rsv)
+
+    def _send_frame(self, opcode: int, payload: bytes, fin: bool = True, rsv: int = 0) -> None:
         if self.state is not State.OPEN:
             raise ConnectionClosed(self.close_code, self.close_reason)
         # §5.3: a client picks a fresh, unpredictable key per frame; a server never masks.
         mask = os.urandom(4) if self.role is Role.CLIENT else None
-        self._outgoing.append(encode_frame(opcode, payload, fin=fin, mask=mask))
+        self._outgoing.append(encode_frame(opcode, payload, fin=fin, rsv=rsv, mask=mask))
 
     # --- receiving
 
@@ -654,40 +708,55 @@ class WebSocketConnection:
                 raise ProtocolError(CloseCode.PROTOCOL_ERROR, "continuation frame with no message started")
         elif self._message_opcode is not None:
             raise ProtocolError(CloseCode.PROTOCOL_ERROR, "new data frame inside a fragmented message")
-        elif frame.fin:
-            return self._whole_message(frame)  # the common case: one frame, one message
         else:
+            self._message_compressed = bool(frame.rsv)  # RSV1: the decoder allowed nothing else
+            if frame.fin:
+                return self._whole_message(frame.opcode, self._inflate(frame))  # the common case
             self._message_opcode, self._parts, self._message_size = frame.opcode, [], 0
             self._utf8.reset()
-        self._add_fragment(frame)
+            self._decoder.in_compressed_message = self._message_compressed
+        self._add_fragment(self._inflate(frame), frame.fin)
         if not frame.fin:
             return None
         data = "".join(self._parts) if self._message_opcode == Opcode.TEXT else b"".join(self._parts)
         self._message_opcode, self._parts = None, []
         self._decoder.max_payload = self.max_size
+        self._decoder.in_compressed_message = False
         return Message(data)
 
-    def _whole_message(self, frame: Frame) -> Message:
-        if frame.opcode == Opcode.BINARY:
-            return Message(frame.payload)
+    def _inflate(self, frame: Frame) -> bytes:
+        """The frame's payload, inflated if its message is compressed (RFC 7692 §7.2.2)."""
+        if not self._message_compressed:
+            return frame.payload
+        assert self.deflate is not None  # RSV1 is refused unless deflate was negotiated
+        fragment_start = 0 if frame.opcode != Opcode.CONTINUATION else self._message_size
+        limit = None if self.max_size is None else self.max_size - fragment_start
         try:
-            return Message(frame.payload.decode("utf-8"))
+            return self.deflate.decompress(frame.payload, fin=frame.fin, limit=limit)
+        except DecompressionError as error:
+            raise ProtocolError(error.code, error.reason) from None
+
+    def _whole_message(self, opcode: int, payload: bytes) -> Message:
+        if opcode == Opcode.BINARY:
+            return Message(payload)
+        try:
+            return Message(payload.decode("utf-8"))
         except UnicodeDecodeError:
             raise ProtocolError(CloseCode.INVALID_DATA, "text message is not valid UTF-8") from None
 
-    def _add_fragment(self, frame: Frame) -> None:
-        self._message_size += len(frame.payload)
+    def _add_fragment(self, payload: bytes, fin: bool) -> None:
+        self._message_size += len(payload)
         if self.max_size is not None:
             # The decoder refused any frame that would overflow (it parses lazily, one frame at a
             # time, so this limit applies to the very next header).
             self._decoder.max_payload = self.max_size - self._message_size
         if self._message_opcode == Opcode.BINARY:
-            self._parts.append(frame.payload)
+            self._parts.append(payload)
             return
         # The incremental decoder keeps an incomplete trailing sequence for the next fragment but
         # raises as soon as a sequence cannot become valid: fail fast, before the message ends.
         try:
-            self._parts.append(self._utf8.decode(frame.payload, final=frame.fin))
+            self._parts.append(self._utf8.decode(payload, final=fin))
         except UnicodeDecodeError:
             raise ProtocolError(CloseCode.INVALID_DATA, "text message is not valid UTF-8") from None
         # CPython rejects E0 80, F0 8F, F4 90 at their second byte but keeps ED A0..BF (the start

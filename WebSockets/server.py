@@ -2,6 +2,7 @@
 
     python -m WebSockets.server [--host 127.0.0.1] [--port 8765] [--mode echo|broadcast]
                                 [--max-size BYTES] [--handshake-timeout SECONDS]
+                                [--compression deflate|none]
 
 Why asyncio and not a thread per client: a WebSocket server holds many long-lived, mostly idle
 connections. A coroutine per connection costs a few KiB where a thread costs a stack and a
@@ -15,6 +16,8 @@ is that nothing may block the event loop, so every wait on a peer is an `await` 
   instead of letting its buffer grow without bound;
 - a client that breaks the protocol gets a close frame with the right code (1002/1007/1009) and
   only its own connection ends;
+- permessage-deflate (RFC 7692) is accepted when offered (`--compression none` declines it); the
+  size limit applies to the inflated message, checked while inflating;
 - on Ctrl-C or SIGTERM every client gets 1001 "going away" and `CLOSE_TIMEOUT` seconds to answer.
 """
 
@@ -27,6 +30,7 @@ import logging
 import signal
 from collections.abc import Callable
 
+from .deflate import ServerDeflateConfig, accept_offer
 from .protocol import (
     DEFAULT_MAX_SIZE,
     MAX_HEADER_BYTES,
@@ -48,6 +52,8 @@ HANDSHAKE_TIMEOUT = 5.0  # seconds a client gets to send a complete opening hand
 CLOSE_TIMEOUT = 2.0  # seconds we wait for the peer to close TCP after the close handshake
 READ_SIZE = 256 * 1024
 SLOW_CLIENT_BACKLOG = 8 * DEFAULT_MAX_SIZE  # broadcast: bytes queued for one client before we drop it
+
+DEFAULT_DEFLATE = ServerDeflateConfig()  # websockets' defaults: 12-bit windows, context takeover
 
 log = logging.getLogger("WebSockets.server")
 
@@ -74,12 +80,14 @@ class WebSocketServer:
     """Accepts connections, runs the handshake, then echoes or broadcasts every message."""
 
     def __init__(self, mode: str = "echo", max_size: int = DEFAULT_MAX_SIZE,
-                 handshake_timeout: float = HANDSHAKE_TIMEOUT):
+                 handshake_timeout: float = HANDSHAKE_TIMEOUT,
+                 deflate: ServerDeflateConfig | None = DEFAULT_DEFLATE):
         if mode not in ("echo", "broadcast"):
             raise ValueError(f"mode must be 'echo' or 'broadcast', not {mode!r}")
         self.mode = mode
         self.max_size = max_size
         self.handshake_timeout = handshake_timeout
+        self.deflate = deflate  # None: decline permessage-deflate offers
         self.clients: set[Client] = set()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -88,16 +96,17 @@ class WebSocketServer:
         name = f"{host}:{port}"
         try:
             try:
-                upgraded = await asyncio.wait_for(self._handshake(reader, writer, name),
-                                                  self.handshake_timeout)
+                connection = await asyncio.wait_for(self._handshake(reader, writer, name),
+                                                    self.handshake_timeout)
             except TimeoutError:
                 log.info("%s dropped: no complete handshake within %.1fs", name, self.handshake_timeout)
                 return
-            if not upgraded:
+            if connection is None:
                 return
-            client = Client(WebSocketConnection(Role.SERVER, max_size=self.max_size), writer, name)
+            client = Client(connection, writer, name)
             self.clients.add(client)
-            log.info("%s connected (%d clients)", name, len(self.clients))
+            log.info("%s connected (%d clients%s)", name, len(self.clients),
+                     ", permessage-deflate" if connection.deflate else "")
             try:
                 await self._serve_messages(client, reader)
             finally:
@@ -113,12 +122,12 @@ class WebSocketServer:
             writer.close()
 
     async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                         name: str) -> bool:
-        """Read and answer the opening handshake. True if the connection is now a WebSocket."""
+                         name: str) -> WebSocketConnection | None:
+        """Read and answer the opening handshake; the open connection, or None if refused."""
         try:
             head = await reader.readuntil(b"\r\n\r\n")
         except asyncio.IncompleteReadError:
-            return False  # the peer went away before finishing its request
+            return None  # the peer went away before finishing its request
         except asyncio.LimitOverrunError:
             head = b""
         try:
@@ -129,10 +138,15 @@ class WebSocketServer:
             log.info("%s handshake refused: %s", name, error)
             writer.write(build_error_response(error))
             await writer.drain()
-            return False
-        writer.write(build_server_response(request))
+            return None
+        # RFC 7692: accept the first permessage-deflate offer we can honour, or none.
+        accepted = None
+        if self.deflate is not None:
+            accepted = accept_offer(request.headers.get("sec-websocket-extensions"), self.deflate)
+        extensions, codec = accepted if accepted is not None else (None, None)
+        writer.write(build_server_response(request, extensions))
         await writer.drain()
-        return True
+        return WebSocketConnection(Role.SERVER, max_size=self.max_size, deflate=codec)
 
     async def _serve_messages(self, client: Client, reader: asyncio.StreamReader) -> None:
         connection = client.connection
@@ -247,13 +261,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="largest message accepted, in bytes; larger closes with 1009 (default 1 MiB)")
     parser.add_argument("--handshake-timeout", type=_positive(float), default=HANDSHAKE_TIMEOUT,
                         help=f"seconds to complete the opening handshake (default {HANDSHAKE_TIMEOUT})")
+    parser.add_argument("--compression", choices=("deflate", "none"), default="deflate",
+                        help="accept permessage-deflate (RFC 7692) when a client offers it (default), "
+                             "or decline it")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s server %(message)s")
-    server = WebSocketServer(args.mode, args.max_size, args.handshake_timeout)
+    server = WebSocketServer(args.mode, args.max_size, args.handshake_timeout,
+                             DEFAULT_DEFLATE if args.compression == "deflate" else None)
 
     async def run() -> None:
         task = asyncio.current_task()

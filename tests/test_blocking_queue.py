@@ -622,3 +622,13 @@ def test_a_huge_timeout_waits_instead_of_overflowing(timeout):
     assert q.get() == "y"
     putter.join(timeout=10)
     assert q.get_nowait() == "z"
+
+
+def test_demo_plot_defaults_to_the_ignored_out_folder_and_no_plot_writes_none(tmp_path):
+    from BlockingQueue import DEFAULT_PLOT
+    assert DEFAULT_PLOT.relative_to(ROOT / "out" / "BlockingQueue")
+    assert subprocess.run(["git", "check-ignore", "-q", str(DEFAULT_PLOT)], cwd=ROOT).returncode == 0
+    png = tmp_path / "never.png"
+    result = run_cli("demo", "--items", "6", "--plot", str(png), "--no-plot", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not png.exists() and "plot saved" not in result.stdout

@@ -32,6 +32,14 @@ def test_first_directive_wins_and_invalid_deltas_are_none():
     assert p.delta_seconds(p.parse_cache_control("max-age=99999999999999"), "max-age") == 2**31
 
 
+def test_only_sp_and_htab_are_optional_whitespace():
+    # RFC 9110 §5.6.3. str.strip() would also remove \x0b, \x0c and \x85 and accept these.
+    assert p.split_list(" gzip ,\tbr\t,, ") == ["gzip", "br"]
+    assert p.split_list("\x0bchunked") == ["\x0bchunked"]
+    assert p.delta_seconds(p.parse_cache_control("max-age=10\x0c"), "max-age") is None
+    assert p.freshness_lifetime(200, [("Cache-Control", "max-age=10\x0b")]) == 0.0
+
+
 # -------------------------------------------------------------------------------- storability
 
 @pytest.mark.parametrize("method, status, request_headers, response_headers, expected", [
@@ -54,6 +62,9 @@ def test_first_directive_wins_and_invalid_deltas_are_none():
     ("GET", 200, [("Authorization", "x")], [("Cache-Control", "max-age=60, must-revalidate")], True),
     ("GET", 200, [], [("Cache-Control", "max-age=60"), ("Set-Cookie", "a=b")], False),
     ("GET", 200, [], [("Cache-Control", "public, max-age=60"), ("Set-Cookie", "a=b")], True),
+    # RFC 9112 §6.3: both framings at once is an error to relay at most, never to keep.
+    ("GET", 200, [], [("Cache-Control", "max-age=60"), ("Content-Length", "3"),
+                      ("Transfer-Encoding", "chunked")], False),
 ])
 def test_is_storable(method, status, request_headers, response_headers, expected):
     assert p.is_storable(method, status, request_headers, response_headers)[0] is expected

@@ -45,6 +45,15 @@ SCRIPTS: dict[str, list[Bad]] = {
         bad("NoSuchConcept", says="unknown concept"),
         bad("--timeout", "-1", says="--timeout"),
     ],
+    "common.faultproxy": [
+        bad("--to", "localhost", says="--to"),
+        bad("--to", "127.0.0.1:6379", "--listen", "127.0.0.1:70000", says="--listen"),
+        bad("--to", "127.0.0.1:6379", "--listen", "127.0.0.1:{busy_port}", says="already in use"),
+    ],
+    "common.faultproxy_bench": [
+        bad("--repeats", "0", says="--repeats"),
+        bad("--size", "lots", says="--size"),
+    ],
     "common.redis_server": [
         bad("--port", "0", says="--port"),
         bad("--port", "70000", says="--port"),
@@ -67,27 +76,84 @@ SCRIPTS: dict[str, list[Bad]] = {
     "WebSockets.lib_server": [],
     "WebSockets.server": [],
     # --- RealTimeChat ---------------------------------------------------------------------------
-    "RealTimeChat.app": [],
-    "RealTimeChat.bench": [],
+    "RealTimeChat.app": [
+        bad("--port", "-1", says="--port"),
+        bad("--port", "70000", says="--port"),
+        bad("--port", "{busy_port}", "--db", "{tmp}/chat.sqlite3", says="already in use"),
+        bad("--rate", "0", says="--rate"),
+        bad("--burst", "abc", says="--burst"),
+        bad("--redis", "localhost:6379", says="--redis"),
+        bad("--redis", "redis://127.0.0.1:1/0", says="cannot use Redis"),
+        bad("--db", "{unwritable}", says="--db"),
+    ],
+    "RealTimeChat.bench": [
+        bad("--clients", "1", says="--clients"),
+        bad("--rate", "0", says="--rate"),
+        bad("--repeats", "abc", says="--repeats"),
+    ],
     "RealTimeChat.demo": [],
-    "RealTimeChat.screenshot": [],
+    "RealTimeChat.screenshot": [
+        bad("--out", "{unwritable}", says="--out"),
+        bad("--chromium", "{tmp}/no-chromium", says="no Chromium"),
+    ],
     # --- TwoPhaseCommit -------------------------------------------------------------------------
     "TwoPhaseCommit.chaos": [],
     "TwoPhaseCommit.coordinator": [],
     "TwoPhaseCommit.demo": [],
     "TwoPhaseCommit.participant": [],
     # --- SimpleCDN ------------------------------------------------------------------------------
-    "SimpleCDN.bench": [],
-    "SimpleCDN.cdn_server": [],
+    "SimpleCDN.bench": [
+        bad("--repeats", "0", says="--repeats"),
+        bad("--seconds", "soon", says="--seconds"),
+    ],
+    "SimpleCDN.cdn_server": [
+        bad("--port", "70000", says="--port"),
+        bad("--port", "{busy_port}", says="already in use"),
+        bad("--origin", "ftp://x", says="--origin"),
+        bad("--cache-size", "lots", says="--cache-size"),
+        bad("--cache-size", "0", says="--cache-size"),
+        bad("--origin-timeout", "-1", says="--origin-timeout"),
+        bad("--origin", "https://127.0.0.1:1", "--origin-cafile", "{tmp}/none.pem", says="--origin-cafile"),
+    ],
     "SimpleCDN.demo": [],
-    "SimpleCDN.loadgen": [],
-    "SimpleCDN.origin": [],
-    "SimpleCDN.router": [],
+    "SimpleCDN.loadgen": [
+        bad("--port", "0", says="--port"),
+        bad("--port", "1", "--connections", "0", says="--connections"),
+        bad("--port", "1", "--seconds", "0.2", says="cannot reach"),
+    ],
+    "SimpleCDN.origin": [
+        bad("--latency-ms", "-5", says="--latency-ms"),
+        bad("--port", "-1", says="--port"),
+        bad("--port", "{busy_port}", says="already in use"),
+        bad("--tls-cert", "{tmp}/missing.pem", says="--tls-cert"),
+    ],
+    "SimpleCDN.router": [
+        bad("--edge", "nonsense", says="--edge"),
+        bad("--edge", "a=http://127.0.0.1:1@-5", says="--edge"),
+        bad("--edge", "a=http://127.0.0.1:1@5", "--check-interval", "0", says="--check-interval"),
+        bad("--edge", "a=http://127.0.0.1:1@5", "--port", "{busy_port}", says="already in use"),
+    ],
     # --- ConsistentHashing ----------------------------------------------------------------------
-    "ConsistentHashing.bench": [],
-    "ConsistentHashing.compare": [],
-    "ConsistentHashing.demo": [],
-    "ConsistentHashing.simulate": [],
+    "ConsistentHashing.bench": [
+        bad("--rounds", "2", says="--rounds"),
+        bad("--keys", "abc", says="--keys"),
+    ],
+    "ConsistentHashing.compare": [
+        bad("--out", "{unwritable}", says="--out"),
+        bad("--shards", "1", says="--shards"),
+        bad("--remove", "1000", says="--remove"),
+    ],
+    "ConsistentHashing.demo": [
+        bad(env=UNREACHABLE_REDIS, says="REDIS_URL"),
+        bad("--servers", "1", says="--servers"),
+    ],
+    "ConsistentHashing.simulate": [
+        bad("--out", "{unwritable}", says="--out"),
+        bad("--out", "/etc/passwd/x", says="/etc/passwd is a file"),
+        bad("--keys", "0", says="--keys"),
+        bad("--remove", "1000", says="--remove"),
+        bad("--no-plots", says="--no-plots"),   # the one flag is --no-plot, as in compare
+    ],
     # --- DistributedLocking ---------------------------------------------------------------------
     "DistributedLocking.bench": [
         bad("--pairs", "abc", says="--pairs"),

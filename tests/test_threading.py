@@ -197,3 +197,57 @@ def test_demo_runs_and_ends_with_a_result_line():
     assert result.returncode == 0, result.stderr
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith("result: CPU-bound") and "0 with one" in last
+
+
+# ---------------------------------------------------------------------------- the demo's method
+
+def test_every_mode_runs_first_once_in_three_rounds():
+    from Threading.demo import rotated
+    firsts = [rotated(MODES, round_number)[0] for round_number in range(3)]
+    assert sorted(firsts) == sorted(MODES)
+    assert all(sorted(rotated(MODES, k)) == sorted(MODES) for k in range(5))
+
+
+def test_speedups_are_ratios_within_a_round():
+    # A load burst that slows a whole round must not change the speed-up: each round's ratio is taken
+    # against the sequential run of the same round. Round 2 here is 5x slower for every mode.
+    from Threading.demo import median_speedups
+    from Threading.experiments import Run
+
+    slowdown = iter([1, 1, 1, 5, 5, 5, 1, 1, 1])
+    base = {"sequential": 1.0, "threads": 1.0, "processes": 0.5}
+
+    def fake_run(mode: str) -> Run:
+        return Run("cpu", mode, 2, base[mode] * next(slowdown), 42, base[mode])
+
+    summary = median_speedups(fake_run, 3)
+    assert summary["processes"][0] == pytest.approx(2.0)
+    assert summary["threads"][0] == pytest.approx(1.0)
+
+
+def test_busy_machine_note_only_when_the_processes_got_too_few_cores(monkeypatch):
+    from Threading import demo
+    monkeypatch.setattr(demo.os, "cpu_count", lambda: 2)
+    assert demo.busy_machine_note(1.9, workers=2) is None
+    note = demo.busy_machine_note(0.8, workers=2)
+    assert note is not None and "kept only 0.80 cores busy, not 2" in note
+    monkeypatch.setattr(demo.os, "cpu_count", lambda: 1)
+    assert demo.busy_machine_note(0.8, workers=2) is None     # one CPU: nothing more to expect
+
+
+# ---------------------------------------------------------------------------- outputs stay out of git
+
+def test_compare_writes_its_plot_under_the_ignored_out_folder():
+    from Threading.compare import DEFAULT_PLOT
+    assert DEFAULT_PLOT.relative_to(ROOT / "out" / "Threading")
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(DEFAULT_PLOT)], cwd=ROOT)
+    assert ignored.returncode == 0, f"{DEFAULT_PLOT} is not git-ignored"
+
+
+def test_compare_no_plot_writes_nothing(tmp_path):
+    png = tmp_path / "never.png"
+    result = run_module("Threading.compare", "--experiment", "cpu", "--workers", "1", "--n", "2000",
+                        "--repeat", "1", "--plot", str(png), "--no-plot")
+    assert result.returncode == 0, result.stderr
+    assert not png.exists() and "plot saved" not in result.stdout
+    assert "worker processes are started with" in result.stdout

@@ -4,6 +4,7 @@ crash recovery via expiry (SIGKILL), and a stalled node (SIGSTOP) that must not 
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -214,3 +215,35 @@ def test_lease_node_bad_arguments_get_a_one_line_error(args):
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert "lease_node.py: error:" in done.stderr
+
+
+def test_the_refusal_names_the_holders_lease_time_not_the_newcomers(redis_url, client):
+    # The demo once said "wait up to 10000 ms" (the refused node's own default ttl) while every id was
+    # held by 2000 ms leases: how long a crashed holder keeps its id is the *holder's* ttl.
+    holders = [WorkerLease(redis_url, node_id=f"holder-{n}", ttl_ms=2000).acquire() for n in range(2)]
+    try:
+        newcomer = WorkerLease(redis_url, node_id="newcomer", ttl_ms=10_000, worker_ids=range(2))
+        with pytest.raises(NoFreeWorkerIdError) as refused:
+            newcomer.acquire()
+        newcomer.close()
+        waited = int(re.search(r"wait up to (\d+) ms", str(refused.value)).group(1))
+        assert 0 < waited <= 2000, str(refused.value)
+    finally:
+        for holder in holders:
+            holder.close()
+
+
+def test_demo_explains_why_a_newcomer_skips_a_just_released_id(redis_url):
+    env = {**os.environ, "REDIS_URL": redis_url}
+    result = subprocess.run([sys.executable, "-m", "UniqueIdGeneration.demo", "--ids", "400"],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "node-b closes: worker id 1 is released, but stays taken for the 200 ms skew margin" in out
+    assert ("node-d joins at once and gets worker id 3, the lowest free one: "
+            "id 1 is still inside its margin") in out
+    assert "node-e joins and gets worker id 1" in out
+    waited = int(re.search(r"node-f is refused: .* wait up to (\d+) ms", out).group(1))
+    assert 0 < waited <= 2000
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("result: 400 IDs distinct and ordered; leased worker ids [0, 1, 2, 3]")

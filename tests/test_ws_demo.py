@@ -17,3 +17,6 @@ def test_demo_runs_and_reports():
     assert "HTTP/1.1 101 Switching Protocols" in done.stdout
     assert "payload XOR key -> 'hello, world'" in done.stdout
     assert "code 1002" in done.stdout
+    assert "response: Sec-WebSocket-Extensions: permessage-deflate" in done.stdout
+    assert "RSV1-3=100 opcode=0x1 (TEXT) (RSV1: compressed message" in done.stdout
+    assert "compressed echo ok" in lines[-1]

@@ -61,7 +61,8 @@ def test_client_request_validates_and_the_response_carries_the_accept_key():
     parsed = validate_client_request(request[:-4])
     assert (parsed.path, parsed.key) == ("/chat?room=1", key)
     response = build_server_response(parsed)
-    assert validate_server_response(response[:-4], key).header("Upgrade") == "websocket"
+    head, codec = validate_server_response(response[:-4], key)
+    assert head.header("Upgrade") == "websocket" and codec is None
     with pytest.raises(HandshakeError, match="Sec-WebSocket-Accept"):
         validate_server_response(response[:-4], base64.b64encode(os.urandom(16)).decode())
 
@@ -96,6 +97,9 @@ def test_invalid_requests_map_to_statuses(overrides, status):
     assert caught.value.status == status
     if overrides.get("Sec_WebSocket_Version", "13") != "13":
         assert ("Sec-WebSocket-Version", "13") in caught.value.headers
+    if status == 426:
+        # RFC 9110 §15.5.22: a 426 MUST carry Upgrade naming the protocol to switch to.
+        assert ("Upgrade", "websocket") in caught.value.headers
 
 
 def test_header_tokens_are_case_insensitive_lists():

@@ -153,6 +153,9 @@ def test_wrong_version_gets_426_with_the_version_we_speak(server, bystander):
     status, headers, body = http_exchange(port, raw_request(port, version="8"))
     assert status == 426
     assert headers["sec-websocket-version"] == "13"
+    # RFC 9110 §15.5.22: "The server MUST send an Upgrade header field in a 426 response".
+    assert headers["upgrade"] == "websocket"
+    assert "upgrade" in headers["connection"].lower()
     assert body
     assert_bystander_ok(bystander, "wrong version")
 
