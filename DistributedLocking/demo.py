@@ -33,10 +33,13 @@ def race(url: str, db: str, racers: int) -> str:
     start, results = SPAWN.Event(), SPAWN.Queue()
     procs = [start_process(race_worker, url, db, "race", "A1", f"user{n}", start, results)
              for n in range(racers)]
-    start.set()
-    outcomes = sorted(results.get(timeout=60) for _ in procs)
-    for proc in procs:
-        proc.join(30)
+    try:
+        start.set()
+        outcomes = sorted(results.get(timeout=60) for _ in procs)
+        for proc in procs:
+            proc.join(30)
+    finally:
+        stop_all(procs)  # on Ctrl-C too: before the redis-server they talk to goes away
     for user, outcome, token in outcomes:
         print(f"  {user:7} {outcome:15} token={token}")
     winners = [user for user, outcome, _ in outcomes if outcome == "booked"]
@@ -66,6 +69,7 @@ def pause_scenario(url: str, db: str, *, fencing: bool, ttl_ms: int,
     line = Timeline()
     a_end, a_child = SPAWN.Pipe()
     a = start_process(booking_worker, url, db, event, "D4", "alice", payment_s, fencing, ttl_ms, a_child)
+    procs = [a]
     try:
         _, a_token, at = _recv(a_end)
         line.t0 = at
@@ -78,6 +82,7 @@ def pause_scenario(url: str, db: str, *, fencing: bool, ttl_ms: int,
         line.say("A's lease expires in Redis; A still believes it holds the lock")
         b_end, b_child = SPAWN.Pipe()
         b = start_process(booking_worker, url, db, event, "D4", "bob", 0.0, fencing, ttl_ms, b_child)
+        procs.append(b)
         _, b_token, at = _recv(b_end)
         line.say(f"B (bob) acquires the lock; the seat issues it token {b_token} and is free", at)
         _, b_outcome, _, at = _recv(b_end)
@@ -90,15 +95,22 @@ def pause_scenario(url: str, db: str, *, fencing: bool, ttl_ms: int,
         line.say(f"A writes seat D4 = alice -> {a_outcome.upper()} ({how})", at)
         a.join(30)
     finally:
-        if a.is_alive():
-            os.kill(a.pid, signal.SIGCONT)
-            a.kill()
+        stop_all(procs)
     with SeatStore(db) as store:
         holder = store.holder(event, "D4")
     told = [name for name, outcome in (("alice", a_outcome), ("bob", b_outcome)) if outcome == "booked"]
     print(f"  -> seat D4 belongs to {holder}; told 'booked': {', '.join(told)}"
           + ("  << DOUBLE BOOKING" if len(told) > 1 else ""))
     return a_outcome, b_outcome, holder
+
+
+def stop_all(procs) -> None:
+    """Stop every child still running (continued first: a stopped process dies only once resumed)."""
+    for proc in procs:
+        if proc.is_alive():
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.kill()
+        proc.join(10)
 
 
 def _recv(conn, timeout: float = 30.0):
