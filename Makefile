@@ -58,7 +58,7 @@ figures-DistributedLocking: $(VENV)/.dev-installed
 	@true
 
 figures-common: $(VENV)/.dev-installed
-	@true
+	$(BIN)/python -m common.faultproxy_demo --out common/images/faultproxy_demo.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -27,10 +27,12 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from common import cli
+
 from .experiments import MODES, Run, run_cpu, run_io
 from .io_server import slow_http_server
 
-DEFAULT_PLOT = Path(__file__).resolve().parent.parent / "out" / "Threading" / "threads_vs_processes.png"
+DEFAULT_PLOT = cli.output_path("Threading", "threads_vs_processes.png")
 
 
 def gil_status() -> str:
@@ -46,7 +48,7 @@ def measure(workers: list[int], n: int, requests: int, delay: float, repeat: int
     """Run every cell `repeat` times, interleaved; return every Run (the caller takes medians)."""
     runs: list[Run] = []
     with slow_http_server(delay) as url:
-        for rep in range(repeat):
+        for rep in (cli.progress(range(repeat), label="rounds") if progress else range(repeat)):
             for experiment in experiments:
                 for w in workers:
                     shift = (rep + w) % len(MODES)
@@ -55,8 +57,6 @@ def measure(workers: list[int], n: int, requests: int, delay: float, repeat: int
                             runs.append(run_cpu(mode, w, n))
                         else:
                             runs.append(run_io(mode, w, url, requests))
-            if progress:
-                print(f"  round {rep + 1}/{repeat} done", flush=True)
     return runs
 
 
@@ -128,36 +128,32 @@ def plot(rows: list[dict], labels: dict[str, str], path: Path) -> None:
         ax.legend(fontsize=8)
     fig.suptitle(f"Python {platform.python_version()}, {cpus} CPUs (median of repeated, interleaved runs)")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(cli.ensure_parent(path), dpi=110)
     plt.close(fig)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m Threading.compare",
         description="CPU-bound (count primes) and I/O-bound (HTTP requests to a slow local server) work, "
                     "run sequentially, on threads and in processes; prints a table, optionally plots.")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8],
+    parser.add_argument("--workers", type=cli.positive_int, nargs="+", default=[1, 2, 4, 8],
                         help="worker counts to try (default 1 2 4 8)")
-    parser.add_argument("--n", type=int, default=600_000, help="count primes in [2, N] (default 600000)")
-    parser.add_argument("--requests", type=int, default=16,
+    parser.add_argument("--n", type=cli.int_range(2), default=600_000,
+                        help="count primes in [2, N] (default 600000)")
+    parser.add_argument("--requests", type=cli.positive_int, default=16,
                         help="HTTP requests in the I/O-bound experiment (default 16)")
-    parser.add_argument("--delay-ms", type=float, default=50.0,
+    parser.add_argument("--delay-ms", type=cli.non_negative_float, default=50.0,
                         help="the local server's delay before each answer, ms (default 50)")
-    parser.add_argument("--repeat", type=int, default=5,
+    parser.add_argument("--repeat", type=cli.positive_int, default=5,
                         help="repetitions per cell, median taken (default 5)")
     parser.add_argument("--experiment", choices=["cpu", "io", "both"], default="both",
                         help="which experiment to run (default both)")
-    parser.add_argument("--plot", metavar="PATH", type=Path, default=DEFAULT_PLOT,
+    parser.add_argument("--plot", metavar="PATH", type=cli.writable_path, default=DEFAULT_PLOT,
                         help="where to save the PNG of speed-up vs workers (default out/Threading/"
                              "threads_vs_processes.png)")
     parser.add_argument("--no-plot", action="store_true", help="print the table only")
-    args = parser.parse_args(argv)
-    if any(w < 1 for w in args.workers) or args.n < 2 or args.requests < 1 or args.repeat < 1 \
-            or args.delay_ms < 0:
-        parser.error("--workers, --requests and --repeat must be >= 1, --n >= 2, --delay-ms >= 0")
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,12 +170,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.delay_ms:.0f} ms, split into W tasks")
     print(f"workers {args.workers}; median of {args.repeat} interleaved repetitions; load average before: "
           f"{os.getloadavg()[0]:.1f}")
-    try:
-        runs = measure(sorted(set(args.workers)), args.n, args.requests, args.delay_ms / 1000, args.repeat,
-                       experiments)
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
+    runs = measure(sorted(set(args.workers)), args.n, args.requests, args.delay_ms / 1000, args.repeat,
+                   experiments)
     results = check_agreement(runs)
     rows = summarise(runs)
     print_table(rows, labels)
@@ -195,4 +187,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))
