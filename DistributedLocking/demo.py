@@ -7,6 +7,9 @@
    B books the seat. A wakes up and writes — and the seat, fenced by its token, refuses.
 3. The same pause with fencing off (the old design, where the random lock value was said to be a
    fencing token): A's write lands on top of B's booking — a double booking.
+4. No pause, a network partition: A keeps running but is cut off from Redis (common.faultproxy);
+   its watchdog cannot renew, B books, A's late write is rejected by the fence. More network
+   scenes, with a message diagram: python -m DistributedLocking.partition
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import redis
 
 from common import cli, redis_server
 
+from .partition import holder_partitioned
 from .seat_store import SeatStore
 from .ticket_booking import delete_event_keys
 from .workers import SPAWN, booking_worker, race_worker, start_process
@@ -139,10 +143,14 @@ def main(argv: list[str] | None = None) -> int:
         winner = race(url, db, args.racers)
         fenced = pause_scenario(url, db, fencing=True, ttl_ms=args.ttl_ms, payment_s=args.payment_s)
         unfenced = pause_scenario(url, db, fencing=False, ttl_ms=args.ttl_ms, payment_s=args.payment_s)
-    ok = (fenced == ("rejected stale", "booked", "bob") and unfenced == ("booked", "booked", "alice"))
+        print("\n== 4. no pause: A is partitioned from Redis (both ways) while it holds the lock ==")
+        partitioned = holder_partitioned(url, db, "both", ttl_ms=max(300, min(args.ttl_ms, 10_000)))
+    ok = (fenced == ("rejected stale", "booked", "bob") and unfenced == ("booked", "booked", "alice")
+          and partitioned.holder == "bob" and not partitioned.alice_write_accepted)
     print(f"\nresult: 1 of {args.racers} racers won ({winner}); GC pause: fenced stale write "
           f"{'rejected' if fenced[0] == 'rejected stale' else fenced[0]}, unfenced -> "
-          f"{'double booking' if unfenced[0] == unfenced[1] == 'booked' else 'no double booking'}"
+          f"{'double booking' if unfenced[0] == unfenced[1] == 'booked' else 'no double booking'}; "
+          f"partitioned holder's write {'accepted' if partitioned.alice_write_accepted else 'rejected'}"
           f"{'' if ok else ' (UNEXPECTED)'}")
     return 0 if ok else 1
 

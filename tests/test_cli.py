@@ -217,6 +217,11 @@ SCRIPTS: dict[str, list[Bad]] = {
         bad("--payment-s", "-5", says="--payment-s"),
         bad(env=UNREACHABLE_REDIS, says="REDIS_URL"),
     ],
+    "DistributedLocking.partition": [
+        bad("--ttl-ms", "100", says="--ttl-ms"),
+        bad("--diagram", "{unwritable}", says="--diagram"),
+        bad(env=UNREACHABLE_REDIS, says="REDIS_URL"),
+    ],
     "DistributedLocking.simulation": [
         bad("--users", "0", says="--users"),
         bad("--cancel", "2", says="--cancel"),
