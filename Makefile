@@ -56,7 +56,7 @@ figures-ConsistentHashing: $(VENV)/.dev-installed
 	$(BIN)/python -m ConsistentHashing.redis_cluster --out ConsistentHashing/images
 
 figures-DistributedLocking: $(VENV)/.dev-installed
-	@true
+	$(BIN)/python -m DistributedLocking.partition --diagram DistributedLocking/images/partition.png
 
 figures-common: $(VENV)/.dev-installed
 	$(BIN)/python -m common.faultproxy_demo --out common/images/faultproxy_demo.png

@@ -304,20 +304,22 @@ SCRIPTS: dict[str, list[Bad]] = {
     # --- DistributedLocking ---------------------------------------------------------------------
     "DistributedLocking.bench": [
         bad("--pairs", "abc", says="--pairs"),
-        bad("--processes", "0", says="--processes"),
         bad("--work-ms", "-1", says="--work-ms"),
         bad(env=UNREACHABLE_REDIS, says="REDIS_URL"),
     ],
     "DistributedLocking.demo": [
         bad("--racers", "1", says="--racers"),
-        bad("--ttl-ms", "abc", says="--ttl-ms"),
         bad("--payment-s", "-5", says="--payment-s"),
+        bad(env=UNREACHABLE_REDIS, says="REDIS_URL"),
+    ],
+    "DistributedLocking.partition": [
+        bad("--ttl-ms", "100", says="--ttl-ms"),
+        bad("--diagram", "{unwritable}", says="--diagram"),
         bad(env=UNREACHABLE_REDIS, says="REDIS_URL"),
     ],
     "DistributedLocking.simulation": [
         bad("--users", "0", says="--users"),
         bad("--cancel", "2", says="--cancel"),
-        bad("--payment-ms", "x", says="--payment-ms"),
         bad(env=UNREACHABLE_REDIS, says="REDIS_URL"),
     ],
 }
