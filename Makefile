@@ -19,6 +19,7 @@ lint: python-check $(VENV)/.dev-installed
 
 bench: python-check $(VENV)/.dev-installed
 	$(BIN)/python tour.py --bench $(ARGS)
+	$(BIN)/python -m common.faultproxy_bench
 
 # `make figures`: regenerate every image the guides show (seeded, so a re-run changes little).
 # One target per concept; each passes explicit paths under Concept/images/ (scripts default to out/).
