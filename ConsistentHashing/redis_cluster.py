@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     keys = [f"user:{i}" for i in range(args.keys)]
     print(f"Redis Cluster: 3 masters, {args.keys:,} keys, CRC16(key) mod {SLOT_COUNT:,} slots "
-          f"(every node ran by this script; REDIS_URL is not used for the cluster)", flush=True)
+          f"(a private cluster started by this script; REDIS_URL is not used for it)", flush=True)
     cluster = run_cluster(keys, args.slots, args.clients)
     exact = cluster.moved == cluster.predicted
     ok = exact and cluster.lost_writes == 0 and cluster.wrong_reads == 0
