@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import errno
 import fcntl
 import random
 import socket
@@ -928,10 +927,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         proxy.start()
     except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise cli.UsageError(f"port {args.listen[1]} on {args.listen[0]} is already in use by "
-                                 f"another program; pick another with --listen") from None
-        raise cli.bind_error(exc, *args.listen) from None
+        raise cli.bind_error(exc, *args.listen, port_flag="--listen", host_flag="--listen") from None
     try:
         host, port = proxy.address
         print(f"faultproxy: {host}:{port} -> {args.to[0]}:{args.to[1]}  (type help for commands)",
