@@ -20,8 +20,9 @@ The file is JSON lines, one event per line:
 
 kind is send | recv | local | crash | restart | timeout. A send and a recv with the same `msg` are
 one message; a send nobody received is a lost message, so give every message (and every re-send)
-its own id. `mono` is time.monotonic(), one clock for every process on the machine, so events
-from different processes are ordered by it; `wall` is for people.
+its own id. `mono` is time.monotonic(), one clock for every process on the machine; layout()
+orders events by happens-before (each process's own order, every receipt after its send) and uses
+`mono` only between events that order leaves unrelated. `wall` is for people.
 
 Several processes append to the same file at once. Each event is one os.write() of one line to a
 file opened with O_APPEND: the kernel moves to the end and writes in one step, so lines never
