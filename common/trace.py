@@ -458,10 +458,15 @@ def main(argv: list[str] | None = None) -> int:
     processes = [name.strip() for name in args.processes.split(",")] if args.processes else None
     diagram = layout(events, processes, args.spacing)
     draw(diagram, args.out, title=args.title or Path(args.trace).name, spacing=args.spacing)
-    print(f"{args.out}: {len(diagram.processes)} processes, {diagram.count('message')} messages, "
-          f"{diagram.count('lost')} lost, {diagram.count('crash')} crashes, "
-          f"{diagram.count('timeout')} timeouts")
+    print(f"{args.out}: {_plural(len(diagram.processes), 'process', 'processes')}, "
+          f"{_plural(diagram.count('message'), 'message', 'messages')}, {diagram.count('lost')} lost, "
+          f"{_plural(diagram.count('crash'), 'crash', 'crashes')}, "
+          f"{_plural(diagram.count('timeout'), 'timeout', 'timeouts')}")
     return 0
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 if __name__ == "__main__":
