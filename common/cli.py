@@ -215,8 +215,10 @@ def writable_path(text: str) -> Path:
 
 
 def output_path(concept: str, name: str) -> Path:
-    """Default place for a script's plot or data: out/<concept>/<name> (git-ignored)."""
-    return OUT_DIR / concept / name
+    """Default place for a script's plot or data: out/<concept>/<name> (git-ignored; folder made)."""
+    path = OUT_DIR / concept / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def ensure_parent(path: Path) -> Path:
