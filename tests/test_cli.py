@@ -201,6 +201,9 @@ SCRIPTS: dict[str, list[Bad]] = {
             says="cannot use --dsn"),
     ],
     "TwoPhaseCommit.postgres_demo": [],
+    "TwoPhaseCommit.diagrams": [
+        bad("--out-dir", "{unwritable}", says="expected"),
+    ],
     "TwoPhaseCommit.network_demo": [
         bad("--scene", "d", says="--scene"),
         bad("--trace", "{unwritable}", says="--trace"),
