@@ -158,6 +158,7 @@ SCRIPTS: dict[str, list[Bad]] = {
         bad("--crashes", "-1", says="--crashes"),
         bad("--protocol", "xa", says="--protocol"),
         bad("--rpc-timeout", "0", says="--rpc-timeout"),
+        bad("--partitions", "-1", says="--partitions"),
     ],
     "TwoPhaseCommit.coordinator": [
         bad("--log", "{tmp}/c.db", "--participant", "inventory=http://127.0.0.1:1", "--port", "70000",
