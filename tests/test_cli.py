@@ -87,6 +87,7 @@ SCRIPTS: dict[str, list[Bad]] = {
         bad("--delay-ms", "-5", says="--delay-ms"),
         bad("--repeat", "0", says="--repeat"),
         bad("--experiment", "gpu", says="--experiment"),
+        bad("--start-method", "threads", says="--start-method"),
         bad("--plot", "{unwritable}", says="--plot"),
     ],
     "Threading.demo": [
@@ -121,12 +122,42 @@ SCRIPTS: dict[str, list[Bad]] = {
         bad("--dir", "{unwritable}", says="--dir"),
     ],
     # --- WebSockets -----------------------------------------------------------------------------
-    "WebSockets.bench": [],
-    "WebSockets.client": [],
+    "WebSockets.bench": [
+        bad("--rounds", "0", says="--rounds"),
+        bad("--round-trips", "abc", says="--round-trips"),
+        bad("--big-messages", "-1", says="--big-messages"),
+    ],
+    "WebSockets.client": [
+        bad("ws://127.0.0.1:1/", says="refused"),
+        bad("wss://example.com/", says="TLS"),
+        bad("http://127.0.0.1/", says="ws://"),
+    ],
     "WebSockets.demo": [],
-    "WebSockets.lib_client": [],
-    "WebSockets.lib_server": [],
-    "WebSockets.server": [],
+    "WebSockets.lib_client": [
+        bad("ws://127.0.0.1:1/", says="127.0.0.1:1"),
+        bad("http://127.0.0.1/", says="http://127.0.0.1/"),
+    ],
+    "WebSockets.lib_server": [
+        bad("--port", "-1", says="--port"),
+        bad("--port", "70000", says="--port"),
+        bad("--port", "{busy_port}", says="already in use"),
+        bad("--max-size", "0", says="--max-size"),
+    ],
+    "WebSockets.server": [
+        bad("--port", "-1", says="--port"),
+        bad("--port", "70000", says="--port"),
+        bad("--port", "{busy_port}", says="already in use"),
+        bad("--max-size", "0", says="--max-size"),
+        bad("--max-size", "lots", says="--max-size"),
+        bad("--handshake-timeout", "nan", says="--handshake-timeout"),
+        bad("--mode", "shout", says="--mode"),
+        bad("--compression", "gzip", says="--compression"),
+        bad("--ping-interval", "-1", says="--ping-interval"),
+        bad("--ping-timeout", "0", says="--ping-timeout"),
+        bad("--read-timeout", "inf", says="--read-timeout"),
+        bad("--max-buffered", "0", says="--max-buffered"),
+        bad("--max-send-queue", "x", says="--max-send-queue"),
+    ],
     # --- RealTimeChat ---------------------------------------------------------------------------
     "RealTimeChat.app": [
         bad("--port", "-1", says="--port"),
@@ -142,6 +173,12 @@ SCRIPTS: dict[str, list[Bad]] = {
         bad("--clients", "1", says="--clients"),
         bad("--rate", "0", says="--rate"),
         bad("--repeats", "abc", says="--repeats"),
+    ],
+    "RealTimeChat.chaos": [
+        bad("--clients", "1", says="--clients"),
+        bad("--kills", "-1", says="--kills"),
+        bad("--interval", "0", says="--interval"),
+        bad("--partition-seconds", "0", says="--partition-seconds"),
     ],
     "RealTimeChat.demo": [],
     "RealTimeChat.screenshot": [
@@ -255,6 +292,12 @@ SCRIPTS: dict[str, list[Bad]] = {
         bad(env=UNREACHABLE_REDIS, says="REDIS_URL"),
         bad("--servers", "1", says="--servers"),
     ],
+    "ConsistentHashing.redis_cluster": [
+        bad("--slots", "0", says="--slots"),
+        bad("--slots", "16384", says="--slots"),
+        bad("--clients", "0", says="--clients"),
+        bad("--out", "{unwritable}", says="--out"),
+    ],
     "ConsistentHashing.simulate": [
         bad("--out", "{unwritable}", says="--out"),
         bad("--out", "/etc/passwd/x", says="/etc/passwd is a file"),
@@ -265,20 +308,22 @@ SCRIPTS: dict[str, list[Bad]] = {
     # --- DistributedLocking ---------------------------------------------------------------------
     "DistributedLocking.bench": [
         bad("--pairs", "abc", says="--pairs"),
-        bad("--processes", "0", says="--processes"),
         bad("--work-ms", "-1", says="--work-ms"),
         bad(env=UNREACHABLE_REDIS, says="REDIS_URL"),
     ],
     "DistributedLocking.demo": [
         bad("--racers", "1", says="--racers"),
-        bad("--ttl-ms", "abc", says="--ttl-ms"),
         bad("--payment-s", "-5", says="--payment-s"),
+        bad(env=UNREACHABLE_REDIS, says="REDIS_URL"),
+    ],
+    "DistributedLocking.partition": [
+        bad("--ttl-ms", "100", says="--ttl-ms"),
+        bad("--diagram", "{unwritable}", says="--diagram"),
         bad(env=UNREACHABLE_REDIS, says="REDIS_URL"),
     ],
     "DistributedLocking.simulation": [
         bad("--users", "0", says="--users"),
         bad("--cancel", "2", says="--cancel"),
-        bad("--payment-ms", "x", says="--payment-ms"),
         bad(env=UNREACHABLE_REDIS, says="REDIS_URL"),
     ],
 }
