@@ -195,6 +195,7 @@ SCRIPTS: dict[str, list[Bad]] = {
         bad("--crashes", "-1", says="--crashes"),
         bad("--protocol", "xa", says="--protocol"),
         bad("--rpc-timeout", "0", says="--rpc-timeout"),
+        bad("--partitions", "-1", says="--partitions"),
     ],
     "TwoPhaseCommit.coordinator": [
         bad("--log", "{tmp}/c.db", "--participant", "inventory=http://127.0.0.1:1", "--port", "70000",
@@ -238,6 +239,9 @@ SCRIPTS: dict[str, list[Bad]] = {
             says="cannot use --dsn"),
     ],
     "TwoPhaseCommit.postgres_demo": [],
+    "TwoPhaseCommit.diagrams": [
+        bad("--out-dir", "{unwritable}", says="expected"),
+    ],
     "TwoPhaseCommit.network_demo": [
         bad("--scene", "d", says="--scene"),
         bad("--trace", "{unwritable}", says="--trace"),
