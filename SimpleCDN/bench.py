@@ -199,6 +199,14 @@ def main(argv: list[str] | None = None) -> int:
                                      f"http://127.0.0.1:{origin_port}", port=edge_port, timeout=30,
                                      log_dir=prefix))
         servers = {"ours": edge_port}
+        if uvloop_available():
+            uvloop_port = free_port()
+            children.append(spawn_module("SimpleCDN.cdn_server", "--port", str(uvloop_port), "--origin",
+                                         f"http://127.0.0.1:{origin_port}", "--loop", "uvloop",
+                                         port=uvloop_port, timeout=30, log_dir=prefix))
+            servers["uvloop"] = uvloop_port
+        else:
+            print("uvloop not installed (pip install uvloop): the SimpleCDN --loop uvloop column is skipped")
         if nginx:
             nginx_child, nginx_port = start_nginx(nginx, prefix, origin_port)
             children.append(nginx_child)
@@ -249,34 +257,52 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def uvloop_available() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def print_table(servers, runs, misses, coalesced, args) -> None:
+    """One column per server (ours, ours with uvloop, nginx) and each of ours as a ratio to nginx."""
     def median(name: str, key: str) -> float:
         return statistics.median(run[key] for run in runs[name])
 
-    has_nginx = "nginx" in servers
     direct = statistics.median(misses["direct"])
-    rows = [
-        ("hit req/s (10 KB)", median("ours", "rps"), median("nginx", "rps") if has_nginx else None, "{:.0f}"),
-        ("hit p50 ms", median("ours", "p50"), median("nginx", "p50") if has_nginx else None, "{:.2f}"),
-        ("hit p99 ms", median("ours", "p99"), median("nginx", "p99") if has_nginx else None, "{:.2f}"),
-        ("miss p50 ms", statistics.median(misses["ours"]),
-         statistics.median(misses["nginx"]) if has_nginx else None, "{:.2f}"),
-        ("miss overhead ms vs origin", statistics.median(misses["ours"]) - direct,
-         statistics.median(misses["nginx"]) - direct if has_nginx else None, "{:.2f}"),
-        ("origin reqs for 100 concurrent", coalesced["ours"], coalesced.get("nginx"), "{:.0f}"),
+    measures = [
+        ("hit req/s (10 KB)", lambda n: median(n, "rps"), "{:.0f}"),
+        ("hit p50 ms", lambda n: median(n, "p50"), "{:.2f}"),
+        ("hit p99 ms", lambda n: median(n, "p99"), "{:.2f}"),
+        ("miss p50 ms", lambda n: statistics.median(misses[n]), "{:.2f}"),
+        ("miss overhead ms vs origin", lambda n: statistics.median(misses[n]) - direct, "{:.2f}"),
+        ("origin reqs for 100 concurrent", lambda n: coalesced[n], "{:.0f}"),
     ]
+    names = list(servers)
+    titles = {"ours": "SimpleCDN", "uvloop": "+uvloop", "nginx": "nginx"}
+    ours = [name for name in names if name != "nginx"]
+    has_nginx = "nginx" in servers
     print(f"\nSimpleCDN vs nginx proxy_cache, median of {args.repeats}; "
-          f"straight to the origin: miss p50 {statistics.median(misses['direct']):.2f} ms")
-    print(f"| {'measure':<31} | {'SimpleCDN':>10} | {'nginx':>10} | {'ours/nginx':>10} |")
-    print(f"|{'-' * 33}|{'-' * 12}|{'-' * 12}|{'-' * 12}|")
-    for label, ours, peer, fmt in rows:
-        peer_text = fmt.format(peer) if peer is not None else "skipped"
-        # A ratio of two noise-level numbers (an overhead measured at or below zero) means nothing.
-        ratio = f"{ours / peer:.2f}" if peer is not None and peer > 0 and ours > 0 else "-"
-        print(f"| {label:<31} | {fmt.format(ours):>10} | {peer_text:>10} | {ratio:>10} |")
-    print(f"result: ours {median('ours', 'rps'):.0f} hit req/s"
-          + (f" = {median('ours', 'rps') / median('nginx', 'rps'):.2f}x nginx" if has_nginx else "")
-          + f", 100 concurrent misses -> {coalesced['ours']} origin request")
+          f"straight to the origin: miss p50 {direct:.2f} ms")
+    header = [f"{'measure':<31}"] + [f"{titles[n]:>10}" for n in names]
+    if has_nginx:
+        header += [f"{titles[n] + '/nginx':>15}" for n in ours]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("-" * (len(cell) + 2) for cell in header) + "|")
+    for label, value, fmt in measures:
+        values = {name: value(name) for name in names}
+        cells = [f"{label:<31}"] + [f"{fmt.format(values[n]):>10}" for n in names]
+        if has_nginx:
+            peer = values["nginx"]
+            # A ratio of two noise-level numbers (an overhead measured at or below zero) means nothing.
+            cells += [f"{(f'{values[n] / peer:.2f}' if peer > 0 and values[n] > 0 else '-'):>15}"
+                      for n in ours]
+        print("| " + " | ".join(cells) + " |")
+    summary = ", ".join(f"{titles[n]} {median(n, 'rps'):.0f} hit req/s"
+                        + (f" = {median(n, 'rps') / median('nginx', 'rps'):.2f}x nginx" if has_nginx else "")
+                        for n in ours)
+    print(f"result: {summary}; 100 concurrent misses -> {coalesced['ours']} origin request")
 
 
 if __name__ == "__main__":
