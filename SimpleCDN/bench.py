@@ -42,10 +42,10 @@ def find_nginx() -> str | None:
     return shutil.which("nginx")
 
 
-def nginx_config(prefix: Path, port: int, origin_port: int) -> str:
+def nginx_config(prefix: Path, port: int, origin_port: int, workers: int = 1) -> str:
     # Running as root, nginx workers would switch to "nobody", who cannot write our temp dir.
     user = "user root;\n" if os.geteuid() == 0 else ""
-    return f"""{user}worker_processes 1;
+    return f"""{user}worker_processes {workers};
 daemon off;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
@@ -79,9 +79,10 @@ http {{
 """
 
 
-def start_nginx(binary: str, prefix: Path, origin_port: int):
+def start_nginx(binary: str, prefix: Path, origin_port: int, workers: int = 1):
     port = free_port()
-    (prefix / "nginx.conf").write_text(nginx_config(prefix, port, origin_port))
+    prefix.mkdir(exist_ok=True)
+    (prefix / "nginx.conf").write_text(nginx_config(prefix, port, origin_port, workers))
     child = spawn_command([binary, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e",
                            str(prefix / "error.log")], port=port, timeout=20, log_dir=prefix,
                           description="nginx")
@@ -215,25 +216,36 @@ def main(argv: list[str] | None = None) -> int:
                   f"(config in {prefix})")
         else:
             print("nginx not found (install Debian's `nginx` package): the nginx column is skipped")
+        # Two workers each (hits only): ours are two processes with a cache each, nginx's share one.
+        hit_only = {}
+        two_port = free_port()
+        children.append(spawn_module("SimpleCDN.cdn_server", "--port", str(two_port), "--origin",
+                                     f"http://127.0.0.1:{origin_port}", "--workers", "2",
+                                     port=two_port, timeout=30, log_dir=prefix))
+        hit_only["ours x2"] = two_port
+        if nginx:
+            nginx2_child, hit_only["nginx x2"] = start_nginx(nginx, prefix / "two", origin_port, workers=2)
+            children.append(nginx2_child)
         print(f"Python {platform.python_version()}, {os.cpu_count()} CPUs; "
               f"{args.repeats} interleaved repetitions, median reported")
 
-        for name, port in servers.items():
-            get(port, HIT_PATH)
-            status, label = get(port, HIT_PATH)
+        for name, port in {**servers, **hit_only}.items():
+            for _ in range(20):  # new connections reach every worker, so each one stores it
+                status, label = get(port, HIT_PATH)
             if (status, label) != (200, "HIT"):
                 raise RuntimeError(f"{name} did not cache {HIT_PATH}: {status} {label}")
 
-        runs: dict[str, list[dict]] = {name: [] for name in servers}
+        loaded = {**servers, **hit_only}
+        runs: dict[str, list[dict]] = {name: [] for name in loaded}
         misses: dict[str, list[float]] = {name: [] for name in ["direct", *servers]}
         print(f"\n1) cache hits on {HIT_PATH}: {args.loadgens} loadgen processes x {args.connections} "
               f"keep-alive connections, {args.seconds:g} s per run")
         for rep in cli.progress(range(args.repeats), label="repetitions"):
-            order = list(servers) if rep % 2 == 0 else list(reversed(servers))
+            order = list(loaded) if rep % 2 == 0 else list(reversed(loaded))
             for name in order:
-                result = hit_load(servers[name], args.seconds, args.connections, args.loadgens)
+                result = hit_load(loaded[name], args.seconds, args.connections, args.loadgens)
                 runs[name].append(result)
-                print(f"   run {rep + 1} {name:<5} {result['rps']:9.0f} req/s  p50 {result['p50']:6.2f} ms  "
+                print(f"   run {rep + 1} {name:<8} {result['rps']:9.0f} req/s  p50 {result['p50']:6.2f} ms  "
                       f"p99 {result['p99']:6.2f} ms  errors {result['errors']}")
             # The miss path, interleaved too: fresh objects every repetition, so every request misses.
             paths = {name: [f"/objects/{1_000_000 * (rep + 1) + 1000 * index + n}" for n in range(100)]
@@ -250,11 +262,26 @@ def main(argv: list[str] | None = None) -> int:
             print(f"   {name:<5} {ok} x 200, origin requests: {count}")
 
         print_table(servers, runs, misses, coalesced, args)
+        print_workers_table(hit_only, runs)
     finally:  # also on Ctrl-C / SIGTERM (KeyboardInterrupt through cli.run)
         for child in reversed(children):
             child.stop()
         shutil.rmtree(prefix, ignore_errors=True)
     return 0
+
+
+def print_workers_table(hit_only: dict[str, int], runs: dict[str, list[dict]]) -> None:
+    if "nginx x2" not in hit_only:
+        return
+    def median(name: str, key: str) -> float:
+        return statistics.median(run[key] for run in runs[name])
+    print("\nTwo workers each (SimpleCDN --workers 2: a cache per worker; nginx worker_processes 2)")
+    print(f"| {'measure':<20} | {'SimpleCDN x2':>12} | {'nginx x2':>10} | {'ours/nginx':>10} |")
+    print(f"|{'-' * 22}|{'-' * 14}|{'-' * 12}|{'-' * 12}|")
+    for label, key, fmt in (("hit req/s (10 KB)", "rps", "{:.0f}"), ("hit p50 ms", "p50", "{:.2f}"),
+                            ("hit p99 ms", "p99", "{:.2f}")):
+        ours, peer = median("ours x2", key), median("nginx x2", key)
+        print(f"| {label:<20} | {fmt.format(ours):>12} | {fmt.format(peer):>10} | {ours / peer:>10.2f} |")
 
 
 def uvloop_available() -> bool:
