@@ -65,6 +65,10 @@ class Request:
     # and scanning the list (lower-casing every name) each time cost more than parsing the head.
     fields: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
+    def __post_init__(self) -> None:
+        if not self.fields and self.headers:  # built by hand (tests, tools): index it here
+            self.fields = field_index(self.headers)
+
     def get(self, name: str) -> str | None:
         """The combined value of field `name` (lower-case), or None — like cache_policy.get_header."""
         values = self.fields.get(name)
