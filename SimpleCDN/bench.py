@@ -107,10 +107,33 @@ def get(port: int, path: str) -> tuple[int, str]:
         connection.close()
 
 
-def hit_load(port: int, seconds: float, connections: int, processes: int) -> dict:
-    """Run `processes` loadgen processes at once; requests/s, p50, p99 over all of them."""
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of process `pid` and its children (nginx's or our workers), from /proc.
+
+    Requests per CPU-second is the figure a busy machine distorts least: requests/s depends on how
+    much of the cores the server gets, the CPU it spends per request does not (much).
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(entry) == pid or int(fields[1]) == pid:  # fields[1] is the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def hit_load(port: int, seconds: float, connections: int, processes: int, pid: int | None = None) -> dict:
+    """Run `processes` loadgen processes at once; requests/s, p50, p99 over all of them, and the
+    server's requests per CPU-second when its `pid` is given (and /proc exists)."""
     command = [sys.executable, "-m", "SimpleCDN.loadgen", "--port", str(port), "--path", HIT_PATH,
                "--connections", str(connections), "--seconds", str(seconds)]
+    cpu_before = cpu_seconds(pid) if pid and os.path.isdir("/proc") else None
     procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(processes)]
     results = []
@@ -123,8 +146,9 @@ def hit_load(port: int, seconds: float, connections: int, processes: int) -> dic
     requests = sum(result["requests"] for result in results)
     errors = sum(result["errors"] for result in results)
     seconds_run = max(result["seconds"] for result in results)
+    cpu = cpu_seconds(pid) - cpu_before if cpu_before is not None and pid else 0.0
     return {"rps": requests / seconds_run, "p50": percentile(latencies, 50), "p99": percentile(latencies, 99),
-            "errors": errors}
+            "errors": errors, "per_cpu_s": requests / cpu if cpu > 0 else float("nan")}
 
 
 def percentile(sorted_values: list[float], pct: float) -> float:
@@ -236,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise RuntimeError(f"{name} did not cache {HIT_PATH}: {status} {label}")
 
         loaded = {**servers, **hit_only}
+        pids = {child.port: child.pid for child in children}
         runs: dict[str, list[dict]] = {name: [] for name in loaded}
         misses: dict[str, list[float]] = {name: [] for name in ["direct", *servers]}
         print(f"\n1) cache hits on {HIT_PATH}: {args.loadgens} loadgen processes x {args.connections} "
@@ -243,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         for rep in cli.progress(range(args.repeats), label="repetitions"):
             order = list(loaded) if rep % 2 == 0 else list(reversed(loaded))
             for name in order:
-                result = hit_load(loaded[name], args.seconds, args.connections, args.loadgens)
+                result = hit_load(loaded[name], args.seconds, args.connections, args.loadgens,
+                                  pid=pids.get(loaded[name]))
                 runs[name].append(result)
                 print(f"   run {rep + 1} {name:<8} {result['rps']:9.0f} req/s  p50 {result['p50']:6.2f} ms  "
                       f"p99 {result['p99']:6.2f} ms  errors {result['errors']}")
@@ -279,7 +305,7 @@ def print_workers_table(hit_only: dict[str, int], runs: dict[str, list[dict]]) -
     print(f"| {'measure':<20} | {'SimpleCDN x2':>12} | {'nginx x2':>10} | {'ours/nginx':>10} |")
     print(f"|{'-' * 22}|{'-' * 14}|{'-' * 12}|{'-' * 12}|")
     for label, key, fmt in (("hit req/s (10 KB)", "rps", "{:.0f}"), ("hit p50 ms", "p50", "{:.2f}"),
-                            ("hit p99 ms", "p99", "{:.2f}")):
+                            ("hit p99 ms", "p99", "{:.2f}"), ("hits per CPU-second", "per_cpu_s", "{:.0f}")):
         ours, peer = median("ours x2", key), median("nginx x2", key)
         print(f"| {label:<20} | {fmt.format(ours):>12} | {fmt.format(peer):>10} | {ours / peer:>10.2f} |")
 
@@ -302,6 +328,7 @@ def print_table(servers, runs, misses, coalesced, args) -> None:
         ("hit req/s (10 KB)", lambda n: median(n, "rps"), "{:.0f}"),
         ("hit p50 ms", lambda n: median(n, "p50"), "{:.2f}"),
         ("hit p99 ms", lambda n: median(n, "p99"), "{:.2f}"),
+        ("hits per CPU-second", lambda n: median(n, "per_cpu_s"), "{:.0f}"),
         ("miss p50 ms", lambda n: statistics.median(misses[n]), "{:.2f}"),
         ("miss overhead ms vs origin", lambda n: statistics.median(misses[n]) - direct, "{:.2f}"),
         ("origin reqs for 100 concurrent", lambda n: coalesced[n], "{:.0f}"),
