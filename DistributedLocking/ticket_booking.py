@@ -142,6 +142,11 @@ class TicketBookingSystem:
 
     def _book_fenced(self, event_id: str, seat_id: str, user_id: str, payment_seconds: float,
                      on_locked: Callable[[int], None] | None) -> BookingResult:
+        # A plain read first: a seat already taken needs no token (issuing one is a durable write).
+        # The decision below is made on the claim, read in the same statement that issued the token.
+        taken_by = self.store.holder(event_id, seat_id)
+        if taken_by is not None:
+            return BookingResult(BookingOutcome.ALREADY_BOOKED, event_id, seat_id, user_id, None, taken_by)
         claim = self.store.issue_token(event_id, seat_id)  # from now on, every older token is stale
         if claim.holder is not None:
             return BookingResult(BookingOutcome.ALREADY_BOOKED, event_id, seat_id, user_id, claim.token,
