@@ -312,7 +312,8 @@ class Edge:
         response_time = time.time()
         if response.status == 304 and stale is not None:
             await self._drain(response)
-            merged = policy.merge_304_headers(stale.headers, response.headers)
+            merged = policy.merge_304_headers(stale.headers, response.headers,
+                                              keep_set_cookie=self.config.store_set_cookie)
             refreshed = StoredResponse(stale.status, stale.reason, merged, stale.body, request_time,
                                        response_time, stale.vary, policy_view=self._policy_view(merged))
             self.store.replace(key, stale, refreshed)
