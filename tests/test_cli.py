@@ -258,6 +258,8 @@ SCRIPTS: dict[str, list[Bad]] = {
         bad("--cache-size", "lots", says="--cache-size"),
         bad("--cache-size", "0", says="--cache-size"),
         bad("--origin-timeout", "-1", says="--origin-timeout"),
+        bad("--workers", "0", says="--workers"),
+        bad("--workers", "2", "--port", "{busy_port}", says="already in use"),
         bad("--origin", "https://127.0.0.1:1", "--origin-cafile", "{tmp}/none.pem", says="--origin-cafile"),
     ],
     "SimpleCDN.demo": [],
