@@ -42,8 +42,10 @@ What it does NOT guarantee — read this before you rely on it:
 * One Redis server is a single point of failure. If it restarts without persistence (or a replica that
   missed the last writes is promoted) the lock key AND the token counter are lost: two clients can
   hold the lock, and tokens restart from 1 — a resource that remembers a higher token will then reject
-  every write until the counter catches up. Run Redis with AOF ``appendfsync always`` if the counter
-  must survive a crash, or take tokens from a consensus system (etcd revision, ZooKeeper zxid).
+  every write until the counter catches up. The rule: a token counter must be at least as durable as
+  the resource it fences. Best, let the resource issue the tokens itself (``seat_store.py`` does);
+  else run Redis with AOF ``appendfsync always``, or take tokens from a consensus system (etcd
+  revision, ZooKeeper zxid).
 * Expiry is measured by the Redis server's clock; the client's own view of "I still hold it" is
   ``owned()`` at the moment you ask, no later.
 * Not re-entrant, and one ``RedisLock`` object belongs to one holder at a time (create one object per

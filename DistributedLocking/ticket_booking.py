@@ -106,6 +106,11 @@ class TicketBookingSystem:
     def book_seat_lock_free(self, event_id: str, seat_id: str, user_id: str) -> BookingResult:
         """Book with no lock: one conditional write. Exactly one of any number of racers wins."""
         _check_ids(event_id=event_id, seat_id=seat_id, user_id=user_id)
+        # A plain read first (WAL: readers never wait for the writer), so that a seat seen taken costs
+        # no write lock; the decision itself is the conditional write, never this read.
+        taken_by = self.store.holder(event_id, seat_id)
+        if taken_by is not None:
+            return BookingResult(BookingOutcome.ALREADY_BOOKED, event_id, seat_id, user_id, holder=taken_by)
         if self.store.book_if_free(event_id, seat_id, user_id, self.hold_seconds):
             return BookingResult(BookingOutcome.BOOKED, event_id, seat_id, user_id, holder=user_id)
         return BookingResult(BookingOutcome.ALREADY_BOOKED, event_id, seat_id, user_id,
