@@ -30,11 +30,13 @@ from typing import Any
 import redis
 from flask import Flask, render_template, request
 from flask_socketio import SocketIO, join_room, leave_room
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from common import cli
 
 from .rules import (
+    CATCH_UP_LIMIT,
+    HISTORY_LIMIT,
     INTERNAL_ERROR,
     MAX_ROOMS_PER_CONNECTION,
     NICKNAME_MISMATCH,
@@ -47,6 +49,8 @@ from .rules import (
     UNKNOWN_USER,
     ChatError,
     TokenBucket,
+    ack_error,
+    ack_ok,
     nickname_key,
     parse_join,
     parse_leave,
@@ -54,7 +58,6 @@ from .rules import (
     parse_private_message,
     parse_typing,
     private_message_payload,
-    utc_timestamp,
 )
 from .store import ChatStore, LocalStore, RedisStore
 
@@ -147,35 +150,38 @@ class ChatServer:
         server._handle_event = handle_event
 
     def _guarded(self, handler, limited: bool = True):
-        """Wrap a handler for Flask-SocketIO: the connection comes from the request context."""
-        def wrapper(*args: Any) -> None:
-            self._handle(request.sid, handler, args, limited)
+        """Wrap a handler for Flask-SocketIO: the connection comes from the request context, and
+        what the handler returns is the Socket.IO acknowledgement (if the client asked for one)."""
+        def wrapper(*args: Any) -> Any:
+            return self._handle(request.sid, handler, args, limited)
         wrapper.__name__ = handler.__name__
         return wrapper
 
-    def _handle(self, sid: str, handler, args: tuple[Any, ...], limited: bool) -> None:
-        """Run one client event: rate limit first, and turn every failure into an `error` event.
+    def _handle(self, sid: str, handler, args: tuple[Any, ...], limited: bool) -> Any:
+        """Run one client event: rate limit first, and turn every failure into an `error` event
+        (and an `{ok: false, code, message}` acknowledgement). Returns the acknowledgement.
 
         Catching here (rather than letting Flask-SocketIO log and drop the exception) is what keeps
         a bad payload from costing anything but one `error` reply.
         """
         conn = self._connection(sid)
         if conn is None:
-            return  # raced with disconnect
+            return ack_error(ChatError(NOT_JOINED, "the connection is closing"))  # raced with disconnect
         with conn.lock:
-            if conn.closed:
-                return  # the disconnect clean-up ran first: nothing may be claimed after it
+            if conn.closed:  # the disconnect clean-up ran first: nothing may be claimed after it
+                return ack_error(ChatError(NOT_JOINED, "the connection is closing"))
             try:
                 if limited and not conn.bucket.try_take():
                     raise ChatError(RATE_LIMITED, f"slow down: at most {self.rate:g} events/s "
                                                   f"(bursts of {self.burst})")
-                handler(conn, *args)
+                return handler(conn, *args)
             except ChatError as exc:
-                self._send_error(conn.sid, exc)
+                error = exc
             except Exception:
                 log.exception("handler %s failed", handler.__name__)
-                self._send_error(conn.sid, ChatError(INTERNAL_ERROR, "the server failed to handle "
-                                                                     "that event; try again"))
+                error = ChatError(INTERNAL_ERROR, "the server failed to handle that event; try again")
+            self._send_error(conn.sid, error)
+            return ack_error(error)
 
     def _connection(self, sid: str) -> Connection | None:
         with self._lock:
@@ -231,6 +237,19 @@ class ChatServer:
                     log.info("removed a dead instance's users from #%s", room)
         self.socketio.start_background_task(loop)
 
+    def disconnect_everyone(self, silent_s: float) -> None:
+        """Scale-out: after our heartbeat was missing for `silent_s` s (a partition from Redis), the
+        other instances have declared us dead, reaped our users' presence and freed their
+        nicknames. Keeping the connections would leave users who are invisible to the others and
+        whose nicknames someone else may now hold. So every user is disconnected; their clients
+        reconnect (here or elsewhere), claim their nicknames again and catch up with `since`."""
+        with self._lock:
+            sids = list(self._connections)
+        log.warning("no heartbeat for %.1fs: presumed dead by the other instances; disconnecting %d "
+                    "connection(s) so they reconnect and claim again", silent_s, len(sids))
+        for sid in sids:
+            self.socketio.server.disconnect(sid)
+
     def close_all(self) -> None:
         """On shutdown: release our users' nicknames and presence, and tell the rooms.
 
@@ -260,7 +279,9 @@ class ChatServer:
         # also in the history); clients merge by id, so nothing falls in a gap.
         join_room(req.room, sid=conn.sid)
         conn.rooms.add(req.room)
-        history = [m.payload() for m in self.store.history(req.room)]
+        # With `since` (a reconnecting client's last id), only what it missed: the gap is filled.
+        limit = HISTORY_LIMIT if req.since is None else CATCH_UP_LIMIT
+        history = [m.payload() for m in self.store.history(req.room, limit, since=req.since)]
         self.socketio.emit("history", {"room": req.room, "messages": history}, to=conn.sid)
         # A disconnect arriving meanwhile waits on conn.lock and then undoes this join in full.
         self._change_presence(req.room, conn.username, joined=True)
@@ -287,22 +308,27 @@ class ChatServer:
         self.socketio.emit("presence", {"room": room, "users": self.store.presence(room)}, to=conn.sid)
         log.info("%s left #%s", conn.username, room)
 
-    def on_message(self, conn: Connection, *args: Any) -> None:
+    def on_message(self, conn: Connection, *args: Any) -> dict[str, Any]:
         req = parse_message(args)
         self._require_room(conn, req.room)
-        message = self.store.append_message(req.room, conn.username, req.text)
-        self.socketio.emit("message", message.payload(), to=req.room)
+        # Stored (committed) first, so an acknowledged message is never lost by a crash after this.
+        message, new = self.store.append_message(req.room, conn.username, req.text, req.client_id)
+        if new:  # a resend of a stored message is acknowledged again, never broadcast again
+            self.socketio.emit("message", message.payload(), to=req.room)
+        return ack_ok(message.id, message.ts)
 
-    def on_private_message(self, conn: Connection, *args: Any) -> None:
+    def on_private_message(self, conn: Connection, *args: Any) -> dict[str, Any]:
         req = parse_private_message(args)
         sender = self._require_username(conn)
         if not self.store.nickname_online(nickname_key(req.to)):
             raise ChatError(UNKNOWN_USER, f"no user '{req.to}' is online")
-        payload = private_message_payload(self.store.next_private_id(), sender, req.to, req.text,
-                                          utc_timestamp())
-        # One emit to both users' rooms: Socket.IO delivers once per connection, so a message to
-        # yourself is not doubled, and nobody else's connection is in either room.
-        self.socketio.emit("private_message", payload, to=[user_room(req.to), user_room(sender)])
+        message_id, ts, new = self.store.record_private(sender, req.client_id)
+        if new:
+            payload = private_message_payload(message_id, sender, req.to, req.text, ts, req.client_id)
+            # One emit to both users' rooms: Socket.IO delivers once per connection, so a message to
+            # yourself is not doubled, and nobody else's connection is in either room.
+            self.socketio.emit("private_message", payload, to=[user_room(req.to), user_room(sender)])
+        return ack_ok(message_id, ts)
 
     def on_typing(self, conn: Connection, *args: Any) -> None:
         # Advisory and frequent: over the limit we drop the ping without a word (and without even
@@ -433,6 +459,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--burst", type=cli.positive_int, default=20, help="rate-limit burst (default 20)")
     parser.add_argument("--heartbeat-ttl", type=cli.positive_float, default=10.0,
                         help="scale-out: seconds after which a silent instance's users count as gone")
+    parser.add_argument("--tcp-nodelay", action=argparse.BooleanOptionalAction, default=True,
+                        help="turn Nagle's algorithm off on every connection (default on; "
+                             "--no-tcp-nodelay is there for the benchmark's before/after)")
     parser.add_argument("--debug", action="store_true", help="Flask debug mode (never in production)")
     return parser.parse_args(argv)
 
@@ -447,6 +476,19 @@ def open_store(args: argparse.Namespace) -> tuple[ChatStore, str]:
     except (redis.RedisError, ValueError, OSError, sqlite3.Error) as exc:
         what = f"Redis at {args.redis}" if args.redis else f"the history database {args.db}"
         raise cli.UsageError(f"cannot use {what}: {exc}") from None
+
+
+class NoDelayHandler(WSGIRequestHandler):
+    """Werkzeug's handler with Nagle's algorithm off on every connection (TCP_NODELAY).
+
+    A chat writes many small frames to one socket: with Nagle, a frame written while the previous
+    one is unacknowledged waits for that ACK, and the receiver delays its ACK (40 ms on Linux,
+    up to 200 ms elsewhere). Those waits were the ~100 ms stalls of the fan-out benchmark.
+    """
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -470,10 +512,12 @@ def main(argv: list[str] | None = None) -> int:
         app, socketio, chat = create_app(store, redis_url=args.redis, cors_origins=args.cors_origin,
                                          rate=args.rate, burst=args.burst)
         app.debug = args.debug
-        server = make_server(args.host, args.port, app, threaded=True,
+        handler = NoDelayHandler if args.tcp_nodelay else WSGIRequestHandler
+        server = make_server(args.host, args.port, app, threaded=True, request_handler=handler,
                              fd=listen(args.host, args.port).detach())
         if args.redis:
             chat.start_reaper(interval=args.heartbeat_ttl / 3)
+            store.on_presumed_dead = chat.disconnect_everyone
         log.info("serving http://%s:%d  state: %s", args.host, args.port, where)
         try:
             server.serve_forever()   # Ctrl-C or SIGTERM (cli.run) ends it with KeyboardInterrupt

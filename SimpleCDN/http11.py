@@ -302,12 +302,25 @@ class OriginResponse:
         self.reusable = "close" not in tokens
         te = get_header(headers, "transfer-encoding")
         self.content_length: int | None = None
+        self.transfer_codings: str | None = None  # codings other than chunked, to pass on
         if method == "HEAD" or status in (204, 304):
             self._mode = "none"
             cl = get_header(headers, "content-length")
             self.content_length = parse_content_length(cl) if cl else None
         elif te is not None:
-            self._mode = "chunked"
+            codings = [coding.lower() for coding in split_list(te)]
+            if codings == ["chunked"]:
+                self._mode = "chunked"
+            elif "chunked" in codings:
+                # chunked after another coding this edge cannot decode, or chunked twice (a sender
+                # MUST NOT, RFC 9112 §7): its framing cannot be trusted.
+                raise OriginError(f"the origin sent transfer codings this edge cannot decode: {te!r}")
+            else:
+                # RFC 9112 §6.3 (4): chunked is not the final coding, so the body ends when the
+                # connection closes. The codings are passed on for the client to decode.
+                self._mode = "close"
+                self.reusable = False
+                self.transfer_codings = te
             if get_header(headers, "content-length") is not None:
                 # RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, and the message "ought
                 # to be handled as an error": the origin and a parser that trusted Content-Length
@@ -522,7 +535,7 @@ class OriginPool:
                               f"{exc.reason or exc}") from None
         except OSError as exc:
             raise OriginError(f"cannot connect to the origin {self.host}:{self.port}: "
-                              f"{exc.strerror or exc}") from None
+                              f"{exc.strerror or exc}", unanswered=True) from None
         return OriginConnection(reader, writer, self)
 
     def give_back(self, connection: OriginConnection) -> None:

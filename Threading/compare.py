@@ -33,6 +33,8 @@ from .experiments import MODES, Run, run_cpu, run_io
 from .io_server import slow_http_server
 
 DEFAULT_PLOT = cli.output_path("Threading", "threads_vs_processes.png")
+# Both make the workers our children, so "cores used" counts their CPU time (forkserver would not).
+START_METHODS = [m for m in ("fork", "spawn") if m in multiprocessing.get_all_start_methods()]
 
 
 def gil_status() -> str:
@@ -44,7 +46,8 @@ def gil_status() -> str:
 
 
 def measure(workers: list[int], n: int, requests: int, delay: float, repeat: int,
-            experiments: tuple[str, ...] = ("cpu", "io"), progress: bool = True) -> list[Run]:
+            experiments: tuple[str, ...] = ("cpu", "io"), progress: bool = True,
+            start_method: str | None = None) -> list[Run]:
     """Run every cell `repeat` times, interleaved; return every Run (the caller takes medians)."""
     runs: list[Run] = []
     with slow_http_server(delay) as url:
@@ -54,9 +57,9 @@ def measure(workers: list[int], n: int, requests: int, delay: float, repeat: int
                     shift = (rep + w) % len(MODES)
                     for mode in MODES[shift:] + MODES[:shift]:
                         if experiment == "cpu":
-                            runs.append(run_cpu(mode, w, n))
+                            runs.append(run_cpu(mode, w, n, start_method))
                         else:
-                            runs.append(run_io(mode, w, url, requests))
+                            runs.append(run_io(mode, w, url, requests, start_method))
     return runs
 
 
@@ -153,6 +156,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="where to save the PNG of speed-up vs workers (default out/Threading/"
                              "threads_vs_processes.png)")
     parser.add_argument("--no-plot", action="store_true", help="print the table only")
+    parser.add_argument("--start-method", choices=START_METHODS, default=None,
+                        help="how worker processes start: fork (copy this process) or spawn (a fresh "
+                             f"interpreter per worker); default: this platform's, here "
+                             f"{multiprocessing.get_start_method()}")
     return parser.parse_args(argv)
 
 
@@ -164,14 +171,14 @@ def main(argv: list[str] | None = None) -> int:
           f"{os.cpu_count()} CPUs; {gil_status()}")
     # fork is the default on Linux up to Python 3.13 (forkserver from 3.14); macOS and Windows spawn,
     # which starts a fresh interpreter per worker and costs more at start-up.
-    print(f"worker processes are started with {multiprocessing.get_start_method()!r}")
+    print(f"worker processes are started with {args.start_method or multiprocessing.get_start_method()!r}")
     print(f"CPU-bound: count primes in [2, {args.n:,}] split into W contiguous chunks")
     print(f"I/O-bound: {args.requests} HTTP GETs to a local server that answers after "
           f"{args.delay_ms:.0f} ms, split into W tasks")
     print(f"workers {args.workers}; median of {args.repeat} interleaved repetitions; load average before: "
           f"{os.getloadavg()[0]:.1f}")
     runs = measure(sorted(set(args.workers)), args.n, args.requests, args.delay_ms / 1000, args.repeat,
-                   experiments)
+                   experiments, start_method=args.start_method)
     results = check_agreement(runs)
     rows = summarise(runs)
     print_table(rows, labels)

@@ -269,3 +269,10 @@ def test_compare_no_plot_writes_nothing(tmp_path):
     assert result.returncode == 0, result.stderr
     assert not png.exists() and "plot saved" not in result.stdout
     assert "worker processes are started with" in result.stdout
+
+
+def test_spawned_workers_compute_the_same_as_forked_ones():
+    # `compare --start-method spawn`: a fresh interpreter per worker must import and run the same code.
+    assert run_cpu("processes", 2, 5000, start_method="spawn").result == 669   # pi(5000)
+    with slow_http_server(0.005) as url:
+        assert run_io("processes", 2, url, 4, start_method="spawn").result == 4
