@@ -376,17 +376,17 @@ class _Session:
 
 
 _sessions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_sessions_guard = threading.Lock()
 
 
 def _session_for(client: redis.Redis) -> _Session:
-    """The process's session for this client (a forked child opens its own connection)."""
+    """The process's session for this client (a forked child opens its own connection).
+
+    No lock around the lookup: two threads racing here at worst open one connection each, and a
+    lock would be one more thing a fork could copy in a held state.
+    """
     session = _sessions.get(client)
     if session is None or session.pid != os.getpid():
-        with _sessions_guard:
-            session = _sessions.get(client)
-            if session is None or session.pid != os.getpid():
-                session = _sessions[client] = _Session(client)
+        session = _sessions[client] = _Session(client)
     return session
 
 
