@@ -611,8 +611,12 @@ class _Flow:
 
     def _deliver_eof(self) -> None:
         self.eof_delivered = True
-        if self.dst.transport.can_write_eof():
-            self.dst.transport.write_eof()
+        transport = self.dst.transport
+        if not transport.is_closing() and transport.can_write_eof():
+            try:
+                transport.write_eof()
+            except OSError:
+                pass     # the other side is already gone (e.g. reset by a cut): nothing to half-close
         self.link.maybe_finished()
 
     def refresh(self) -> None:
