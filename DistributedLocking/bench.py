@@ -103,7 +103,7 @@ def contended_round(url: str, wait: str, processes: int, sections: int, work_s: 
     procs = [start_process(counter_worker, url, lock_name, counter, sections, 10_000, wait, start, results,
                            work_s) for _ in range(processes)]
     try:
-        start.wait(timeout=60)
+        start.wait(timeout=600)
         began = time.monotonic()
         trips_before = lock_round_trips(client)
         all_sections = sorted(s for _ in procs for s in results.get(timeout=300))
@@ -150,7 +150,7 @@ def booking_round(url: str, db: str, event: str, lock_free: bool, racers: int, s
     procs = [start_process(seat_rush_worker, url, db, event, seat_ids, f"u{n}", lock_free, seed + n,
                            start, results) for n in range(racers)]
     try:
-        start.wait(timeout=120)  # the clock starts when every racer has imported and connected
+        start.wait(timeout=600)  # the clock starts when every racer has imported and connected
         began = time.perf_counter()
         reports = [results.get(timeout=300) for _ in procs]
         total = time.perf_counter() - began

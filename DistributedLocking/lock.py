@@ -42,8 +42,10 @@ What it does NOT guarantee — read this before you rely on it:
 * One Redis server is a single point of failure. If it restarts without persistence (or a replica that
   missed the last writes is promoted) the lock key AND the token counter are lost: two clients can
   hold the lock, and tokens restart from 1 — a resource that remembers a higher token will then reject
-  every write until the counter catches up. Run Redis with AOF ``appendfsync always`` if the counter
-  must survive a crash, or take tokens from a consensus system (etcd revision, ZooKeeper zxid).
+  every write until the counter catches up. The rule: a token counter must be at least as durable as
+  the resource it fences. Best, let the resource issue the tokens itself (``seat_store.py`` does);
+  else run Redis with AOF ``appendfsync always``, or take tokens from a consensus system (etcd
+  revision, ZooKeeper zxid).
 * Expiry is measured by the Redis server's clock; the client's own view of "I still hold it" is
   ``owned()`` at the moment you ask, no later.
 * Not re-entrant, and one ``RedisLock`` object belongs to one holder at a time (create one object per
@@ -374,17 +376,17 @@ class _Session:
 
 
 _sessions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_sessions_guard = threading.Lock()
 
 
 def _session_for(client: redis.Redis) -> _Session:
-    """The process's session for this client (a forked child opens its own connection)."""
+    """The process's session for this client (a forked child opens its own connection).
+
+    No lock around the lookup: two threads racing here at worst open one connection each, and a
+    lock would be one more thing a fork could copy in a held state.
+    """
     session = _sessions.get(client)
     if session is None or session.pid != os.getpid():
-        with _sessions_guard:
-            session = _sessions.get(client)
-            if session is None or session.pid != os.getpid():
-                session = _sessions[client] = _Session(client)
+        session = _sessions[client] = _Session(client)
     return session
 
 

@@ -89,22 +89,24 @@ def holder_partitioned(url: str, db: str, mode: str, *, ttl_ms: int = 600,
         _wait_until(lambda: not bob_redis.exists(f"lock:{event}:A1"), what="the lease to expire")
         redis_t.local("alice's lease expires")
         say(f"  alice's watchdog failed {failed.count} renewal(s); the lease expires in Redis")
-        exchange("bob", "redis", "acquire lease", lambda: bob_lock.acquire(blocking=False))
+        if exchange("bob", "redis", "acquire lease", lambda: bob_lock.acquire(blocking=False)) is None:
+            raise RuntimeError("bob could not take the lock although alice's lease had expired")
         bob = exchange("bob", "seats", "issue token", lambda: bob_store.issue_token(event, "A1"))
         bob_write = exchange("bob", "seats", f"write bob (token {bob.token})",
-                              lambda: bob_store.write(event, "A1", bob.token, "bob", 300))
+                             lambda: bob_store.write(event, "A1", bob.token, "bob", 300))
         say(f"  bob takes the lock, gets token {bob.token}, books: "
             f"{'accepted' if bob_write.accepted else 'rejected'}")
         alice_write = exchange("alice", "seats", f"write alice (token {alice.token})",
-                                lambda: alice_store.write(event, "A1", alice.token, "alice", 300))
+                               lambda: alice_store.write(event, "A1", alice.token, "alice", 300))
         say(f"  alice finishes paying and writes with token {alice.token}: "
             f"{'ACCEPTED' if alice_write.accepted else 'REJECTED'} (the seat has issued {bob.token})")
-        assert bob_lock.release()
+        bob_lock.release()
         proxy.heal()
         alice_t.local("network healed")
         alice_release = exchange("alice", "redis", "release", alice_lock.release)
         renewals = failed.count
-    holder = SeatStore(db).holder(event, "A1")
+    with SeatStore(db) as store:
+        holder = store.holder(event, "A1")
     say(f"  -> seat A1 belongs to {holder}; alice's release after the heal: {alice_release} (lease lost)")
     for tracer in tracers.values():
         tracer.close()
