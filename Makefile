@@ -19,6 +19,7 @@ lint: python-check $(VENV)/.dev-installed
 
 bench: python-check $(VENV)/.dev-installed
 	$(BIN)/python tour.py --bench $(ARGS)
+	$(BIN)/python -m common.faultproxy_bench
 
 # `make figures`: regenerate every image the guides show (seeded, so a re-run changes little).
 # One target per concept; each passes explicit paths under Concept/images/ (scripts default to out/).
@@ -41,7 +42,7 @@ figures-RealTimeChat: $(VENV)/.dev-installed
 	$(VENV)/bin/python -m RealTimeChat.screenshot --out RealTimeChat/images/chat.png
 
 figures-TwoPhaseCommit: $(VENV)/.dev-installed
-	@true
+	$(BIN)/python -m TwoPhaseCommit.diagrams --out-dir TwoPhaseCommit/images
 
 figures-UniqueIdGeneration: $(VENV)/.dev-installed
 	$(BIN)/python -m UniqueIdGeneration.sortable_keys --rows 1000000 --seed 7 \
@@ -53,12 +54,13 @@ figures-SimpleCDN: $(VENV)/.dev-installed
 figures-ConsistentHashing: $(VENV)/.dev-installed
 	$(BIN)/python -m ConsistentHashing.simulate --out ConsistentHashing/images
 	$(BIN)/python -m ConsistentHashing.compare --out ConsistentHashing/images
+	$(BIN)/python -m ConsistentHashing.redis_cluster --out ConsistentHashing/images
 
 figures-DistributedLocking: $(VENV)/.dev-installed
-	@true
+	$(BIN)/python -m DistributedLocking.partition --diagram DistributedLocking/images/partition.png
 
 figures-common: $(VENV)/.dev-installed
-	@true
+	$(BIN)/python -m common.faultproxy_demo --out common/images/faultproxy_demo.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

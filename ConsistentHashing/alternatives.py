@@ -380,9 +380,10 @@ class MaglevHashing:
     What it gives up: when a node leaves or joins, the table is filled again from scratch. The
     other nodes' permutations are unchanged, so most slots keep their owner, but the turn order
     shifts, and some slots change hands between nodes that stayed. The paper trades exactly
-    this: "minimal disruption" is a goal, balance comes first. A larger M (the paper recommends
-    M > 100 N) keeps the extra movement small. Nodes fill in name order, so the table depends
-    only on the set of members, never on the order they joined.
+    this: "minimal disruption" is a goal, balance comes first. The paper picks M > 100 N so that
+    shares differ by at most 1%; a larger table also moves fewer extra slots (compare.py measures
+    it: 2.6x the minimum at M = 100 N, 1.6x at 650 N). Nodes fill in name order, so the table
+    depends only on the set of members, never on the order they joined.
     """
 
     def __init__(self, nodes: Iterable[str] = (), *, table_size: int = MAGLEV_TABLE_SIZE,
@@ -425,24 +426,30 @@ class MaglevHashing:
         if count > m:
             raise ValueError(f"maglev needs more table slots than nodes: {count} nodes, "
                              f"table_size {m}; use a larger prime")
-        self._table = array("I", bytes(4 * m))
+        self._table = array("I")
         if not count:
             return
         walks = [self._permutation(name) for name in self._names]
+        # Where each node's walk stands: permutation_i[steps] = (offset + steps * skip) % M,
+        # advanced by adding skip (and wrapping) rather than recomputed with a multiply and a mod.
+        cursor = [offset for offset, _ in walks]
+        skips = [skip for _, skip in walks]
         taken = bytearray(m)  # taken[slot] = 1 once some node owns it
-        steps = [0] * count   # how far along its permutation each node has looked
+        table = [0] * m
         filled = 0
         while True:
-            for i, (offset, skip) in enumerate(walks):
-                slot = (offset + steps[i] * skip) % m
-                while taken[slot]:
-                    steps[i] += 1
-                    slot = (offset + steps[i] * skip) % m
+            for i in range(count):  # one round: every node, in turn, claims one slot
+                slot, skip = cursor[i], skips[i]
+                while taken[slot]:  # its next preferred slot that is still free
+                    slot += skip
+                    if slot >= m:
+                        slot -= m
                 taken[slot] = 1
-                self._table[slot] = i
-                steps[i] += 1
+                table[slot] = i
+                cursor[i] = slot + skip - m if slot + skip >= m else slot + skip
                 filled += 1
                 if filled == m:
+                    self._table = array("I", table)
                     return
 
     def get_node(self, key: Key) -> str:

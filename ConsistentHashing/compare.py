@@ -3,10 +3,12 @@
     python -m ConsistentHashing.compare            # 1,000 nodes, 100,000 keys, seed 42
 
 Rows: the ring with 1, 3, 10, 100, 160 and 500 virtual nodes, rendezvous hashing, jump hash,
-consistent hashing with bounded loads (c = 1.25 on a 160-vnode ring) and modulo hashing. Columns:
+Maglev (M = 65,537), consistent hashing with bounded loads (c = 1.25 on a 160-vnode ring) and
+modulo hashing. Columns:
 std-dev/mean and max/mean of keys per node; % of keys moved when `remove` random nodes leave and
 when `add` nodes join, next to the ideal; single-key lookup time; memory of the structure. It also
-plots max/mean load against vnodes (with the theory's curves) to out/ConsistentHashing/.
+plots max/mean load against vnodes (with the theory's curves), and measures Maglev's disruption
+against its table size; plots go to out/ConsistentHashing/.
 Balance and movement are deterministic for a seed; times are measurements and vary.
 """
 
@@ -25,7 +27,14 @@ import numpy as np
 
 from common import cli
 
-from .alternatives import BoundedLoadsRing, JumpHashing, ModuloHashing, RendezvousHashing
+from .alternatives import (
+    MAGLEV_TABLE_SIZE,
+    BoundedLoadsRing,
+    JumpHashing,
+    MaglevHashing,
+    ModuloHashing,
+    RendezvousHashing,
+)
 from .ring import ConsistentHashRing, hash_keys
 from .theory import (
     ideal_moved_on_add,
@@ -38,6 +47,10 @@ from .workload import build_workload, parse_workload_args, pyplot, save_figure, 
 
 RING_VNODES = (1, 3, 10, 100, 160, 500)
 PLOT_NAME = "max_load_vs_vnodes.png"
+MAGLEV_PLOT_NAME = "maglev_disruption.png"
+# Maglev's disruption against its table size: primes from ~2 to ~650 slots per backend.
+MAGLEV_BACKENDS = 100
+MAGLEV_SIZES = (211, 503, 1009, 2003, 5003, 10007, 20011, 65537)
 
 
 @dataclass(frozen=True)
@@ -51,6 +64,7 @@ class Scheme:
     order_matters: bool = False
     lookup_sample: int = 20_000
     vnodes: int | None = None
+    stateful: bool = False  # bounded loads: its state is the placement of the keys it has seen
 
 
 @dataclass
@@ -72,7 +86,9 @@ def schemes() -> list[Scheme]:
     return rings + [
         Scheme("rendezvous (HRW)", RendezvousHashing, lookup_sample=300),
         Scheme("jump hash", JumpHashing, order_matters=True),
-        Scheme("bounded loads c=1.25", lambda nodes: BoundedLoadsRing(nodes, c=1.25, vnodes=160)),
+        Scheme(f"maglev M={MAGLEV_TABLE_SIZE:,}", MaglevHashing),
+        Scheme("bounded loads c=1.25", lambda nodes: BoundedLoadsRing(nodes, c=1.25, vnodes=160),
+               stateful=True),
         Scheme("modulo", ModuloHashing, order_matters=True),
     ]
 
@@ -114,7 +130,7 @@ def lookup_ns(placement, keys: list[str]) -> float:
 
 def measure(scheme: Scheme, nodes: list[str], removed: list[str], added: list[str],
             keys: list[str], positions: np.ndarray) -> Row:
-    if isinstance(scheme.build([nodes[0]]), BoundedLoadsRing):
+    if scheme.stateful:
         # its state is the placement table, so count it: build and place the keys
         def build_and_place():
             built = scheme.build(nodes)
@@ -236,6 +252,63 @@ def plot(rows: list[Row], args, path: Path) -> None:
     save_figure(fig, path)
 
 
+@dataclass
+class Disruption:
+    table_size: int
+    changed: float   # fraction of table slots whose owner changed when one backend left
+    minimum: float   # the leaver's own share: what had to change
+
+
+def maglev_disruption(backends: int = MAGLEV_BACKENDS, sizes=MAGLEV_SIZES,
+                      leavers: int = 3) -> list[Disruption]:
+    """For each table size: remove one backend of `backends` (averaged over a few), count changed slots."""
+    names = [f"backend-{i:03d}" for i in range(backends)]
+    rows = []
+    for size in cli.progress(sizes, label="maglev table sizes"):
+        before = MaglevHashing(names, table_size=size).table()
+        changed = minimum = 0
+        for leaver in names[::backends // leavers][:leavers]:
+            after = MaglevHashing([n for n in names if n != leaver], table_size=size).table()
+            changed += sum(old != new for old, new in zip(before, after, strict=True))
+            minimum += before.count(leaver)
+        rows.append(Disruption(size, changed / (leavers * size), minimum / (leavers * size)))
+    return rows
+
+
+def print_disruption(rows: list[Disruption]) -> None:
+    print(f"\nMaglev: slots that change owner when 1 of {MAGLEV_BACKENDS} backends leaves "
+          f"(mean of 3 leavers; the minimum is the leaver's own share)")
+    print("| table size M | M / N | changed | minimum | changed / minimum |")
+    print("|---:|---:|---:|---:|---:|")
+    for row in rows:
+        print(f"| {row.table_size:,} | {row.table_size / MAGLEV_BACKENDS:,.0f} | {100 * row.changed:.2f}% | "
+              f"{100 * row.minimum:.2f}% | {row.changed / row.minimum:.2f}x |")
+
+
+def plot_disruption(rows: list[Disruption], path: Path) -> None:
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    fig, ax = pyplot().subplots(figsize=(8, 4.5), dpi=100)
+    ratio = [r.table_size / MAGLEV_BACKENDS for r in rows]
+    ax.plot(ratio, [100 * r.changed for r in rows], "o-", color="#C44E52", lw=2,
+            label="Maglev: slots that changed owner")
+    ax.plot(ratio, [100 * r.minimum for r in rows], "--", color="#4C72B0", lw=1.5,
+            label="minimum: the leaver's own slots (a ring or rendezvous moves only these)")
+    ax.axvline(100, color="#999999", lw=1, ls=":", label="M = 100 N (the paper's choice: shares within 1%)")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator([2, 5, 10, 20, 50, 100, 200, 650]))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_ylim(0, None)
+    ax.set_xlabel(f"table slots per backend (M / N, N = {MAGLEV_BACKENDS})")
+    ax.set_ylabel("% of table slots that change owner")
+    ax.set_title(f"Maglev: one of {MAGLEV_BACKENDS} backends leaves; a bigger table disrupts less")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
 def parse_args(argv: list[str] | None):
     parser = workload_parser("python -m ConsistentHashing.compare", __doc__.split("\n\n")[0],
                              shards=1000, keys=100_000, min_shards=2, plot_help="plot")
@@ -258,9 +331,12 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows, ideal_remove, ideal_add, args)
     print("\n(model) = the random-hash model for the ring (theory.py): std/mean = sqrt(1/v + n/m); "
           "max/mean = mean of 20 sampled maxima")
+    disruption = maglev_disruption()
+    print_disruption(disruption)
     if not args.no_plot:
         plot(rows, args, args.out / PLOT_NAME)
-        print(f"plot written to {shown(args.out / PLOT_NAME)}")
+        plot_disruption(disruption, args.out / MAGLEV_PLOT_NAME)
+        print(f"\nplots written to {shown(args.out)}/: {PLOT_NAME}, {MAGLEV_PLOT_NAME}")
     return 0
 
 

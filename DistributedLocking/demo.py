@@ -7,6 +7,9 @@
    B books the seat. A wakes up and writes — and the seat, fenced by its token, refuses.
 3. The same pause with fencing off (the old design, where the random lock value was said to be a
    fencing token): A's write lands on top of B's booking — a double booking.
+4. No pause, a network partition: A keeps running but is cut off from Redis (common.faultproxy);
+   its watchdog cannot renew, B books, A's late write is rejected by the fence. More network
+   scenes, with a message diagram: python -m DistributedLocking.partition
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import redis
 
 from common import cli, redis_server
 
+from .partition import holder_partitioned
 from .seat_store import SeatStore
 from .ticket_booking import delete_event_keys
 from .workers import SPAWN, booking_worker, race_worker, start_process
@@ -33,10 +37,13 @@ def race(url: str, db: str, racers: int) -> str:
     start, results = SPAWN.Event(), SPAWN.Queue()
     procs = [start_process(race_worker, url, db, "race", "A1", f"user{n}", start, results)
              for n in range(racers)]
-    start.set()
-    outcomes = sorted(results.get(timeout=60) for _ in procs)
-    for proc in procs:
-        proc.join(30)
+    try:
+        start.set()
+        outcomes = sorted(results.get(timeout=60) for _ in procs)
+        for proc in procs:
+            proc.join(30)
+    finally:
+        stop_all(procs)  # on Ctrl-C too: before the redis-server they talk to goes away
     for user, outcome, token in outcomes:
         print(f"  {user:7} {outcome:15} token={token}")
     winners = [user for user, outcome, _ in outcomes if outcome == "booked"]
@@ -66,6 +73,7 @@ def pause_scenario(url: str, db: str, *, fencing: bool, ttl_ms: int,
     line = Timeline()
     a_end, a_child = SPAWN.Pipe()
     a = start_process(booking_worker, url, db, event, "D4", "alice", payment_s, fencing, ttl_ms, a_child)
+    procs = [a]
     try:
         _, a_token, at = _recv(a_end)
         line.t0 = at
@@ -78,6 +86,7 @@ def pause_scenario(url: str, db: str, *, fencing: bool, ttl_ms: int,
         line.say("A's lease expires in Redis; A still believes it holds the lock")
         b_end, b_child = SPAWN.Pipe()
         b = start_process(booking_worker, url, db, event, "D4", "bob", 0.0, fencing, ttl_ms, b_child)
+        procs.append(b)
         _, b_token, at = _recv(b_end)
         line.say(f"B (bob) acquires the lock; the seat issues it token {b_token} and is free", at)
         _, b_outcome, _, at = _recv(b_end)
@@ -90,15 +99,22 @@ def pause_scenario(url: str, db: str, *, fencing: bool, ttl_ms: int,
         line.say(f"A writes seat D4 = alice -> {a_outcome.upper()} ({how})", at)
         a.join(30)
     finally:
-        if a.is_alive():
-            os.kill(a.pid, signal.SIGCONT)
-            a.kill()
+        stop_all(procs)
     with SeatStore(db) as store:
         holder = store.holder(event, "D4")
     told = [name for name, outcome in (("alice", a_outcome), ("bob", b_outcome)) if outcome == "booked"]
     print(f"  -> seat D4 belongs to {holder}; told 'booked': {', '.join(told)}"
           + ("  << DOUBLE BOOKING" if len(told) > 1 else ""))
     return a_outcome, b_outcome, holder
+
+
+def stop_all(procs) -> None:
+    """Stop every child still running (continued first: a stopped process dies only once resumed)."""
+    for proc in procs:
+        if proc.is_alive():
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.kill()
+        proc.join(10)
 
 
 def _recv(conn, timeout: float = 30.0):
@@ -127,10 +143,14 @@ def main(argv: list[str] | None = None) -> int:
         winner = race(url, db, args.racers)
         fenced = pause_scenario(url, db, fencing=True, ttl_ms=args.ttl_ms, payment_s=args.payment_s)
         unfenced = pause_scenario(url, db, fencing=False, ttl_ms=args.ttl_ms, payment_s=args.payment_s)
-    ok = (fenced == ("rejected stale", "booked", "bob") and unfenced == ("booked", "booked", "alice"))
+        print("\n== 4. no pause: A is partitioned from Redis (both ways) while it holds the lock ==")
+        partitioned = holder_partitioned(url, db, "both", ttl_ms=max(300, min(args.ttl_ms, 10_000)))
+    ok = (fenced == ("rejected stale", "booked", "bob") and unfenced == ("booked", "booked", "alice")
+          and partitioned.holder == "bob" and not partitioned.alice_write_accepted)
     print(f"\nresult: 1 of {args.racers} racers won ({winner}); GC pause: fenced stale write "
           f"{'rejected' if fenced[0] == 'rejected stale' else fenced[0]}, unfenced -> "
-          f"{'double booking' if unfenced[0] == unfenced[1] == 'booked' else 'no double booking'}"
+          f"{'double booking' if unfenced[0] == unfenced[1] == 'booked' else 'no double booking'}; "
+          f"partitioned holder's write {'accepted' if partitioned.alice_write_accepted else 'rejected'}"
           f"{'' if ok else ' (UNEXPECTED)'}")
     return 0 if ok else 1
 

@@ -25,6 +25,7 @@ Ids must be non-empty and must not contain ':' (it separates the parts of the Re
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -33,8 +34,10 @@ from enum import Enum
 
 import redis
 
-from .lock import RedisLock
+from .lock import LockBackendUnavailable, RedisLock
 from .seat_store import SeatStore
+
+log = logging.getLogger(__name__)
 
 
 class BookingOutcome(Enum):
@@ -101,11 +104,16 @@ class TicketBookingSystem:
                 return self._book_fenced(event_id, seat_id, user_id, payment_seconds, on_locked)
             return self._book_unfenced(event_id, seat_id, user_id, payment_seconds, on_locked)
         finally:
-            lock.release()  # False if our lease expired meanwhile; the fence already judged the write
+            _release(lock)  # False if our lease expired meanwhile; the fence already judged the write
 
     def book_seat_lock_free(self, event_id: str, seat_id: str, user_id: str) -> BookingResult:
         """Book with no lock: one conditional write. Exactly one of any number of racers wins."""
         _check_ids(event_id=event_id, seat_id=seat_id, user_id=user_id)
+        # A plain read first (WAL: readers never wait for the writer), so that a seat seen taken costs
+        # no write lock; the decision itself is the conditional write, never this read.
+        taken_by = self.store.holder(event_id, seat_id)
+        if taken_by is not None:
+            return BookingResult(BookingOutcome.ALREADY_BOOKED, event_id, seat_id, user_id, holder=taken_by)
         if self.store.book_if_free(event_id, seat_id, user_id, self.hold_seconds):
             return BookingResult(BookingOutcome.BOOKED, event_id, seat_id, user_id, holder=user_id)
         return BookingResult(BookingOutcome.ALREADY_BOOKED, event_id, seat_id, user_id,
@@ -126,7 +134,7 @@ class TicketBookingSystem:
             cleared = self.store.clear(event_id, seat_id, claim.token)
             return CancelOutcome.CANCELLED if cleared.accepted else CancelOutcome.REJECTED_STALE
         finally:
-            lock.release()
+            _release(lock)
 
     def reservations(self, event_id: str) -> dict[str, str]:
         """{seat_id: user_id} for every seat of the event held right now."""
@@ -142,6 +150,11 @@ class TicketBookingSystem:
 
     def _book_fenced(self, event_id: str, seat_id: str, user_id: str, payment_seconds: float,
                      on_locked: Callable[[int], None] | None) -> BookingResult:
+        # A plain read first: a seat already taken needs no token (issuing one is a durable write).
+        # The decision below is made on the claim, read in the same statement that issued the token.
+        taken_by = self.store.holder(event_id, seat_id)
+        if taken_by is not None:
+            return BookingResult(BookingOutcome.ALREADY_BOOKED, event_id, seat_id, user_id, None, taken_by)
         claim = self.store.issue_token(event_id, seat_id)  # from now on, every older token is stale
         if claim.holder is not None:
             return BookingResult(BookingOutcome.ALREADY_BOOKED, event_id, seat_id, user_id, claim.token,
@@ -174,6 +187,18 @@ class TicketBookingSystem:
     def _lock(self, event_id: str, seat_id: str) -> RedisLock:
         return RedisLock(self.client, f"{event_id}:{seat_id}", ttl_ms=self.lock_ttl_ms,
                          auto_renew=self.auto_renew)
+
+
+def _release(lock: RedisLock) -> None:
+    """Release the seat lock; if Redis cannot be reached, the outcome stands and the lease expires.
+
+    The booking was decided by the seat store. Turning an unreachable Redis into an exception here
+    would tell a user who got the seat that the booking failed.
+    """
+    try:
+        lock.release()
+    except LockBackendUnavailable as exc:
+        log.warning("%s", exc)
 
 
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")

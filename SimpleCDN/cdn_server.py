@@ -27,15 +27,17 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
+import socket
 import ssl
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
-from common import cli
+from common import cli, free_port
 
 from . import cache_policy as policy
 from .http11 import (
@@ -55,8 +57,11 @@ from .lru_store import LRUStore, StoredResponse
 
 ADMIN_STATS = "/__stats"
 ADMIN_PURGE = "/__purge"
-UNSAFE_METHODS = frozenset({"POST", "PUT", "DELETE", "PATCH"})
-FORWARDED_METHODS = frozenset({"GET", "HEAD", "OPTIONS"}) | UNSAFE_METHODS
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # the ones this edge knows to be safe
+# Not proxied: CONNECT asks for a tunnel, TRACE echoes the request back (cookies included) to
+# whatever script sent it, and the edge answers PURGE itself.
+REFUSED_METHODS = frozenset({"CONNECT", "TRACE"})
+ALLOWED = "GET, HEAD, OPTIONS, POST, PUT, DELETE, PATCH, PURGE (and other methods the origin knows)"
 SERVER_NAME = "simplecdn"
 UNKEYED_HOST_FIELDS = ("x-forwarded-host", "x-forwarded-proto", "x-forwarded-server", "forwarded",
                        "x-original-url", "x-rewrite-url", "x-host")
@@ -73,6 +78,9 @@ class EdgeConfig:
     origin_latency_ms: float = 0.0   # simulated distance edge <-> origin (added before each fetch)
     name: str = "edge"
     origin_cafile: str | None = None  # PEM CA bundle for an https origin with a private CA
+    store_set_cookie: bool = False   # RFC 9111 §3.1 to the letter: store responses with Set-Cookie
+    targets: tuple[str, ...] = policy.DEFAULT_TARGETS  # targeted Cache-Control fields (RFC 9213)
+    normalise_vary: bool = False     # Accept-Encoding / Accept-Language variants compared by meaning
 
 
 @dataclass
@@ -120,9 +128,10 @@ class Edge:
         self.config = config
         self.origin_base = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
         self.pool = OriginPool(config.origin, timeout=config.origin_timeout, cafile=config.origin_cafile)
-        self.store = LRUStore(config.cache_size)
+        self.store = LRUStore(config.cache_size, normalise_vary=config.normalise_vary)
         self.stats = EdgeStats()
         self.inflight: dict[str, asyncio.Future[Outcome]] = {}
+        self.peers: list[int] = []  # control ports of the other workers (--workers N)
         self._background: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------------------------- connections
@@ -170,24 +179,28 @@ class Edge:
             return False
         path = target.partition("?")[0]
         if request.method == "PURGE":
-            return self._purge(target, writer)
+            return await self._purge(target, writer, from_peer="x-simplecdn-peer" in request.fields)
         if path == ADMIN_STATS and request.method == "GET":
             return self._write_json(writer, self.stats_snapshot())
         if path == ADMIN_PURGE and request.method == "POST":  # never GET: a crawler must not purge
             query = dict(part.partition("=")[::2] for part in target.partition("?")[2].split("&") if part)
-            return self._purge(query.get("url", ""), writer)
-        if request.method not in FORWARDED_METHODS:
+            return await self._purge(query.get("url", ""), writer)
+        if request.method in REFUSED_METHODS:
             writer.write(simple_response(405, f"405 Method Not Allowed: {request.method} is not proxied",
-                                         extra=[("Allow", ", ".join(sorted(FORWARDED_METHODS | {'PURGE'})))]))
+                                         extra=[("Allow", ALLOWED)]))
             return True
         key = policy.cache_key(self.origin_base, target)
-        if request.method in UNSAFE_METHODS:
+        if request.method not in SAFE_METHODS:
+            # POST, PUT, DELETE, PATCH — and any method whose safety this edge does not know
+            # (M-SEARCH, LOCK ...): RFC 9111 §4.4 treats both alike.
             return await self._forward_unsafe(request, target, key, writer)
-        if request.method != "GET" or policy.get_header(request.headers, "range") is not None:
-            # HEAD misses, OPTIONS and Range requests are forwarded untouched (HEAD hits are served).
+        ranges = policy.parse_byte_ranges(request.get("range"))
+        if request.method != "GET" or (ranges is not None and len(ranges) > 1):
+            # HEAD misses, OPTIONS and requests for several ranges (a multipart/byteranges answer)
+            # are forwarded untouched; HEAD hits are served. One range is served from the store.
             if request.method == "HEAD":
                 entry = self.store.lookup(key, request.headers)
-                if entry is not None and self._is_usable(entry, request.headers):
+                if entry is not None and self._is_usable(entry, request):
                     return await self._serve_entry(request, entry, "HIT", writer)
             return await self._bypass(request, target, writer)
         return await self._get(request, target, key, writer)
@@ -200,11 +213,11 @@ class Edge:
             now = time.time()
             facts = freshness(entry)
             age, lifetime = facts.age(now), facts.lifetime
-            if self._is_usable(entry, request.headers, now):
+            if self._is_usable(entry, request, now):
                 return await self._serve_entry(request, entry, "HIT", writer, now=now)
             forced = (facts.no_cache
-                      or policy.request_needs_revalidation(request.headers, age, lifetime))
-            if not forced and policy.may_serve_stale_while_revalidate(entry.headers, age, lifetime):
+                      or self._request_needs_revalidation(request, age, lifetime))
+            if not forced and policy.may_serve_stale_while_revalidate(entry.rules, age, lifetime):
                 self._revalidate_in_background(key, request, target, entry)
                 return await self._serve_entry(request, entry, "STALE", writer, now=now)
         try:
@@ -213,7 +226,7 @@ class Edge:
         except OriginError as exc:
             return self._origin_failed(exc, writer)
         if not leader and (outcome.entry is None or outcome.entry.variant != policy.variant_key(
-                outcome.entry.vary, request.headers)):
+                outcome.entry.vary, request.headers, self.config.normalise_vary)):
             # The leader's response was not shareable, or it is another variant: fetch our own.
             try:
                 outcome = await self._fetch(key, request, target, entry,
@@ -234,13 +247,19 @@ class Edge:
         label = "STALE" if outcome.label == "STALE" else "HIT"
         return await self._serve_entry(request, outcome.entry, label, writer)
 
-    def _is_usable(self, entry: StoredResponse, request_headers: Sequence[tuple[str, str]],
-                   now: float | None = None) -> bool:
+    def _is_usable(self, entry: StoredResponse, request: Request, now: float | None = None) -> bool:
         """Fresh, not no-cache, and the request accepts it: servable without asking the origin."""
         facts = freshness(entry)
         age = facts.age(time.time() if now is None else now)
         return (age < facts.lifetime and not facts.no_cache
-                and not policy.request_needs_revalidation(request_headers, age, facts.lifetime))
+                and not self._request_needs_revalidation(request, age, facts.lifetime))
+
+    @staticmethod
+    def _request_needs_revalidation(request: Request, age: float, lifetime: float) -> bool:
+        # Most requests carry neither field: skip the policy call (it parses Cache-Control) then.
+        if "cache-control" not in request.fields and "pragma" not in request.fields:
+            return False
+        return policy.request_needs_revalidation(request.headers, age, lifetime)
 
     async def _coalesced_fetch(self, key: str, request: Request, target: str,
                                stale: StoredResponse | None,
@@ -273,7 +292,9 @@ class Edge:
         the stored headers (RFC 9111 §4.3.4). Origin failure or 5xx falls back to `stale` where
         stale-if-error allows it; otherwise OriginError propagates (-> 502/504).
         """
-        headers = self._origin_request_headers(request, drop=policy.CONDITIONAL_REQUEST_FIELDS)
+        # The whole representation is fetched even for a Range request: the store keeps complete
+        # responses and cuts the range from them (as nginx's proxy_cache does without its slice module).
+        headers = self._origin_request_headers(request, drop=(*policy.CONDITIONAL_REQUEST_FIELDS, "range"))
         if stale is not None:
             headers += policy.revalidation_headers(stale.headers)
         if self.config.origin_latency_ms:
@@ -285,22 +306,26 @@ class Edge:
         except OriginError as exc:
             self.stats.origin_errors += 1
             log(self.config.name, f"origin error for {target}: {exc}")
-            if stale is not None and self._stale_allowed_on_error(stale):
+            if stale is not None and self._stale_allowed_on_error(stale, disconnected=exc.unanswered):
                 return Outcome("STALE", entry=stale)
             raise
         response_time = time.time()
         if response.status == 304 and stale is not None:
             await self._drain(response)
-            refreshed = StoredResponse(
-                stale.status, stale.reason, policy.merge_304_headers(stale.headers, response.headers),
-                stale.body, request_time, response_time, stale.vary)
+            merged = policy.merge_304_headers(stale.headers, response.headers,
+                                              keep_set_cookie=self.config.store_set_cookie)
+            refreshed = StoredResponse(stale.status, stale.reason, merged, stale.body, request_time,
+                                       response_time, stale.vary, policy_view=self._policy_view(merged))
             self.store.replace(key, stale, refreshed)
             return Outcome("REVALIDATED", entry=refreshed)
         if response.status >= 500 and stale is not None and self._stale_allowed_on_error(stale):
             self.stats.origin_errors += 1
             await self._drain(response)
             return Outcome("STALE", entry=stale)
-        storable, _reason = policy.is_storable("GET", response.status, request.headers, response.headers)
+        view = self._policy_view(response.headers)
+        storable, _reason = policy.is_storable("GET", response.status, request.headers,
+                                               response.headers if view is None else view,
+                                               store_set_cookie=self.config.store_set_cookie)
         length = response.content_length
         too_big = length is not None and length > self.config.max_object_size
         if not storable or too_big:
@@ -318,18 +343,31 @@ class Edge:
             self.store.invalidate(key)
             return Outcome("BYPASS", passthrough=response, prefix=body)
         body_bytes = b"".join(body)
-        stored = StoredResponse(response.status, response.reason, policy.headers_to_store(response.headers),
-                                body_bytes, request_time, response_time, policy.vary_names(response.headers))
+        kept = policy.headers_to_store(response.headers, keep_set_cookie=self.config.store_set_cookie)
+        stored = StoredResponse(response.status, response.reason, kept, body_bytes, request_time,
+                                response_time, policy.vary_names(response.headers),
+                                policy_view=None if view is None else self._policy_view(kept))
         self.store.put(key, stored, request.headers)
-        leader_headers = policy.without(policy.strip_hop_by_hop(response.headers), {"age"})
+        leader_headers = policy.without(policy.strip_hop_by_hop(response.headers),
+                                        {"age", policy.OWN_TARGETED_FIELD})
         # A full 200 is a MISS even when it replaced a stale copy: REVALIDATED means "the origin
         # confirmed our copy with 304", which is the saving a learner should be able to count.
         return Outcome("MISS", entry=stored, leader_headers=leader_headers)
 
-    def _stale_allowed_on_error(self, stale: StoredResponse) -> bool:
-        now = time.time()
+    def _stale_allowed_on_error(self, stale: StoredResponse, disconnected: bool = False) -> bool:
+        """stale-if-error (RFC 5861 §4) after an error; when the origin could not be reached at all,
+        the wider RFC 9111 §4.2.4 rule (stale unless forbidden, within stale-if-error if given)."""
         facts = freshness(stale)
-        return policy.may_serve_stale_on_error(stale.headers, facts.age(now), facts.lifetime)
+        age = facts.age(time.time())
+        if disconnected:
+            return policy.may_serve_stale_when_disconnected(stale.rules, age, facts.lifetime)
+        return policy.may_serve_stale_on_error(stale.rules, age, facts.lifetime)
+
+    def _policy_view(self, headers: policy.Headers) -> policy.Headers | None:
+        """The fields this cache's decisions read, if a targeted field changes them; else None."""
+        if not any(policy.get_header(headers, name) is not None for name in self.config.targets):
+            return None  # the common case, without a copy of the headers
+        return policy.policy_headers(headers, self.config.targets)
 
     async def _read_up_to(self, response: OriginResponse, limit: int) -> tuple[list[bytes], bool]:
         """Read the body while it fits in `limit`. (pieces, True) when complete; else the pieces so
@@ -368,7 +406,9 @@ class Edge:
 
     async def _forward_unsafe(self, request: Request, target: str, key: str,
                               writer: asyncio.StreamWriter) -> bool:
-        """POST/PUT/DELETE/PATCH go to the origin; a non-error answer invalidates the URL (§4.4)."""
+        """Unsafe methods (and unknown ones) go to the origin; a non-error answer (2xx, 3xx)
+        invalidates the target URI and the Location / Content-Location URIs on the same origin
+        (RFC 9111 §4.4; never another origin's, or one client could purge another site's pages)."""
         headers = self._origin_request_headers(request)
         try:
             self.stats.origin_fetches += 1
@@ -379,8 +419,10 @@ class Edge:
         if response.status < 400:
             self.store.invalidate(key)
             for field_name in ("location", "content-location"):
-                value = policy.get_header(response.headers, field_name)
-                if value and value.startswith("/"):  # same-origin references only, never another host
+                value = policy.get_header(response.headers, field_name) or ""
+                if value.startswith(self.origin_base + "/"):  # absolute, and on this origin
+                    value = value[len(self.origin_base):]
+                if value.startswith("/") and not value.startswith("//"):  # "//host/x" is another host
                     with contextlib.suppress(policy.BadTarget):
                         self.store.invalidate(policy.cache_key(self.origin_base,
                                                                policy.normalise_target(value)))
@@ -396,8 +438,10 @@ class Edge:
             return self._origin_failed(exc, writer)
         return await self._stream(request, response, [], "BYPASS", writer)
 
-    def _purge(self, url: str, writer: asyncio.StreamWriter) -> bool:
-        """PURGE /path (or GET /__purge?url=/path): drop every stored variant of that URL."""
+    async def _purge(self, url: str, writer: asyncio.StreamWriter, from_peer: bool = False) -> bool:
+        """PURGE /path (or POST /__purge?url=/path): drop every stored variant of that URL — in
+        every worker: with --workers N each worker has its own store, so the one the kernel handed
+        this connection to passes the PURGE on to the others (marked, so they do not pass it on)."""
         try:
             target = policy.normalise_target(url) if url else ""
         except policy.BadTarget as exc:
@@ -409,7 +453,10 @@ class Edge:
         removed = self.store.invalidate(policy.cache_key(self.origin_base, target))
         self.stats.purges += 1
         log(self.config.name, f"purged {target} ({removed} variant(s))")
-        return self._write_json(writer, {"purged": target, "variants": removed},
+        if not from_peer:
+            removed += sum(await asyncio.gather(*(purge_peer(port, target) for port in self.peers)))
+        return self._write_json(writer, {"purged": target, "variants": removed,
+                                         "workers": 1 + len(self.peers)},
                                 status=200 if removed else 404)
 
     # ---------------------------------------------------------------------------------- writing
@@ -423,10 +470,15 @@ class Edge:
         age = freshness(entry).age(now or time.time())
         tail = f"Age: {int(age)}\r\nX-Cache: {label}\r\nVia: 1.1 {SERVER_NAME}\r\n\r\n".encode()
         source = headers if headers is not None else entry.headers
-        if entry.status == 200 and has_conditional(request.headers) \
+        if entry.status == 200 and has_conditional(request) \
                 and policy.conditional_request_matches(request.headers, entry.headers):
             writer.write(response_head(304, "Not Modified", policy.response_304_headers(source))[:-2] + tail)
             return True
+        if entry.status == 200 and request.method == "GET" and "range" in request.fields:
+            partial = self._partial_response(request, entry, source, tail)
+            if partial is not None:
+                writer.write(partial)
+                return True
         if headers is not None:
             prefix = self._head_prefix(entry, headers)
         else:
@@ -444,10 +496,35 @@ class Edge:
             await self._drain_client(writer)
         return True
 
+    def _partial_response(self, request: Request, entry: StoredResponse, headers: policy.Headers,
+                          tail: bytes) -> bytes | None:
+        """206 with one range of the stored 200, or 416 when the range is past its end (RFC 9110
+        §14.2, §15.3.7, §15.5.17); None to send the whole response (no valid single range, or an
+        If-Range that names another version, §13.1.5). The fields are the stored response's own
+        (RFC 9111 §3.4), with Content-Range and the part's Content-Length."""
+        specs = policy.parse_byte_ranges(policy.get_header(request.headers, "range"))
+        if specs is None or len(specs) != 1 or not policy.if_range_matches(
+                policy.get_header(request.headers, "if-range"), entry.headers):
+            return None
+        length = len(entry.body)
+        span = policy.resolve_byte_range(specs[0], length)
+        fields = policy.without(headers, ("content-length", "age", "content-range",
+                                          policy.OWN_TARGETED_FIELD))
+        if span is None:
+            head = response_head(416, "Range Not Satisfiable", [
+                ("Date", policy.http_date(time.time())), ("Content-Range", f"bytes */{length}"),
+                ("Content-Length", "0")])
+            return head[:-2] + tail
+        first, last = span
+        fields += [("Content-Range", f"bytes {first}-{last}/{length}"),
+                   ("Content-Length", str(last - first + 1))]
+        self.stats.bytes_served += last - first + 1
+        return response_head(206, "Partial Content", fields)[:-2] + tail + entry.body[first:last + 1]
+
     @staticmethod
     def _head_prefix(entry: StoredResponse, headers: policy.Headers) -> bytes:
         """Status line and stored fields with the real Content-Length, without the final blank line."""
-        fields = policy.without(headers, ("content-length", "age"))
+        fields = policy.without(headers, ("content-length", "age", policy.OWN_TARGETED_FIELD))
         fields.append(("Content-Length", str(len(entry.body))))
         return response_head(entry.status, entry.reason, fields)[:-2]
 
@@ -455,14 +532,23 @@ class Edge:
                       writer: asyncio.StreamWriter) -> bool:
         """Relay an origin response to the client as it arrives, storing nothing."""
         self.stats.count(label)
-        fields = policy.without(policy.strip_hop_by_hop(response.headers), ("content-length",))
+        fields = policy.without(policy.strip_hop_by_hop(response.headers),
+                                ("content-length", policy.OWN_TARGETED_FIELD))
         chunked = False
+        if response.transfer_codings and request.version != "HTTP/1.1":
+            # RFC 9112 §6.1: no Transfer-Encoding to an HTTP/1.0 client, and without it the
+            # transfer-coded bytes would be taken for the content.
+            response.release()
+            writer.write(simple_response(502, "502 Bad Gateway: the origin's response is transfer-coded "
+                                              f"({response.transfer_codings}); HTTP/1.0 cannot carry that"))
+            return True
         if response.content_length is not None:
             fields.append(("Content-Length", str(response.content_length)))
         elif response.has_body:
             if request.version == "HTTP/1.1":
                 chunked = True
-                fields.append(("Transfer-Encoding", "chunked"))
+                codings = f"{response.transfer_codings}, " if response.transfer_codings else ""
+                fields.append(("Transfer-Encoding", codings + "chunked"))
             else:
                 fields.append(("Connection", "close"))
         fields += [("X-Cache", label), ("Via", f"1.1 {SERVER_NAME}")]
@@ -493,7 +579,8 @@ class Edge:
         reading would otherwise hold this handler, its buffers and an origin connection for good
         (nginx's send_timeout). The idle timeout is the bound."""
         try:
-            await asyncio.wait_for(writer.drain(), self.config.idle_timeout)
+            async with asyncio.timeout(self.config.idle_timeout):
+                await writer.drain()
         except TimeoutError:
             writer.transport.abort()
             raise ConnectionError(f"the client read nothing for {self.config.idle_timeout:g}s") from None
@@ -597,13 +684,13 @@ class IdleWatchdog:
 def freshness(entry: StoredResponse) -> policy.Freshness:
     """The entry's policy facts, computed on first use and kept with it."""
     if entry.freshness is None:
-        entry.freshness = policy.Freshness.of(entry.status, entry.headers, entry.request_time,
+        entry.freshness = policy.Freshness.of(entry.status, entry.rules, entry.request_time,
                                               entry.response_time)
     return entry.freshness
 
 
-def has_conditional(headers: Sequence[tuple[str, str]]) -> bool:
-    return any(name.lower() in ("if-none-match", "if-modified-since") for name, _ in headers)
+def has_conditional(request: Request) -> bool:
+    return "if-none-match" in request.fields or "if-modified-since" in request.fields
 
 
 # ----------------------------------------------------------------------------------- entry point
@@ -625,11 +712,20 @@ def origin_url(text: str) -> str:
     return text
 
 
-async def run_edge(config: EdgeConfig, host: str, port: int, ready: asyncio.Event | None = None) -> None:
+async def run_edge(config: EdgeConfig, host: str, port: int, ready: asyncio.Event | None = None,
+                   worker: WorkerPlace | None = None) -> None:
+    """Serve until SIGTERM/SIGINT. As one of several workers (`worker`), the port is shared with
+    SO_REUSEPORT (the kernel spreads new connections over the workers) and a private control port
+    on 127.0.0.1 lets the others reach this worker's store (PURGE)."""
     edge = Edge(config)
     try:
         server = await asyncio.start_server(edge.serve_connection, host, port, limit=MAX_HEAD_BYTES,
-                                            backlog=1024)
+                                            backlog=1024, reuse_port=worker is not None)
+        servers = [server]
+        if worker is not None:
+            edge.peers = worker.peers
+            servers.append(await asyncio.start_server(edge.serve_connection, "127.0.0.1",
+                                                      worker.control_port, limit=MAX_HEAD_BYTES))
     except OSError as exc:
         raise cli.bind_error(exc, host, port) from None
     log(config.name, f"listening on http://{host}:{port} for origin {config.origin} "
@@ -641,9 +737,75 @@ async def run_edge(config: EdgeConfig, host: str, port: int, ready: asyncio.Even
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
-    async with server:
+    async with contextlib.AsyncExitStack() as stack:
+        for each in servers:
+            await stack.enter_async_context(each)
         await stop.wait()
     log(config.name, "stopped")
+
+
+@dataclass
+class WorkerPlace:
+    """Where one of N workers listens privately, and where its siblings do."""
+
+    control_port: int
+    peers: list[int]
+
+
+async def purge_peer(port: int, target: str) -> int:
+    """PURGE `target` in the worker whose control port is `port`; the variants it removed."""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return 0  # that worker is gone; its store went with it
+    try:
+        writer.write(f"PURGE {target} HTTP/1.1\r\nHost: peer\r\nX-SimpleCDN-Peer: 1\r\n"
+                     f"Connection: close\r\n\r\n".encode("latin-1"))
+        reply = await reader.read()
+        return int(json.loads(reply.partition(b"\r\n\r\n")[2] or b"{}").get("variants", 0))
+    except (OSError, ValueError):
+        return 0
+    finally:
+        writer.close()
+
+
+def run_workers(config: EdgeConfig, host: str, port: int, workers: int, runner) -> int:
+    """--workers N: N processes on one port (SO_REUSEPORT), each with its own event loop and cache,
+    the way nginx runs a worker per core. The parent only starts and stops them."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:  # a port someone else listens on (without SO_REUSEPORT) fails here, in one clear line
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        probe.bind((host, port))
+    except OSError as exc:
+        raise cli.bind_error(exc, host, port) from None
+    finally:
+        probe.close()
+    control_ports = [free_port() for _ in range(workers)]
+    sys.stdout.flush()  # or each child would print the parent's unflushed output again
+    children = []
+    for index, control_port in enumerate(control_ports):
+        pid = os.fork()
+        if pid == 0:  # the worker: serve, then leave without running the parent's clean-up
+            place = WorkerPlace(control_port, [p for p in control_ports if p != control_port])
+            named = replace(config, name=f"{config.name}/{index + 1}")
+            code = 0
+            try:
+                runner(run_edge(named, host, port, worker=place))
+            except BaseException as exc:  # noqa: BLE001 - report and exit; the parent notices
+                print(f"error: worker {index + 1}: {exc}", file=sys.stderr, flush=True)
+                code = 1
+            os._exit(code)
+        children.append(pid)
+    try:
+        _, status = os.wait()  # the first worker to end (a stop signal, or a failure) ends them all
+        return 0 if os.waitstatus_to_exitcode(status) == 0 else 1
+    finally:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for pid in children:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
 
 
 def build_parser() -> cli.ArgumentParser:
@@ -667,6 +829,20 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--origin-latency-ms", type=cli.non_negative_float, default=0.0,
                         help="simulated edge<->origin distance, added to every origin fetch")
     parser.add_argument("--name", default="edge", help="label used in logs and /__stats")
+    parser.add_argument("--workers", type=cli.positive_int, default=1,
+                        help="processes sharing the port (SO_REUSEPORT), each with its own cache (default 1)")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
+                        help="event loop: the standard library's (default) or uvloop (libuv, "
+                             "pip install uvloop), which makes each hit cheaper")
+    parser.add_argument("--store-set-cookie", action="store_true",
+                        help="store responses that carry Set-Cookie, cookie included, as RFC 9111 §3.1 "
+                             "allows (default: not stored unless public, as nginx does)")
+    parser.add_argument("--normalise-vary", action="store_true",
+                        help="compare Accept-Encoding and Accept-Language by meaning (case, order, q=1) "
+                             "when selecting a Vary variant, so 'GZIP, br' and 'br;q=1, gzip' share one")
+    parser.add_argument("--targeted-cc", action="append", metavar="FIELD",
+                        help="a targeted Cache-Control field this edge obeys (RFC 9213), most specific "
+                             "first; repeat for several (default: " + ", ".join(policy.DEFAULT_TARGETS) + ")")
     return parser
 
 
@@ -681,8 +857,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                         origin_timeout=args.origin_timeout, idle_timeout=args.idle_timeout,
                         client_latency_ms=args.client_latency_ms,
                         origin_latency_ms=args.origin_latency_ms, name=args.name,
-                        origin_cafile=args.origin_cafile)
-    asyncio.run(run_edge(config, args.host, args.port))
+                        origin_cafile=args.origin_cafile, store_set_cookie=args.store_set_cookie,
+                        targets=tuple(args.targeted_cc or policy.DEFAULT_TARGETS),
+                        normalise_vary=args.normalise_vary)
+    runner = asyncio.run
+    if args.loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            raise cli.UsageError("--loop uvloop: uvloop is not installed (pip install uvloop)") from None
+        runner = uvloop.run
+    if args.workers > 1:
+        return run_workers(config, args.host, args.port, args.workers, runner)
+    runner(run_edge(config, args.host, args.port))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The tour's short version of both Threading experiments (about 15-25 seconds on an idle machine).
+"""The tour's short version of both Threading experiments (about 20 s on an idle 2-CPU machine).
 
 1. CPU-bound work on 2 workers and I/O-bound work on 8 workers: sequential vs threads vs processes.
 2. The race condition: a shared counter without a lock loses updates; with a lock it loses none.
@@ -16,14 +16,15 @@ The full, repeated measurement over 1, 2, 4 and 8 workers, with a plot, is `pyth
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import statistics
 import sys
 from collections.abc import Callable
 
+from common import cli
+
 from .compare import gil_status
-from .experiments import MODES, Run, run_cpu, run_io
+from .experiments import MODES, Run, default_start_method, run_cpu, run_io
 from .io_server import slow_http_server
 from .race import describe, run_race
 
@@ -47,7 +48,7 @@ def median_speedups(run: Callable[[str], Run], repeat: int) -> dict[str, tuple[f
     ratios: dict[str, list[float]] = {mode: [] for mode in MODES}
     cores: dict[str, list[float]] = {mode: [] for mode in MODES}
     results = set()
-    for round_number in range(repeat):
+    for round_number in cli.progress(range(repeat), label="rounds"):
         seconds = {}
         for mode in rotated(MODES, round_number):
             outcome = run(mode)
@@ -80,48 +81,39 @@ def busy_machine_note(process_cores: float, workers: int) -> str | None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m Threading.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=DEFAULT_N,
+    parser = cli.ArgumentParser(prog="python -m Threading.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=cli.int_range(2), default=DEFAULT_N,
                         help=f"CPU-bound work: count primes in [2, N] (default {DEFAULT_N})")
-    parser.add_argument("--repeat", type=int, default=DEFAULT_REPEAT,
+    parser.add_argument("--repeat", type=cli.positive_int, default=DEFAULT_REPEAT,
                         help=f"rounds; the median per-round speed-up is shown (default {DEFAULT_REPEAT})")
-    args = parser.parse_args(argv)
-    if args.n < 2:
-        parser.error(f"--n must be >= 2, got {args.n}")
-    if args.repeat < 1:
-        parser.error(f"--repeat must be >= 1, got {args.repeat}")
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cpus = os.cpu_count() or 1
     print(f"Python {sys.version.split()[0]}, {cpus} CPUs; {gil_status()}; "
-          f"processes started with {multiprocessing.get_start_method()!r}")
-    print(f"median of {args.repeat} rounds; on an idle 2-CPU machine expect threads 0.9-1.1x and processes "
+          f"processes started with {default_start_method()!r}")
+    print(f"median of {args.repeat} rounds; on an idle 2-CPU machine expect threads 0.85-1.1x and processes "
           f"1.5-1.9x for the CPU-bound work (a busy machine pushes processes down, towards 1x)")
-    try:
-        print(f"\n1a. CPU-bound: count primes in [2, {args.n:,}] in 2 chunks, 2 workers")
-        cpu = median_speedups(lambda mode: run_cpu(mode, 2, args.n), args.repeat)
-        print("    threads take turns holding the GIL (~1x, never more than 1 core busy); "
-              f"processes each have their own GIL (up to {min(cpus, 2)}x)")
-        note = busy_machine_note(cpu["processes"][1], workers=2)
-        if note:
-            print(note)
-        with slow_http_server(0.05) as url:
-            print("\n1b. I/O-bound: 16 HTTP GETs to a local server that answers after 50 ms, 8 workers")
-            io = median_speedups(lambda mode: run_io(mode, 8, url, 16), args.repeat)
-        print("    a thread waiting on a socket releases the GIL, so 8 waits overlap (~8x)")
-        print("\n2. Race condition: 8 threads x 50,000 increments of a shared counter")
-        unsafe = run_race(8, 50_000, safe=False)
-        print(f"    {describe(unsafe)}")
-        safe = run_race(8, 50_000, safe=True)
-        print(f"    {describe(safe)}")
-        appended = run_race(8, 50_000, workload="append")
-        print(f"    {describe(appended)}  <- one C call under the GIL: atomic")
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
+    print(f"\n1a. CPU-bound: count primes in [2, {args.n:,}] in 2 chunks, 2 workers")
+    cpu = median_speedups(lambda mode: run_cpu(mode, 2, args.n), args.repeat)
+    print("    threads take turns holding the GIL (~1x, never more than 1 core busy); "
+          f"processes each have their own GIL (up to {min(cpus, 2)}x)")
+    note = busy_machine_note(cpu["processes"][1], workers=2)
+    if note:
+        print(note)
+    with slow_http_server(0.05) as url:
+        print("\n1b. I/O-bound: 16 HTTP GETs to a local server that answers after 50 ms, 8 workers")
+        io = median_speedups(lambda mode: run_io(mode, 8, url, 16), args.repeat)
+    print("    a thread waiting on a socket releases the GIL, so 8 waits overlap (~8x)")
+    print("\n2. Race condition: 8 threads x 50,000 increments of a shared counter")
+    unsafe = run_race(8, 50_000, safe=False)
+    print(f"    {describe(unsafe)}")
+    safe = run_race(8, 50_000, safe=True)
+    print(f"    {describe(safe)}")
+    appended = run_race(8, 50_000, workload="append")
+    print(f"    {describe(appended)}  <- one C call under the GIL: atomic")
     print(f"result: CPU-bound x2 workers: threads {cpu['threads'][0]:.2f}x, "
           f"processes {cpu['processes'][0]:.2f}x; I/O-bound x8: threads {io['threads'][0]:.1f}x; "
           f"race: {unsafe.lost:,} updates lost without a lock, {safe.lost} with one")
@@ -129,4 +121,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

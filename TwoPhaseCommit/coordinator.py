@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import re
-import signal
 import sqlite3
 import sys
 import threading
@@ -35,6 +35,9 @@ import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from common import cli
+from common.trace import NULL_TRACER, add_trace_argument, open_tracer
 
 from .coordinator_log import CoordinatorLog
 from .coordinator_machine import (
@@ -54,8 +57,8 @@ from .coordinator_machine import (
     recovery_plan,
     summarize,
 )
-from .crash import COORDINATOR_POINTS, BadCrashPoint, CrashPlan
-from .httpjson import HttpError, JsonHandler, JsonServer, Unreachable, call_json
+from .crash import COORDINATOR_POINTS, CRASH_ENV, BadCrashPoint, CrashPlan
+from .httpjson import HttpError, JsonHandler, JsonServer, Unreachable, bind, call_json, serve
 from .participant_machine import BadOrder, parse_order
 
 TX_PATH = re.compile(r"^/transactions/([^/]+)(/decision)?$")
@@ -67,7 +70,7 @@ class Coordinator:
 
     def __init__(self, log: CoordinatorLog, participants: dict[str, str], self_url: str,
                  protocol: Protocol = Protocol.PA, rpc_timeout: float = 2.0, decision_timeout: float = 10.0,
-                 retry_interval: float = 0.5, crash: CrashPlan | None = None):
+                 retry_interval: float = 0.5, crash: CrashPlan | None = None, tracer=NULL_TRACER):
         self.log = log
         self.costs = log.costs
         self.participants = participants  # name -> base URL
@@ -77,12 +80,16 @@ class Coordinator:
         self.decision_timeout = decision_timeout
         self.retry_interval = retry_interval
         self.crash = crash or CrashPlan.none()
+        self.tracer = tracer  # --trace: every message as a send/recv event (common/trace.py)
+        self.crash.tracer = tracer
+        self._message_ids = itertools.count(1)
         self.started_at = time.time()
         # prepares go out in parallel, and decisions nobody acknowledges are sent in the background
         self.pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="rpc")
         self._lock = threading.Lock()
         self._in_flight: set[str] = set()           # collecting votes: the answer to an inquiry is "pending"
         self._acked: dict[str, set[str]] = {}       # acks are kept in memory; the end record is logged
+        self._sending: set[str] = set()             # phase 2 under way in the request: recovery waits
 
     # --- one order ----------------------------------------------------------------------------------
 
@@ -97,6 +104,8 @@ class Coordinator:
             self._in_flight.add(txid)
         try:
             self.log.collecting(txid, self.protocol, order.to_json(), names)  # PC only
+            if RULES[self.protocol].forces_collecting:
+                self.tracer.local("log collecting (forced)")
             votes = self._collect_votes(txid, order.to_json(), names)
             self.crash.reached("before-decision-logged")
             decision, reason = decide(names, votes)
@@ -108,9 +117,16 @@ class Coordinator:
             with self._lock:  # only now: an inquiry that misses the in-flight mark finds the decision
                 self._in_flight.discard(txid)
         forced = "forced" if RULES[self.protocol].forces[decision] else "lazy"
+        self.tracer.local(f"log {decision.value} ({forced})")
         log(f"{txid} decided {decision.value} ({self.protocol.value}, {forced}): {reason}")
         self.crash.reached("after-decision-logged")
-        self.send_phase2(self.log.get(txid))
+        with self._lock:
+            self._sending.add(txid)
+        try:
+            self.send_phase2(self.log.get(txid))
+        finally:
+            with self._lock:
+                self._sending.discard(txid)
         rejected = [vote for vote in votes if vote.kind is VoteKind.REJECTED]
         if rejected:  # the order itself was invalid (unknown item): a client error, nothing reserved
             raise HttpError(400, rejected[0].reason)
@@ -145,16 +161,20 @@ class Coordinator:
         peers = {other: self.participants[other] for other in names if other != name}
         body = {"txid": txid, "order": order, "coordinator": self.self_url, "protocol": self.protocol.value,
                 "participants": peers}
+        body["msg"] = msg = f"{txid}/prepare/{name}"
         self.costs.sent(txid, name, "prepare")
+        self.tracer.send(name, msg, "prepare")
         try:
             status, answer = call_json("POST", f"{self.participants[name]}/prepare", body, self.rpc_timeout)
         except Unreachable as exc:
+            self.tracer.timeout(name, "no vote", msg_id=msg)
             return VoteResult(name, VoteKind.UNREACHABLE, f"no answer to prepare ({exc})")
         if status == 400:
             return VoteResult(name, VoteKind.REJECTED, answer.get("error", "bad order"))
         kinds = {"yes": VoteKind.YES, "no": VoteKind.NO, "read-only": VoteKind.READ_ONLY}
         if status == 200 and answer.get("vote") in kinds:
             self.costs.received(txid, name, "vote")
+            self.tracer.recv(name, f"{msg}/vote", answer["vote"])
             return VoteResult(name, kinds[answer["vote"]], answer.get("reason", ""))
         return VoteResult(name, VoteKind.NO, f"unexpected answer {status}: {answer}")
 
@@ -182,12 +202,15 @@ class Coordinator:
             if i > 0:
                 self.crash.reached("mid-phase2")  # some participants know the decision, others do not
             self.costs.sent(txid, name, decision.value)
+            msg = f"{txid}/{decision.value}/{name}/{next(self._message_ids)}"  # every re-send its own id
+            self.tracer.send(name, msg, decision.value)
             try:
                 status, answer = call_json("POST", f"{self.participants[name]}/{decision.value}",
-                                           {"txid": txid, "protocol": record.protocol.value},
+                                           {"txid": txid, "protocol": record.protocol.value, "msg": msg},
                                            self.rpc_timeout)
             except Unreachable as exc:
                 if want_ack:
+                    self.tracer.timeout(name, "no ack", msg_id=msg)
                     log(f"{txid} {decision.value} -> {name}: no ack ({exc}); will retry")
                 continue
             if status != 200:
@@ -195,6 +218,7 @@ class Coordinator:
                 continue
             if want_ack:
                 self.costs.received(txid, name, "ack")
+                self.tracer.recv(name, f"{msg}/ack", "ack")
                 with self._lock:
                     self._acked.setdefault(txid, set()).add(name)
 
@@ -206,6 +230,7 @@ class Coordinator:
                 self._acked.pop(record.txid, None)
         if done:
             self.log.log_end(record.txid)  # lazy: losing it only costs one more round of re-sends
+            self.tracer.local("end (lazy)")
         return done
 
     def _with_acks(self, record: TxRecord) -> TxRecord:
@@ -216,9 +241,9 @@ class Coordinator:
     def recover_once(self) -> None:
         """Finish what is unfinished: abort stale undecided (PC) transactions, re-send unacked decisions."""
         now = time.time()
-        with self._lock:
-            in_flight = set(self._in_flight)
-        records = [self._with_acks(r) for r in self.log.unfinished() if r.txid not in in_flight]
+        with self._lock:  # not what a request is still deciding or sending: duplicates would be noise
+            busy = self._in_flight | self._sending
+        records = [self._with_acks(r) for r in self.log.unfinished() if r.txid not in busy]
         for action in recovery_plan(records, now, self.decision_timeout, self.started_at,
                                     redrive_after=self.retry_interval):
             record = self.log.get(action.txid)
@@ -238,6 +263,8 @@ class Coordinator:
 
     def describe(self, record: TxRecord) -> dict:
         record = self._with_acks(record)
+        if record.ended and record.decision and RULES[record.protocol].acked[record.decision]:
+            record = dataclasses.replace(record, acked=frozenset(record.participants))  # the end record
         return {"txid": record.txid, "phase": phase(record).value, "protocol": record.protocol.value,
                 "decision": record.decision.value if record.decision else None,
                 "outcome": client_outcome(record.decision) if record.decision else None,
@@ -275,9 +302,16 @@ class CoordinatorHandler(JsonHandler):
         if match:
             txid = unquote(match.group(1))
             if match.group(2):  # an in-doubt participant asking; it names the variant of its prepare
-                asked = parse_qs(url.query).get("protocol", [None])[0]
+                query = parse_qs(url.query)
+                asked = query.get("protocol", [None])[0]
                 protocol = Protocol(asked) if asked in set(Protocol) else None
-                return 200, {"txid": txid, "decision": coordinator.decision_for(txid, protocol)}
+                msg, peer = query.get("msg", [None])[0], query.get("from", ["participant"])[0]
+                if msg:
+                    coordinator.tracer.recv(peer, msg, "inquiry")
+                decision = coordinator.decision_for(txid, protocol)
+                if msg:
+                    coordinator.tracer.send(peer, f"{msg}/answer", decision)
+                return 200, {"txid": txid, "decision": decision}
             record = coordinator.log.get(txid)
             if record is None:
                 raise HttpError(404, f"no transaction {txid} in the log")
@@ -303,80 +337,90 @@ def log(message: str) -> None:
     print(f"[coordinator] {message}", flush=True)
 
 
-def parse_participants(values: list[str]) -> dict[str, str]:
+def participant_spec(value: str) -> tuple[str, str]:
+    """argparse type: "inventory=http://127.0.0.1:8101" -> ("inventory", "http://127.0.0.1:8101")."""
+    name, sep, url = value.partition("=")
+    if not sep or not name or not url.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"expected NAME=URL, e.g. inventory=http://127.0.0.1:8101, "
+                                         f"got {value!r}")
+    return name, url.rstrip("/")
+
+
+def parse_participants(values: list[tuple[str, str]]) -> dict[str, str]:
     participants: dict[str, str] = {}
-    for value in values:
-        name, sep, url = value.partition("=")
-        if not sep or not name or not url.startswith("http"):
-            raise ValueError(f"bad --participant {value!r}; write NAME=URL, e.g. inventory=http://127.0.0.1:8101")
+    for name, url in values:
         if name in participants:
-            raise ValueError(f"participant {name!r} given twice")
-        participants[name] = url.rstrip("/")
+            raise cli.UsageError(f"--participant {name!r} given twice")
+        participants[name] = url
     return participants
 
 
+def crash_plan(value: str) -> CrashPlan:
+    """argparse type for --crash-at (the same check applies to $TWOPC_CRASH_AT in main)."""
+    try:
+        return CrashPlan.parse(value, COORDINATOR_POINTS)
+    except BadCrashPoint as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m TwoPhaseCommit.coordinator",
-                                     description="The 2PC coordinator of the food-delivery shop (HTTP+JSON).")
+    parser = cli.ArgumentParser(prog="python -m TwoPhaseCommit.coordinator",
+                                description="The 2PC coordinator of the food-delivery shop (HTTP+JSON).")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8100, help="port to listen on (default 8100)")
-    parser.add_argument("--log", required=True, help="SQLite file of the coordinator's durable log")
+    parser.add_argument("--port", type=cli.port, default=8100, help="port to listen on (default 8100)")
+    parser.add_argument("--log", type=cli.writable_path, default=None,
+                        help="SQLite file of the coordinator's durable log "
+                             "(default out/TwoPhaseCommit/coordinator.db)")
     parser.add_argument("--protocol", choices=[p.value for p in Protocol], default=Protocol.PA.value,
                         help="basic 2PC, presumed abort (pa, the default) or presumed commit (pc)")
-    parser.add_argument("--participant", action="append", required=True, metavar="NAME=URL",
-                        help="a participant; repeat for each")
-    parser.add_argument("--rpc-timeout", type=float, default=2.0,
+    # checked after parsing rather than `required=True`, so that a misspelt flag is the error reported
+    parser.add_argument("--participant", action="append", metavar="NAME=URL", type=participant_spec,
+                        help="a participant; repeat for each (at least one)")
+    parser.add_argument("--rpc-timeout", type=cli.positive_float, default=2.0,
                         help="timeout of each prepare/commit/abort call (default 2.0 s)")
-    parser.add_argument("--retry-interval", type=float, default=0.5,
+    parser.add_argument("--retry-interval", type=cli.positive_float, default=0.5,
                         help="seconds between recovery rounds that re-send unacked decisions (default 0.5)")
-    parser.add_argument("--decision-timeout", type=float, default=10.0,
+    parser.add_argument("--decision-timeout", type=cli.positive_float, default=10.0,
                         help="abort when a vote has not arrived after this many seconds (default 10)")
-    parser.add_argument("--crash-at", default=None, metavar="POINT[:N]",
+    parser.add_argument("--crash-at", default=None, metavar="POINT[:N]", type=crash_plan,
                         help="SIGKILL this process at a point: " + ", ".join(COORDINATOR_POINTS)
                              + " (also via $TWOPC_CRASH_AT)")
+    add_trace_argument(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.participant:
+        parser.error("the following argument is required: --participant NAME=URL")
+    args.log = args.log or cli.ensure_parent(cli.output_path("TwoPhaseCommit", "coordinator.db"))
     try:
-        crash = CrashPlan.from_cli_or_env(args.crash_at, COORDINATOR_POINTS)
-        participants = parse_participants(args.participant)
-        coordinator = Coordinator(CoordinatorLog(args.log), participants, f"http://{args.host}:{args.port}",
-                                  protocol=Protocol(args.protocol), rpc_timeout=args.rpc_timeout,
-                                  decision_timeout=args.decision_timeout,
-                                  retry_interval=args.retry_interval, crash=crash)
-        server = CoordinatorServer((args.host, args.port), coordinator)
-    except (BadCrashPoint, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        crash = args.crash_at or CrashPlan.from_cli_or_env(None, COORDINATOR_POINTS)
+    except BadCrashPoint as exc:
+        raise cli.UsageError(f"${CRASH_ENV}: {exc}") from None
+    participants = parse_participants(args.participant)
+    try:
+        coordinator_log = CoordinatorLog(args.log)
     except sqlite3.Error as exc:
-        print(f"error: cannot use --log {args.log}: {exc}", file=sys.stderr)
-        return 2
-    except (OSError, OverflowError) as exc:  # port in use, or outside 0-65535
-        print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 2
+        raise cli.UsageError(f"cannot use --log {args.log}: {exc}") from None
+    tracer = open_tracer(args.trace, "coordinator")
+    coordinator = Coordinator(coordinator_log, participants, f"http://{args.host}:{args.port}",
+                              protocol=Protocol(args.protocol), rpc_timeout=args.rpc_timeout,
+                              decision_timeout=args.decision_timeout, retry_interval=args.retry_interval,
+                              crash=crash, tracer=tracer)
+    server = bind(lambda: CoordinatorServer((args.host, args.port), coordinator), args.host, args.port)
     unfinished = len(coordinator.log.unfinished())
     log(f"listening on http://{args.host}:{args.port} protocol={args.protocol} log={args.log}"
-        f" unfinished={unfinished}"
-        + (f" crash-at={crash.point}" if crash.point else ""))
+        f" unfinished={unfinished}" + (f" crash-at={crash.point}" if crash.point else ""))
     recovery = RecoveryLoop(coordinator)
     recovery.start()  # its first round runs now: re-drive what the previous run left unfinished
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
-        server.serve_forever(poll_interval=0.1)
-    except KeyboardInterrupt:
-        log("stopping")
+        serve(server, log, stop_threads=[recovery])
     finally:
-        recovery.stopping.set()
-        server.server_close()
         coordinator.pool.shutdown(wait=False, cancel_futures=True)
     return 0
 
 
-def _raise_keyboard_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

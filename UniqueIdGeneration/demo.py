@@ -17,7 +17,7 @@ import time
 
 import redis
 
-from common import redis_server
+from common import cli, redis_server
 
 from .blog_service import BlogService
 from .snowflake import (
@@ -61,7 +61,7 @@ def show_ids(count: int) -> int:
         print(f"     decoded   {parts.datetime_utc.isoformat(timespec='milliseconds')}  "
               f"worker {parts.worker_id}  sequence {parts.sequence}")
     if not (unique and increasing):
-        raise SystemExit("error: the generator produced duplicate or out-of-order IDs")
+        raise AssertionError("the generator produced duplicate or out-of-order IDs")
     return len(every_id)
 
 
@@ -145,15 +145,15 @@ def show_blog(data_dir: str) -> tuple[int, int, bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ids", type=int, default=100_000, help="IDs to generate in part 1 (default 100000)")
+    parser = cli.ArgumentParser(prog="python -m UniqueIdGeneration.demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ids", type=cli.int_range(4), default=100_000,
+                        help="IDs to generate in part 1 (default 100000, at least 4)")
     args = parser.parse_args(argv)
-    if args.ids < 4:
-        parser.error("--ids must be at least 4")
 
-    id_count = show_ids(args.ids)
+    # Redis first: an unreachable $REDIS_URL is reported (one line, by cli.run) before any work.
     with redis_server() as url:
+        id_count = show_ids(args.ids)
         worker_ids = show_leasing(url)
     with tempfile.TemporaryDirectory(prefix="blog-shards-") as data_dir:
         posts, shards, newest_first = show_blog(data_dir)
@@ -166,8 +166,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted")
-        sys.exit(130)
+    sys.exit(cli.run(main))

@@ -18,7 +18,6 @@ loaded machine wall-clock rates wander, CPU time per message much less.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import platform
@@ -29,7 +28,7 @@ from collections.abc import Callable
 
 from websockets.sync.client import connect as lib_connect
 
-from common import free_port, spawn_module
+from common import cli, free_port, spawn_module
 
 from .client import connect
 
@@ -105,10 +104,14 @@ class Side:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Our WebSocket server and client vs the websockets library.")
-    parser.add_argument("--rounds", type=int, default=25, help="interleaved rounds (medians are taken)")
-    parser.add_argument("--round-trips", type=int, default=400, help="64-byte echoes per side per round")
-    parser.add_argument("--big-messages", type=int, default=8, help="1 MiB echoes per side per round")
+    parser = cli.ArgumentParser(prog="python -m WebSockets.bench",
+                                description="Our WebSocket server and client vs the websockets library.")
+    parser.add_argument("--rounds", type=cli.positive_int, default=25,
+                        help="interleaved rounds (medians are taken; default 25)")
+    parser.add_argument("--round-trips", type=cli.positive_int, default=400,
+                        help="64-byte echoes per side per round (default 400)")
+    parser.add_argument("--big-messages", type=cli.positive_int, default=8,
+                        help="1 MiB echoes per side per round (default 8)")
     args = parser.parse_args(argv)
 
     ours_port, lib_port = free_port(), free_port()
@@ -133,8 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             side.run("large", 1)
             side.rates = {"small": [], "large": []}
             side.cpu_used = {"small": 0.0, "large": 0.0}
-        for number in range(1, args.rounds + 1):
-            print(f"round {number}/{args.rounds} ...", end="\r", flush=True)
+        for _ in cli.progress(range(args.rounds), label="rounds"):
             for side in sides:  # ours, theirs, ours, theirs: load hits both alike
                 side.run("small", args.round_trips)
                 side.run("large", args.big_messages)
@@ -165,7 +167,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(130)
+    sys.exit(cli.run(main))

@@ -13,20 +13,28 @@ thread), so a round trip costs one `sendall` and one `recv`. The protocol work (
 fresh random key per frame, checking `Sec-WebSocket-Accept`, answering pings, the close
 handshake) is all in the sans-I/O `protocol` module.
 
+Keepalive: while the caller waits in `recv()` (or `ping()`, `close()`), the connection pings the
+server every `ping_interval` seconds and fails with 1011 if no pong comes within `ping_timeout`;
+`latency` is the round trip of the last keepalive pong. With no background thread, a connection
+nobody reads from does not ping: it has nobody to tell either.
+
 Threads: one thread may read (`recv`, `ping`, `close`) while others `send`; reads are serialised
 by a lock, writes by another.
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
+import contextlib
+import os
 import socket
 import sys
 import threading
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
+
+from common import cli
 
 from .deflate import DEFAULT_CLIENT_OFFER, DeflateParameters, PerMessageDeflate
 from .protocol import (
@@ -48,6 +56,7 @@ from .protocol import (
 )
 
 READ_SIZE = 64 * 1024
+PING_INTERVAL = PING_TIMEOUT = 20.0  # seconds, as in websockets
 Trace = Callable[[str, bytes], None]  # called with ("send" | "recv", raw bytes) for every socket I/O
 
 
@@ -56,7 +65,8 @@ class Connection:
 
     def __init__(self, sock: socket.socket, leftover: bytes, *, max_size: int | None,
                  handshake_request: bytes, handshake_response: bytes, trace: Trace | None = None,
-                 deflate: PerMessageDeflate | None = None):
+                 deflate: PerMessageDeflate | None = None, ping_interval: float | None = PING_INTERVAL,
+                 ping_timeout: float = PING_TIMEOUT):
         self.handshake_request = handshake_request  # the exact bytes, for teaching and debugging
         self.handshake_response = handshake_response
         self._sock = sock
@@ -67,6 +77,11 @@ class Connection:
         self._read_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._eof = False
+        # Keepalive: the outstanding ping (payload, sent at), when the next one is due, its result.
+        self._ping_interval, self._ping_timeout = ping_interval, ping_timeout
+        self._keepalive_ping: tuple[bytes, float] | None = None
+        self._next_ping_at = time.monotonic() + (ping_interval or 0)
+        self.latency: float | None = None  # seconds, from the last keepalive pong
         if leftover:  # frames the server sent right behind its 101 answer
             self._process(leftover)
 
@@ -170,19 +185,29 @@ class Connection:
             self._sock.sendall(data)
 
     def _read_once(self, deadline: float | None) -> None:
-        if deadline is None:
-            self._sock.settimeout(None)
-        else:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("no message before the timeout")
-            self._sock.settimeout(remaining)
-        try:
-            data = self._sock.recv(READ_SIZE)
-        except TimeoutError:
-            raise TimeoutError("no message before the timeout") from None
-        except ConnectionResetError:
-            data = b""
+        """Read once from the socket, waking up for keepalive duties on the way."""
+        while True:
+            wake = self._keepalive_duty()
+            if deadline is not None:
+                wake = deadline if wake is None else min(wake, deadline)
+            if self._eof:
+                return
+            if wake is None:
+                self._sock.settimeout(None)
+            else:
+                remaining = wake - time.monotonic()
+                if remaining <= 0 and wake == deadline:
+                    raise TimeoutError("no message before the timeout")
+                self._sock.settimeout(max(remaining, 0.001))
+            try:
+                data = self._sock.recv(READ_SIZE)
+                break
+            except TimeoutError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError("no message before the timeout") from None
+            except ConnectionResetError:
+                data = b""
+                break
         if self._trace and data:
             self._trace("recv", data)
         if not data:
@@ -194,6 +219,31 @@ class Connection:
             return
         self._process(data)
 
+    def _keepalive_duty(self) -> float | None:
+        """Send a ping when one is due; fail with 1011 when the last one went unanswered.
+        Returns when to wake up next for keepalive (None: keepalive off or connection over)."""
+        if not self._ping_interval or self._protocol.state is not State.OPEN:
+            return None
+        now = time.monotonic()
+        if self._keepalive_ping is not None:
+            due = self._keepalive_ping[1] + self._ping_timeout
+            if now < due:
+                return due
+            with self._write_lock:
+                self._protocol.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+                with contextlib.suppress(OSError):
+                    self._flush()
+            self._eof = True  # the server is gone or hung: do not wait for its close
+            return None
+        if now < self._next_ping_at:
+            return self._next_ping_at
+        payload = os.urandom(4)
+        with self._write_lock, contextlib.suppress(OSError):  # a dead peer shows as EOF next
+            self._protocol.send_ping(payload)
+            self._flush()
+        self._keepalive_ping = (payload, now)
+        return now + self._ping_timeout
+
     def _process(self, data: bytes) -> None:
         # Under the write lock: reading queues frames too (pongs, the close echo) and changes the
         # state. Without the lock, a pong queued while a sender's _flush() sits between joining
@@ -204,7 +254,13 @@ class Connection:
                 if kind is Message:
                     self._messages.append(event.data)
                 elif kind is Pong:
-                    self._pongs.append(event.payload)
+                    if self._keepalive_ping is not None and event.payload == self._keepalive_ping[0]:
+                        now = time.monotonic()
+                        self.latency = now - self._keepalive_ping[1]
+                        self._keepalive_ping = None
+                        self._next_ping_at = now + (self._ping_interval or 0)
+                    else:
+                        self._pongs.append(event.payload)
                 elif kind is CloseReceived or kind is ConnectionFailed:
                     pass  # the protocol queued our close frame; the server will close TCP
             # Pong answers to pings and close frames the protocol queued while reading.
@@ -226,12 +282,14 @@ def parse_ws_url(url: str) -> tuple[str, int, str]:
 
 
 def connect(url: str, *, timeout: float = 10.0, max_size: int | None = DEFAULT_MAX_SIZE,
-            compress: bool | DeflateParameters = True, trace: Trace | None = None) -> Connection:
+            compress: bool | DeflateParameters = True, ping_interval: float | None = PING_INTERVAL,
+            ping_timeout: float = PING_TIMEOUT, trace: Trace | None = None) -> Connection:
     """Open a WebSocket: TCP connect, opening handshake, check Sec-WebSocket-Accept.
 
     `compress=True` offers permessage-deflate as browsers do (`client_max_window_bits`); pass
     DeflateParameters for another offer, False to offer nothing. Raises HandshakeError if the
-    server refuses or answers wrongly, OSError if it is unreachable.
+    server refuses or answers wrongly, OSError if it is unreachable. `ping_interval=None` turns
+    keepalive pings off.
     """
     offer = DEFAULT_CLIENT_OFFER if compress is True else compress or None
     host, port, path = parse_ws_url(url)
@@ -251,7 +309,8 @@ def connect(url: str, *, timeout: float = 10.0, max_size: int | None = DEFAULT_M
         _, codec = validate_server_response(head[:-4], key, offer)
         sock.settimeout(None)
         return Connection(sock, leftover, max_size=max_size, handshake_request=request,
-                          handshake_response=head, trace=trace, deflate=codec)
+                          handshake_response=head, trace=trace, deflate=codec,
+                          ping_interval=ping_interval, ping_timeout=ping_timeout)
     except BaseException:
         sock.close()
         raise
@@ -271,9 +330,9 @@ def _read_response_head(sock: socket.socket) -> tuple[bytes, bytes]:
     return buffer[:end], buffer[end:]
 
 
-def interactive(url: str) -> int:
+def interactive(url: str, compress: bool = True) -> int:
     """Send stdin lines as text messages; print what arrives, from a background reader thread."""
-    connection = connect(url)
+    connection = connect(url, compress=compress)
     print(f"connected to {url}; type lines to send, Ctrl-D to close", flush=True)
 
     def print_messages() -> None:
@@ -300,18 +359,19 @@ def interactive(url: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Interactive WebSocket client written from scratch: "
-                                                 "stdin lines are sent, received messages printed.")
+    parser = cli.ArgumentParser(prog="python -m WebSockets.client",
+                                description="Interactive WebSocket client written from scratch: "
+                                            "stdin lines are sent, received messages printed.")
     parser.add_argument("url", nargs="?", default="ws://127.0.0.1:8765", help="ws:// URL of the server")
+    parser.add_argument("--no-compression", action="store_true",
+                        help="do not offer permessage-deflate (offered by default, as browsers do)")
     args = parser.parse_args(argv)
     try:
-        return interactive(args.url)
-    except KeyboardInterrupt:
-        return 130
+        return interactive(args.url, compress=not args.no_compression)
     except (HandshakeError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        # A wrong URL, nothing listening, a refused handshake: the user's to fix, in one line.
+        raise cli.UsageError(f"{args.url}: {error}") from None
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

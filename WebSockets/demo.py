@@ -15,7 +15,6 @@ The last line is a one-line result for the tour.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import socket
 import sys
@@ -23,7 +22,7 @@ import zlib
 
 from websockets.sync.client import connect as lib_connect
 
-from common import free_port, spawn_module
+from common import cli, free_port, spawn_module
 
 from .client import connect
 from .deflate import EMPTY_STORED_BLOCK
@@ -159,8 +158,9 @@ def show_broadcast(url: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argparse.ArgumentParser(description="Show the WebSocket handshake and frames on the wire, interop with "
-                                        "the websockets library, and a broadcast.").parse_args(argv)
+    cli.ArgumentParser(prog="python -m WebSockets.demo",
+                       description="Show the WebSocket handshake and frames on the wire, permessage-deflate, "
+                                   "interop with the websockets library, and a broadcast.").parse_args(argv)
     echo_port, broadcast_port = free_port(), free_port()
     print(f"starting our server (echo) on 127.0.0.1:{echo_port} "
           f"and (broadcast) on 127.0.0.1:{broadcast_port}")
@@ -182,7 +182,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(130)
+    sys.exit(cli.run(main))

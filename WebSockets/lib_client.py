@@ -8,12 +8,13 @@ proxies, compression, keepalive pings and redirects.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import threading
 
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.sync.client import ClientConnection, connect
+
+from common import cli
 
 
 def print_messages(websocket: ClientConnection) -> None:
@@ -27,24 +28,22 @@ def print_messages(websocket: ClientConnection) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Interactive WebSocket client using the websockets library.")
-    parser.add_argument("url", nargs="?", default="ws://127.0.0.1:8765")
+    parser = cli.ArgumentParser(prog="python -m WebSockets.lib_client",
+                                description="Interactive WebSocket client using the websockets library.")
+    parser.add_argument("url", nargs="?", default="ws://127.0.0.1:8765", help="ws:// or wss:// URL")
     args = parser.parse_args(argv)
     try:
-        with connect(args.url, compression=None, proxy=None) as websocket:
+        with connect(args.url, compression="deflate", proxy=None) as websocket:
             print(f"connected to {args.url}; type lines to send, Ctrl-D to close", flush=True)
             reader = threading.Thread(target=print_messages, args=(websocket,), daemon=True)
             reader.start()
             for line in sys.stdin:
                 websocket.send(line.rstrip("\n"))
         reader.join(timeout=5)
-    except KeyboardInterrupt:
-        return 130
-    except (OSError, ConnectionClosed) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except (OSError, ConnectionClosed, InvalidHandshake, InvalidURI) as error:
+        raise cli.UsageError(f"{args.url}: {error}") from None
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

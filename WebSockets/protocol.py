@@ -75,6 +75,7 @@ class CloseCode(IntEnum):
     POLICY_VIOLATION = 1008
     TOO_BIG = 1009
     INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013  # registered with IANA after RFC 6455: the server is overloaded
 
 
 # §7.4.1-7.4.2: the codes a peer may put on the wire. 1004 is reserved, 1005/1006/1015 are only
@@ -392,6 +393,10 @@ class FrameDecoder:
         # whose size limit then applies once inflated (the wire may carry a little more).
         self.rsv1_allowed = rsv1_allowed
         self.in_compressed_message = False  # set by the connection between fragments
+        # The frame whose header is parsed but whose payload is still arriving:
+        # (its number, opcode, rsv, mask, payload offset in the buffer), for `peek_payload`.
+        self.partial: tuple[int, int, int, bytes | None, int] | None = None
+        self.frames_parsed = 0
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> Iterator[Frame]:
@@ -406,7 +411,27 @@ class FrameDecoder:
             del buffer[:consumed]
             yield frame
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as frames (a frame still arriving)."""
+        return len(self._buffer)
+
+    def peek_payload(self, start: int) -> bytes:
+        """The unmasked payload bytes of the partial frame from `start` to what has arrived.
+
+        Lets the connection validate a text frame's UTF-8 before the frame is complete. Nothing is
+        consumed; only the new bytes are unmasked (the key rotates with the offset, §5.3).
+        """
+        assert self.partial is not None
+        _, _, _, mask, offset = self.partial
+        with memoryview(self._buffer)[offset + start:] as body:
+            if mask is None:
+                return bytes(body)
+            shift = start % 4
+            return apply_mask(body, mask[shift:] + mask[:shift])
+
     def _parse_one(self, buffer: bytearray) -> tuple[Frame | None, int]:
+        self.partial = None
         available = len(buffer)
         if available < 2:
             return None, 0
@@ -446,7 +471,9 @@ class FrameDecoder:
             offset += 4
         end = offset + length
         if available < end:
+            self.partial = (self.frames_parsed, opcode, rsv, mask, offset)
             return None, 0
+        self.frames_parsed += 1
         # A view, so the payload is copied out of the buffer once; released before `del buffer[...]`.
         with memoryview(buffer)[offset:end] as body:
             payload = bytes(body) if mask is None else apply_mask(body, mask)
@@ -576,6 +603,8 @@ class WebSocketConnection:
         # Fragmented message in progress: its opcode, parts, size, and the UTF-8 decoder for text.
         self._message_opcode: int | None = None
         self._message_compressed = False
+        # Fail-fast UTF-8 check of a text frame still arriving: (frame number, decoder, bytes checked).
+        self._partial_checker: tuple[int, codecs.IncrementalDecoder, int] | None = None
         self._parts: list[bytes] | list[str] = []
         self._message_size = 0
         self._utf8 = codecs.getincrementaldecoder("utf-8")("strict")
@@ -616,6 +645,12 @@ class WebSocketConnection:
         self._send_frame(Opcode.CLOSE, build_close_payload(code, reason))
         self.state = State.CLOSING
         self.close_code, self.close_reason = code, reason
+
+    def buffered_bytes(self) -> int:
+        """Memory this connection holds for incoming data: a frame still arriving plus the parts
+        of a fragmented message assembled so far (what a server's global budget counts)."""
+        assembling = self._message_size if self._message_opcode is not None else 0
+        return self._decoder.buffered + assembling
 
     def data_to_send(self) -> bytes:
         data = b"".join(self._outgoing)
@@ -666,8 +701,46 @@ class WebSocketConnection:
                     yield event
                 if self.state is State.CLOSED:
                     return
+            self._check_partial_text()
         except ProtocolError as error:
             yield self._fail(error.code, error.reason)
+
+    def _check_partial_text(self) -> None:
+        """§8.1 fail fast: validate the UTF-8 of a text frame still arriving, as its bytes come.
+
+        A frame of 1 MiB whose second byte is invalid fails now, not when the rest arrives. The
+        check runs on a copy of the message's decoder state and only over bytes not yet checked;
+        the frame is decoded for real once complete. (A compressed frame is checked when it can
+        be inflated, i.e. when complete.)
+        """
+        partial = self._decoder.partial
+        if partial is None:
+            return
+        number, opcode, rsv, _, _ = partial
+        continues_text = opcode == Opcode.CONTINUATION and self._message_opcode == Opcode.TEXT
+        compressed = rsv or (continues_text and self._message_compressed)
+        if not (opcode == Opcode.TEXT or continues_text) or compressed:
+            return
+        if self._partial_checker is None or self._partial_checker[0] != number:
+            checker = codecs.getincrementaldecoder("utf-8")("strict")
+            if opcode == Opcode.CONTINUATION:
+                checker.setstate(self._utf8.getstate())  # continue where the message stands
+            self._partial_checker = (number, checker, 0)
+        _, checker, checked = self._partial_checker
+        fresh = self._decoder.peek_payload(checked)
+        if not fresh:
+            return
+        try:
+            checker.decode(fresh)
+        except UnicodeDecodeError:
+            raise ProtocolError(CloseCode.INVALID_DATA, "text message is not valid UTF-8") from None
+        _reject_pending_surrogate(checker)
+        self._partial_checker = (number, checker, checked + len(fresh))
+
+    def fail(self, code: int, reason: str) -> ConnectionFailed:
+        """Fail the connection for a reason found outside the byte stream (e.g. a keepalive
+        timeout): queue a close frame with `code` and stop. Write `data_to_send()`, then close TCP."""
+        return self._fail(code, reason)
 
     def _fail(self, code: int, reason: str) -> ConnectionFailed:
         """§7.1.7 Fail the WebSocket Connection: send a close frame (if we still may), then stop."""
@@ -759,8 +832,12 @@ class WebSocketConnection:
             self._parts.append(self._utf8.decode(payload, final=fin))
         except UnicodeDecodeError:
             raise ProtocolError(CloseCode.INVALID_DATA, "text message is not valid UTF-8") from None
-        # CPython rejects E0 80, F0 8F, F4 90 at their second byte but keeps ED A0..BF (the start
-        # of a UTF-16 surrogate, never valid in UTF-8) waiting for a third: reject it now.
-        pending = self._utf8.getstate()[0]
-        if len(pending) >= 2 and pending[0] == 0xED and pending[1] >= 0xA0:
-            raise ProtocolError(CloseCode.INVALID_DATA, "text message is not valid UTF-8")
+        _reject_pending_surrogate(self._utf8)
+
+
+def _reject_pending_surrogate(decoder: codecs.IncrementalDecoder) -> None:
+    """CPython rejects E0 80, F0 8F, F4 90 at their second byte but keeps ED A0..BF (the start of a
+    UTF-16 surrogate, never valid in UTF-8) waiting for a third: reject it now."""
+    pending = decoder.getstate()[0]
+    if len(pending) >= 2 and pending[0] == 0xED and pending[1] >= 0xA0:
+        raise ProtocolError(CloseCode.INVALID_DATA, "text message is not valid UTF-8")

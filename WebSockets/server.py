@@ -2,7 +2,8 @@
 
     python -m WebSockets.server [--host 127.0.0.1] [--port 8765] [--mode echo|broadcast]
                                 [--max-size BYTES] [--handshake-timeout SECONDS]
-                                [--compression deflate|none]
+                                [--compression deflate|none] [--ping-interval S] [--ping-timeout S]
+                                [--read-timeout S] [--max-buffered BYTES] [--max-send-queue BYTES]
 
 Why asyncio and not a thread per client: a WebSocket server holds many long-lived, mostly idle
 connections. A coroutine per connection costs a few KiB where a thread costs a stack and a
@@ -10,10 +11,16 @@ scheduler slot, and broadcast touches every connection from one thread with no l
 is that nothing may block the event loop, so every wait on a peer is an `await` with a bound:
 
 - a client that never finishes its handshake is dropped after `--handshake-timeout` seconds;
+- keepalive: every `--ping-interval` seconds we ping; no pong within `--ping-timeout` closes the
+  connection with 1011 (a peer that vanished without a FIN, or stopped reading);
+- a client that stops in the middle of a frame is dropped after `--read-timeout` seconds;
 - a client that does not read its echoes only stalls its own coroutine (`await drain()`
   applies back-pressure to that one connection);
-- in broadcast mode a client whose unsent backlog passes `SLOW_CLIENT_BACKLOG` is disconnected
+- in broadcast mode a client whose unsent backlog passes `--max-send-queue` is disconnected
   instead of letting its buffer grow without bound;
+- a global budget, `--max-buffered`, bounds the bytes of incoming messages being assembled and of
+  outgoing data queued, across all connections: over it, the connection holding the most is
+  closed with 1013 (Try Again Later), so one greedy client cannot starve the rest;
 - a client that breaks the protocol gets a close frame with the right code (1002/1007/1009) and
   only its own connection ends;
 - permessage-deflate (RFC 7692) is accepted when offered (`--compression none` declines it); the
@@ -27,8 +34,12 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
-from collections.abc import Callable
+import sys
+from dataclasses import dataclass
+
+from common import cli
 
 from .deflate import ServerDeflateConfig, accept_offer
 from .protocol import (
@@ -39,6 +50,7 @@ from .protocol import (
     ConnectionFailed,
     HandshakeError,
     Message,
+    Pong,
     Role,
     State,
     WebSocketConnection,
@@ -51,7 +63,20 @@ DEFAULT_PORT = 8765
 HANDSHAKE_TIMEOUT = 5.0  # seconds a client gets to send a complete opening handshake
 CLOSE_TIMEOUT = 2.0  # seconds we wait for the peer to close TCP after the close handshake
 READ_SIZE = 256 * 1024
-SLOW_CLIENT_BACKLOG = 8 * DEFAULT_MAX_SIZE  # broadcast: bytes queued for one client before we drop it
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much time and memory one client, and all of them together, may take."""
+
+    max_size: int = DEFAULT_MAX_SIZE  # largest message, after inflating (1009 over it)
+    handshake_timeout: float = HANDSHAKE_TIMEOUT
+    ping_interval: float | None = 20.0  # None: no keepalive pings (websockets' defaults: 20 s, 20 s)
+    ping_timeout: float = 20.0
+    read_timeout: float | None = 30.0  # a frame may stall this long between two reads
+    max_buffered: int | None = 256 * MiB  # all connections together: incoming + queued outgoing
+    max_send_queue: int = 8 * MiB  # broadcast: unsent bytes one client may have waiting
 
 DEFAULT_DEFLATE = ServerDeflateConfig()  # websockets' defaults: 12-bit windows, context takeover
 
@@ -65,6 +90,10 @@ class Client:
         self.connection = connection
         self.writer = writer
         self.name = name
+        self.counted = 0  # this client's share of the global budget, as last counted
+        self.pings: dict[bytes, float] = {}  # keepalive pings awaiting their pong: payload -> sent at
+        self.latency: float | None = None  # seconds, from the last keepalive pong
+        self.pong_seen = asyncio.Event()
 
     def flush(self) -> None:
         """Hand the protocol's pending bytes to the transport (non-blocking; drain() waits)."""
@@ -75,20 +104,36 @@ class Client:
     def backlog(self) -> int:
         return self.writer.transport.get_write_buffer_size()
 
+    def buffered(self) -> int:
+        """Bytes this client makes us hold: incoming message data plus unsent outgoing data."""
+        return self.connection.buffered_bytes() + self.backlog()
+
+    def fail(self, code: int, reason: str) -> None:
+        """Close with `code` without waiting for the peer: a best-effort close frame, then abort.
+
+        Used when the peer is the problem (silent, stalled, greedy): a close handshake would
+        wait on the very peer we are giving up on.
+        """
+        if self.connection.state is State.OPEN:
+            self.connection.send_close(code, reason)
+            self.flush()
+        self.writer.transport.abort()
+
 
 class WebSocketServer:
     """Accepts connections, runs the handshake, then echoes or broadcasts every message."""
 
-    def __init__(self, mode: str = "echo", max_size: int = DEFAULT_MAX_SIZE,
-                 handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    def __init__(self, mode: str = "echo", limits: Limits = Limits(),
                  deflate: ServerDeflateConfig | None = DEFAULT_DEFLATE):
         if mode not in ("echo", "broadcast"):
             raise ValueError(f"mode must be 'echo' or 'broadcast', not {mode!r}")
         self.mode = mode
-        self.max_size = max_size
-        self.handshake_timeout = handshake_timeout
+        self.limits = limits
+        self.max_size = limits.max_size
+        self.handshake_timeout = limits.handshake_timeout
         self.deflate = deflate  # None: decline permessage-deflate offers
         self.clients: set[Client] = set()
+        self.buffered_total = 0  # the sum of every client's `counted`: the global budget's use
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """The life of one TCP connection: handshake, messages, close."""
@@ -107,11 +152,17 @@ class WebSocketServer:
             self.clients.add(client)
             log.info("%s connected (%d clients%s)", name, len(self.clients),
                      ", permessage-deflate" if connection.deflate else "")
+            keepalive = (asyncio.create_task(self._keepalive(client))
+                         if self.limits.ping_interval else None)
             try:
                 await self._serve_messages(client, reader)
             finally:
+                if keepalive is not None:
+                    keepalive.cancel()
                 self.clients.discard(client)
-            await self._finish_close(reader, writer)
+                self.buffered_total -= client.counted
+            if not writer.transport.is_closing():
+                await self._finish_close(reader, writer)
         except (ConnectionError, OSError) as error:
             log.info("%s connection lost: %s", name, error)
         except asyncio.CancelledError:
@@ -151,21 +202,105 @@ class WebSocketServer:
     async def _serve_messages(self, client: Client, reader: asyncio.StreamReader) -> None:
         connection = client.connection
         while True:
-            data = await reader.read(READ_SIZE)
-            if not data:
-                log.info("%s vanished without a close frame (1006)", client.name)
+            data = await self._read(client, reader)
+            if data is None:
                 return
             for event in connection.receive_data(data):
-                if type(event) is Message:
+                kind = type(event)
+                if kind is Message:
                     self._on_message(client, event.data)
-                elif type(event) is ConnectionFailed:
+                elif kind is Pong:
+                    self._on_pong(client, event.payload)
+                elif kind is ConnectionFailed:
                     log.info("%s failed: close %d (%s)", client.name, event.code, event.reason)
-                elif type(event) is CloseReceived:
+                elif kind is CloseReceived:
                     log.info("%s closed: code %d %r", client.name, event.code, event.reason)
             client.flush()  # our answers: echoes, pongs, the close frame
-            await client.writer.drain()  # back-pressure: a client that does not read waits alone
-            if connection.state is State.CLOSED:
+            if not self._within_budget(client):
                 return
+            await client.writer.drain()  # back-pressure: a client that does not read waits alone
+            if connection.state is State.CLOSED or client.writer.transport.is_closing():
+                return
+
+    async def _read(self, client: Client, reader: asyncio.StreamReader) -> bytes | None:
+        """The next bytes from the client; None once it is gone or was dropped for stalling.
+
+        Between frames a client may stay silent (keepalive watches it); in the middle of a frame
+        it has `read_timeout` seconds to send more, or it is holding our buffer hostage.
+        """
+        timeout = self.limits.read_timeout
+        try:
+            if timeout is None or not client.connection.buffered_bytes():
+                data = await reader.read(READ_SIZE)
+            else:
+                async with asyncio.timeout(timeout):
+                    data = await reader.read(READ_SIZE)
+        except TimeoutError:
+            log.info("%s dropped: a frame stalled for %.1fs (read timeout)", client.name, timeout)
+            client.fail(CloseCode.POLICY_VIOLATION, "read timeout")
+            return None
+        if not data:
+            if not client.writer.transport.is_closing():
+                log.info("%s vanished without a close frame (1006)", client.name)
+            return None
+        return data
+
+    def _within_budget(self, client: Client) -> bool:
+        """Recount this client's share of the global budget; over the budget, close the biggest.
+
+        Choice: the client holding the most memory goes (1013 Try Again Later), not the one that
+        happened to ask last, so a few greedy clients cannot get small, polite ones refused. The
+        count is refreshed after every read, so the budget is exceeded by at most one read.
+        """
+        share = client.buffered()
+        self.buffered_total += share - client.counted
+        client.counted = share
+        budget = self.limits.max_buffered
+        while budget is not None and self.buffered_total > budget and self.clients:
+            biggest = max(self.clients, key=lambda each: each.counted)
+            log.info("%s closed: holds %d bytes, all clients %d > --max-buffered %d (1013)",
+                     biggest.name, biggest.counted, self.buffered_total, budget)
+            biggest.fail(CloseCode.TRY_AGAIN_LATER, "server memory budget exceeded")
+            self.clients.discard(biggest)
+            self.buffered_total -= biggest.counted
+            biggest.counted = 0
+            if biggest is client:
+                return False
+        return True
+
+    async def _keepalive(self, client: Client) -> None:
+        """Ping every `ping_interval`; no pong within `ping_timeout` closes with 1011.
+
+        TCP alone never notices a peer that vanished without a FIN (a cable pulled, a NAT entry
+        expired): writes succeed into the kernel buffer for minutes. An unanswered ping does.
+        """
+        interval, timeout = self.limits.ping_interval, self.limits.ping_timeout
+        while client.connection.state is State.OPEN:
+            await asyncio.sleep(interval)
+            if client.connection.state is not State.OPEN:
+                return
+            payload = os.urandom(4)
+            client.pings[payload] = asyncio.get_running_loop().time()
+            client.pong_seen.clear()
+            client.connection.send_ping(payload)
+            client.flush()
+            try:
+                async with asyncio.timeout(timeout):
+                    while payload in client.pings:
+                        await client.pong_seen.wait()
+                        client.pong_seen.clear()
+            except TimeoutError:
+                log.info("%s closed: no pong within %.1fs (1011)", client.name, timeout)
+                client.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+                return
+
+    def _on_pong(self, client: Client, payload: bytes) -> None:
+        sent = client.pings.pop(payload, None)
+        if sent is not None:
+            # §5.5.3: a pong answers the most recent ping; earlier ones are answered too.
+            client.latency = asyncio.get_running_loop().time() - sent
+            client.pings.clear()
+            client.pong_seen.set()
 
     def _on_message(self, sender: Client, data: str | bytes) -> None:
         # Only an OPEN connection may still send data: nothing may follow our close frame (§5.5.1),
@@ -179,7 +314,7 @@ class WebSocketServer:
                 continue
             client.connection.send(data)
             client.flush()
-            if client is not sender and client.backlog() > SLOW_CLIENT_BACKLOG:
+            if client is not sender and client.backlog() > self.limits.max_send_queue:
                 # Without this a client that stops reading makes us buffer every broadcast forever.
                 log.info("%s dropped: %d bytes of broadcasts unread", client.name, client.backlog())
                 client.writer.transport.abort()
@@ -222,9 +357,13 @@ async def serve(host: str, port: int, server: WebSocketServer,
     # `limit` bounds what readuntil() buffers while looking for the end of the handshake (the head
     # itself must fit in MAX_HEADER_BYTES); the reader also pauses the socket at twice this much
     # unread data, so a small value would throttle large messages.
-    listener = await asyncio.start_server(server.handle, host, port, limit=READ_SIZE)
-    log.info("listening on ws://%s:%d (mode=%s, max message %d bytes)", host, port, server.mode,
-             server.max_size)
+    try:
+        listener = await asyncio.start_server(server.handle, host, port, limit=READ_SIZE)
+    except OSError as error:  # port in use, not allowed, not an address here: one line, not a traceback
+        raise cli.bind_error(error, host, port) from None
+    log.info("listening on ws://%s:%d (mode=%s, max message %d bytes, ping every %ss, "
+             "max buffered %s bytes)", host, port, server.mode, server.max_size,
+             server.limits.ping_interval, server.limits.max_buffered)
     if ready is not None:
         ready.set()
     async with listener:  # start_server is already accepting connections
@@ -237,41 +376,48 @@ async def serve(host: str, port: int, server: WebSocketServer,
             await server.shut_down()
 
 
-def _positive(kind: type) -> Callable[[str], int | float]:
-    """An argparse type: a number > 0 (0 bytes would refuse every message, 0 s every handshake)."""
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-        if not value > 0 or value == float("inf"):  # `not >` also refuses NaN
-            raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-        return value
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="RFC 6455 WebSocket server written from scratch "
-                                                 "(echo or broadcast).")
+    # Limits must be > 0: 0 bytes would refuse every message, 0 s every handshake.
+    parser = cli.ArgumentParser(prog="python -m WebSockets.server",
+                                description="RFC 6455 WebSocket server written from scratch "
+                                            "(echo or broadcast).")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    parser.add_argument("--port", type=cli.port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     parser.add_argument("--mode", choices=("echo", "broadcast"), default="echo",
                         help="echo each message to its sender, or send it to every client")
-    parser.add_argument("--max-size", type=_positive(int), default=DEFAULT_MAX_SIZE,
-                        help="largest message accepted, in bytes; larger closes with 1009 (default 1 MiB)")
-    parser.add_argument("--handshake-timeout", type=_positive(float), default=HANDSHAKE_TIMEOUT,
+    parser.add_argument("--max-size", type=cli.bytes_size, default=DEFAULT_MAX_SIZE,
+                        help="largest message accepted (after inflating), e.g. 1048576 or 32MiB; "
+                             "larger closes with 1009 (default 1 MiB)")
+    parser.add_argument("--handshake-timeout", type=cli.positive_float, default=HANDSHAKE_TIMEOUT,
                         help=f"seconds to complete the opening handshake (default {HANDSHAKE_TIMEOUT})")
+    defaults = Limits()
+    parser.add_argument("--ping-interval", type=cli.non_negative_float, default=defaults.ping_interval,
+                        help="seconds between keepalive pings; 0 turns them off (default 20)")
+    parser.add_argument("--ping-timeout", type=cli.positive_float, default=defaults.ping_timeout,
+                        help="seconds to answer a ping before we close with 1011 (default 20)")
+    parser.add_argument("--read-timeout", type=cli.positive_float, default=defaults.read_timeout,
+                        help="seconds a half-received message may stall before we drop the client "
+                             "(default 30)")
+    parser.add_argument("--max-buffered", type=cli.bytes_size, default=defaults.max_buffered,
+                        help="bytes of message data held for all clients together; over it the "
+                             "client holding the most is closed with 1013 (default 256MiB)")
+    parser.add_argument("--max-send-queue", type=cli.bytes_size, default=defaults.max_send_queue,
+                        help="broadcast: unsent bytes one client may have queued before it is "
+                             "dropped (default 8MiB)")
     parser.add_argument("--compression", choices=("deflate", "none"), default="deflate",
                         help="accept permessage-deflate (RFC 7692) when a client offers it (default), "
                              "or decline it")
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s server %(message)s")
-    server = WebSocketServer(args.mode, args.max_size, args.handshake_timeout,
-                             DEFAULT_DEFLATE if args.compression == "deflate" else None)
+    limits = Limits(max_size=args.max_size, handshake_timeout=args.handshake_timeout,
+                    ping_interval=args.ping_interval or None, ping_timeout=args.ping_timeout,
+                    read_timeout=args.read_timeout, max_buffered=args.max_buffered,
+                    max_send_queue=args.max_send_queue)
+    server = WebSocketServer(args.mode, limits, DEFAULT_DEFLATE if args.compression == "deflate" else None)
 
     async def run() -> None:
         task = asyncio.current_task()
@@ -281,11 +427,13 @@ def main(argv: list[str] | None = None) -> None:
             await serve(args.host, args.port, server)
 
     try:
-        asyncio.run(run())
-    except KeyboardInterrupt:
-        pass
+        asyncio.run(run())  # Ctrl-C and SIGTERM end it normally (exit 0), after saying goodbye
+    except KeyboardInterrupt:  # Ctrl-C before the loop could turn it into a graceful stop
+        log.info("stopped")
+        raise  # cli.run: exit status 130
     log.info("stopped")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

@@ -29,7 +29,9 @@ it: across a real partition the sender's kernel keeps retransmitting, so the byt
 the partition heals) or the connection dies (when someone times out and closes or resets it). The
 proxy behaves the same way: it stops reading the stopped direction, the bytes wait in the kernel's
 socket buffers, the sender's writes block once those fill, and on heal() everything flows in order.
-If you want the late bytes gone, close or reset the connection, as a client that times out does.
+A client that times out and closes its end does not take back what it sent: the proxy's kernel had
+already acknowledged those bytes, so heal() still delivers them (the demo's late request). To make
+held bytes disappear, call reset_all() before heal(), as when a partition outlasts TCP's retries.
 
 Design: one asyncio event loop in one background thread per proxy; each proxied connection is two
 asyncio transports (client side, server side) and two flows (one per direction). The healthy path
@@ -44,7 +46,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import errno
 import fcntl
 import random
 import socket
@@ -59,6 +60,8 @@ from dataclasses import dataclass
 
 from . import cli
 from .ports import LOOPBACK, port_is_open
+
+__all__ = ["DOWNSTREAM", "UPSTREAM", "FaultProxy", "FaultProxyError", "ProxyStats", "fault_proxy"]
 
 UPSTREAM = "upstream"        # client -> server (requests)
 DOWNSTREAM = "downstream"    # server -> client (responses)
@@ -108,9 +111,6 @@ class _Faults:
     delay_directions: tuple[str, ...] = DIRECTIONS
     cut_after: int | None = None
     cut_once: bool = False
-
-    def healthy(self) -> bool:
-        return self == _Faults()
 
     def stops(self, direction: str) -> bool:
         return self.partition is not None or self.one_way == direction
@@ -204,7 +204,7 @@ class FaultProxy:
         """Cut the client off from the server: "refuse" (RST, connection refused) or "blackhole" (silence)."""
         if mode not in PARTITION_MODES:
             raise ValueError(f"partition mode must be 'refuse' or 'blackhole', got {mode!r}")
-        self._call(self._set_partition, mode)
+        self._call(self._change, partition=mode)
 
     def heal(self) -> None:
         """Clear every fault. Held bytes and held connections go through, in order."""
@@ -291,15 +291,14 @@ class FaultProxy:
 
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=10)
 
-    def _set_partition(self, mode: str) -> None:
-        self._change(partition=mode)
-
     def _change(self, **changes) -> None:
         faults = _Faults(**{**self._faults.__dict__, **changes})
         self._apply(faults)
 
     def _apply(self, faults: _Faults) -> None:
         """Put `faults` in force: listening state, held connections, every flow."""
+        # A cut counts from the moment it is armed; changing another fault must not restart it.
+        cut_changed = (faults.cut_after, faults.cut_once) != (self._faults.cut_after, self._faults.cut_once)
         self._faults = faults
         if faults.partition == "refuse":
             self._stop_listening()
@@ -308,10 +307,8 @@ class FaultProxy:
         elif not self._listening:
             self._start_listening()
         for link in list(self._links):
-            if faults.cut_after is not None:
+            if cut_changed:
                 link.arm_cut(faults.cut_after)
-            else:
-                link.disarm_cut()
             if faults.partition is None and not link.opened:
                 link.open()       # accepted during a blackhole partition: now it may connect
             link.refresh()
@@ -446,8 +443,8 @@ def _kernel_free_port(host: str) -> int:
         return probe.getsockname()[1]
 
 
-def _rst_close(sock) -> None:
-    """Close with SO_LINGER {on, 0}: the kernel discards unsent data and sends RST instead of FIN."""
+def _reset_on_close(sock) -> None:
+    """SO_LINGER {on, 0}: the next close() discards unsent data and sends RST instead of FIN."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
@@ -470,8 +467,9 @@ class _Side(asyncio.BufferedProtocol):
     A buffered protocol: the transport reads straight into the proxy's one receive buffer
     (recv_into), instead of allocating a new bytes object per read; large fresh allocations cost
     page faults, and that halved the throughput. Sharing one buffer is safe because the loop is
-    single-threaded and a flow consumes what it is given before returning: the transport sends
-    it (copying any unsent rest into its own buffer) or the flow copies it into its queue.
+    single-threaded and a flow is done with what it is given before it returns: the kernel took
+    it, or the flow copied it, or the transport kept it and the proxy moved on to a fresh buffer
+    (see _Flow._write_through).
     """
 
     def __init__(self, link: _Link, name: str):
@@ -509,7 +507,7 @@ class _Side(asyncio.BufferedProtocol):
 
     def rst(self) -> None:
         if self.transport is not None and not self.lost:
-            _rst_close(self.transport.get_extra_info("socket"))
+            _reset_on_close(self.transport.get_extra_info("socket"))
             self.transport.abort()
 
 
@@ -539,10 +537,26 @@ class _Flow:
     def receive(self, data: memoryview) -> None:
         """Called with a view of the shared receive buffer, valid only during this call."""
         if self.direct:
-            self.dst.transport.write(data)
+            self._write_through(data)
             self.proxy._bytes[self.direction] += len(data)
             return
         self._enqueue(bytes(data))
+
+    def _write_through(self, data: memoryview) -> None:
+        """The fast path: hand the view to the transport, which usually sends it at once.
+
+        What the kernel does not take at once stays in the transport's buffer, and since Python
+        3.12 that buffer keeps a *reference* to the memoryview instead of a copy. So: behind bytes
+        already queued, hand over a copy; and if a view of ours was kept, give it to the transport
+        for good and read into a fresh buffer from now on.
+        """
+        transport = self.dst.transport
+        if transport.get_write_buffer_size():
+            transport.write(bytes(data))
+        else:
+            transport.write(data)
+            if transport.get_write_buffer_size():
+                self.proxy._receive_buffer = memoryview(bytearray(RECEIVE_BUFFER_SIZE))
 
     def receive_eof(self) -> None:
         self._enqueue(None)
@@ -597,8 +611,12 @@ class _Flow:
 
     def _deliver_eof(self) -> None:
         self.eof_delivered = True
-        if self.dst.transport.can_write_eof():
-            self.dst.transport.write_eof()
+        transport = self.dst.transport
+        if not transport.is_closing() and transport.can_write_eof():
+            try:
+                transport.write_eof()
+            except OSError:
+                pass     # the other side is already gone (e.g. reset by a cut): nothing to half-close
         self.link.maybe_finished()
 
     def refresh(self) -> None:
@@ -693,12 +711,10 @@ class _Link:
             self.up.refresh()
             self.down.refresh()
 
-    def arm_cut(self, n_bytes: int) -> None:
+    def arm_cut(self, n_bytes: int | None) -> None:
+        """Reset after n_bytes more response bytes (None: never). refresh() re-picks the fast path."""
         self.down.cut_remaining = n_bytes
         self.down.direct = False
-
-    def disarm_cut(self) -> None:
-        self.down.cut_remaining = None
 
     def cut(self) -> None:
         """The cut fired: stop both flows, let the last allowed byte leave the kernel, then RST."""
@@ -751,7 +767,7 @@ class _Link:
         """
         if not self.client_sock_handed_over:
             self.client_sock_handed_over = True    # closed: nobody may hand it over now
-            _rst_close(self.client_sock)
+            _reset_on_close(self.client_sock)
             self.client_sock.close()
 
     def side_lost(self, side: _Side, exc: Exception | None) -> None:
@@ -917,10 +933,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         proxy.start()
     except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise cli.UsageError(f"port {args.listen[1]} on {args.listen[0]} is already in use by "
-                                 f"another program; pick another with --listen") from None
-        raise cli.bind_error(exc, *args.listen) from None
+        raise cli.bind_error(exc, *args.listen, port_flag="--listen", host_flag="--listen") from None
     try:
         host, port = proxy.address
         print(f"faultproxy: {host}:{port} -> {args.to[0]}:{args.to[1]}  (type help for commands)",

@@ -26,13 +26,17 @@ import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import timeit
+from pathlib import Path
 
 from . import cli
 from .faultproxy import fault_proxy
 from .ports import LOOPBACK, free_port, wait_for_port
 from .processes import REPO_ROOT, stop_process
+from .trace import open_tracer
 
 TARGET_ADDED_P50_MS = 0.2
 TARGET_MB_PER_S = 200.0
@@ -175,6 +179,19 @@ def format_table(results: dict[str, dict[str, list[float]]], payload_size: int) 
     return "\n".join(lines)
 
 
+def tracer_cost_us(repeats: int, events: int) -> tuple[float, float]:
+    """Microseconds per traced event with tracing off (the no-op tracer) and on (a real file)."""
+    with tempfile.TemporaryDirectory() as folder:
+        tracers = {"off": open_tracer(None, "bench"), "on": open_tracer(Path(folder) / "t.jsonl", "bench")}
+        best = {}
+        for name, tracer in tracers.items():
+            timings = timeit.repeat(lambda t=tracer: t.send("peer", "m1", "PREPARE tx7"),
+                                    number=events, repeat=repeats)
+            best[name] = min(timings) / events * 1e6
+        tracers["on"].close()
+    return best["off"], best["on"]
+
+
 def _start_process(argv: list[str], port: int, stdin=subprocess.DEVNULL) -> subprocess.Popen:
     process = subprocess.Popen([sys.executable, "-m", *argv], cwd=REPO_ROOT, stdin=stdin,
                                stdout=subprocess.DEVNULL)
@@ -213,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
                      "proxy thread": in_thread.address[1]}
             results = measure(paths, args.repeats, args.round_trips, args.payload, args.size)
         print(format_table(results, args.payload))
+        off, on = tracer_cost_us(args.repeats, events=10 * args.round_trips)
+        print(f"trace event (common.trace): {off:.2f} us with tracing off, {on:.1f} us on "
+              f"(best of {args.repeats})")
     finally:
         for process in (proxy, server):
             if process is not None:

@@ -14,6 +14,7 @@ Transfer-Encoding. See ROGUE_RESPONSES.
 from __future__ import annotations
 
 import argparse
+import gzip
 import http.client
 import itertools
 import json
@@ -186,6 +187,12 @@ ROGUE_RESPONSES: dict[str, tuple[bytes, bool]] = {
     "status-000": (_response(b"x", CACHEABLE, status="000 Zero"), True),
     "status-600": (_response(b"x", CACHEABLE, status="600 Beyond"), True),
     "lf-in-reason": (_response(b"x", CACHEABLE, status="200 OK\nSet-Cookie: pwned=1"), True),
+    # Transfer codings (RFC 9112 §6.3): not chunked-final -> the body ends at the close; chunked
+    # after a coding the edge cannot decode -> untrustworthy framing.
+    "te-gzip": (b"HTTP/1.1 200 OK\r\n" + CACHEABLE.encode() + b"\r\nTransfer-Encoding: gzip\r\n\r\n"
+                + gzip.compress(b"coded body", mtime=0), True),
+    "te-gzip-chunked": (b"HTTP/1.1 200 OK\r\n" + CACHEABLE.encode() + b"\r\nTransfer-Encoding: gzip, chunked"
+                        b"\r\n\r\n0\r\n\r\n", True),
     # A bare LF inside a chunk extension (RFC 9112 §7.1.1).
     "chunk-ext-lf": (b"HTTP/1.1 200 OK\r\n" + CACHEABLE.encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
                      b"5;a=b\nc\r\nhello\r\n0\r\n\r\n", True),
@@ -216,6 +223,8 @@ def _serve_rogue_connection(connection: socket.socket, counts: dict[str, int], l
             else:
                 wire = _response(own_body(path, n), CACHEABLE)
             connection.sendall(wire)  # one send: the extra bytes arrive with the framed ones
+            if name == "te-gzip":
+                return  # its body ends when the connection closes
 
 
 def serve_rogue_origin(port: int) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from DistributedLocking.workers import SPAWN
+
+FORK = multiprocessing.get_context("fork")
 
 
 class Workers:
@@ -18,6 +21,17 @@ class Workers:
 
     def start(self, target, *args):
         proc = SPAWN.Process(target=target, args=args, daemon=True)
+        proc.start()
+        self.procs.append(proc)
+        return proc
+
+    def start_forked(self, target, *args):
+        """Like start(), but fork: a few ms instead of a fresh interpreter's import time each.
+
+        For tests that need many processes (32 racers) within the suite's time budget. The worker
+        opens its own Redis and SQLite connections after the fork, so nothing is shared.
+        """
+        proc = FORK.Process(target=target, args=args, daemon=True)
         proc.start()
         self.procs.append(proc)
         return proc

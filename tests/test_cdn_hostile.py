@@ -51,7 +51,7 @@ def assert_still_serving(port: int) -> None:
     (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
     (b"GET http://[bad/ HTTP/1.1\r\nConnection: close\r\n\r\n", 400),
     (b"GET /a#frag HTTP/1.1\r\n\r\n", 400),
-    (b"BREW /pot HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 405),
+    (b"TRACE /pot HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 405),
     (b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", 400),                # HTTP/1.1 without Host
     (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),    # no chunked in 1.0
     (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n", 400),  # two Hosts

@@ -10,12 +10,20 @@ the next request for another URL gets its own body, both on the MISS and on the 
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import socket
 
 import pytest
 
-from tests.cdn_helpers import own_body, read_responses, request, start_edge, start_rogue_origin
+from tests.cdn_helpers import (
+    own_body,
+    raw_exchange,
+    read_responses,
+    request,
+    start_edge,
+    start_rogue_origin,
+)
 
 _numbers = itertools.count(1)
 
@@ -89,7 +97,7 @@ def test_content_length_with_transfer_encoding_is_relayed_by_chunks_never_stored
 
 @pytest.mark.parametrize("name", ["lf-in-value", "cr-in-value", "nul-in-value", "folded", "vt-length",
                                   "status-000", "status-600", "lf-in-reason", "chunk-ext-lf",
-                                  "switching"])
+                                  "switching", "te-gzip-chunked"])
 def test_a_malformed_origin_response_is_a_502_and_poisons_nothing(edge, name):
     path = fresh(name)
     for _ in range(2):  # and it was not stored either: the second request gets a 502 too
@@ -97,3 +105,32 @@ def test_a_malformed_origin_response_is_a_502_and_poisons_nothing(edge, name):
         assert reply.status == 502, (reply.status, reply.raw_headers, reply.body)
         assert "set-cookie" not in reply.headers and b"POISON" not in reply.body
         assert_next_url_gets_its_own_body(edge)
+
+
+def test_a_transfer_coding_other_than_chunked_is_read_to_the_close_and_passed_on(edge):
+    """RFC 9112 §6.3: the body of `Transfer-Encoding: gzip` ends when the origin closes; the edge
+    relays it with its coding (re-chunked for an HTTP/1.1 client), never stores it, never reuses
+    the connection."""
+    path = fresh("te-gzip")
+    for _ in range(2):
+        # (http.client cannot read "gzip, chunked": it only knows "chunked" alone)
+        raw = raw_exchange(edge, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        head, _, chunked_body = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ") and b"\r\nX-Cache: BYPASS" in head
+        assert b"\r\nTransfer-Encoding: gzip, chunked" in head
+        assert gzip.decompress(dechunk(chunked_body)) == b"coded body"
+        assert_next_url_gets_its_own_body(edge)
+    with socket.create_connection(("127.0.0.1", edge), timeout=30) as sock:
+        sock.sendall(f"GET {path} HTTP/1.0\r\n\r\n".encode())
+        (status, _, _), = read_responses(sock)
+    assert status == 502  # HTTP/1.0 has no Transfer-Encoding to carry it
+
+
+def dechunk(data: bytes) -> bytes:
+    body = b""
+    while True:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            return body
+        body, data = body + data[:size], data[size + 2:]

@@ -9,6 +9,7 @@ must not come; every positive check waits for the event itself.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import socket
 import subprocess
@@ -161,6 +162,24 @@ def test_healthy_proxy_passes_bytes_both_ways_and_counts_them(proxy):
     assert stats.bytes_upstream == stats.bytes_downstream == 301_001
     assert stats.connections_accepted == 1
     assert stats.faults == "healthy"
+
+
+def test_a_slow_reader_gets_every_byte_intact(bare):
+    """Bytes the kernel could not take at once wait in asyncio's buffer (since Python 3.12 as a
+    reference to the proxy's receive buffer, which must then not be reused)."""
+    payload = os.urandom(1 << 20) * 8
+    with fault_proxy(upstream=bare.getsockname()) as proxy:
+        client, server = pair(proxy, bare)
+        sender = threading.Thread(target=lambda: (server.sendall(payload), server.close()))
+        sender.start()
+        digest, received = hashlib.sha256(), 0
+        while chunk := client.recv(4096):            # small reads: the proxy's writes back up
+            digest.update(chunk)
+            received += len(chunk)
+        sender.join()
+        client.close()
+    assert received == len(payload)
+    assert digest.digest() == hashlib.sha256(payload).digest()
 
 
 def test_server_that_is_down_resets_the_client_and_is_counted(bare):
@@ -345,8 +364,11 @@ def test_cut_counts_from_the_moment_it_is_armed(bare):
         server.sendall(b"x" * 10)
         assert recv_exactly(client, 10) == b"x" * 10
         proxy.cut_after(5)
-        server.sendall(b"abcdefgh")
-        assert read_until_reset(client) == b"abcde"
+        server.sendall(b"abc")
+        assert recv_exactly(client, 3) == b"abc"
+        proxy.delay(1)                               # another fault does not restart the count
+        server.sendall(b"defgh")
+        assert read_until_reset(client) == b"de"
         client.close()
         server.close()
 
@@ -426,6 +448,46 @@ def test_no_thread_or_fd_leak_after_1000_connections(echo):
         assert threading.active_count() == threads
     fds_without_proxy = _open_fds()
     assert fds_without_proxy < fds           # the proxy's own listener and loop are gone too
+
+
+def test_no_fd_leak_through_the_fault_paths(echo):
+    with fault_proxy(upstream=echo.address) as proxy:
+        with connect(proxy.address) as warm_up:
+            echo_round_trip(warm_up)
+        proxy.wait_until(lambda s: s.connections_active == 0)
+        echo.wait_idle()
+        fds, threads = _open_fds(), threading.active_count()
+
+        proxy.partition("blackhole")                   # held before they ever reach the server
+        held = [connect(proxy.address) for _ in range(20)]
+        for client in held:
+            client.sendall(b"late")
+        proxy.partition("refuse")                      # ... and reset from the hold
+        for client in held:
+            assert read_until_reset(client) == b""
+            client.close()
+        proxy.heal()
+
+        proxy.cut_after(2)                             # cut mid-reply
+        for _ in range(20):
+            with connect(proxy.address) as client:
+                client.sendall(b"hello")
+                assert read_until_reset(client) == b"he"
+        proxy.heal()
+
+        opened = [connect(proxy.address) for _ in range(20)]
+        for client in opened:
+            echo_round_trip(client)
+        proxy.delay(5)
+        assert proxy.reset_all() == 20                 # reset while delayed
+        for client in opened:
+            client.close()
+
+        proxy.wait_until(lambda s: s.connections_active == 0)
+        echo.wait_idle()
+        assert proxy.stats().connections_reset == 60
+        assert _open_fds() == fds
+        assert threading.active_count() == threads
 
 
 def test_closed_proxy_refuses_calls_and_frees_its_port(echo):
@@ -537,6 +599,20 @@ def test_cli_commands_through_a_pipe(echo, free_port):
 
 
 
+@pytest.mark.parametrize("listen", ["192.0.2.1:7001", "taken"])
+def test_cli_bind_errors_name_the_flag_it_has(listen):
+    """The proxy takes --listen, not --host/--port: a bind error must send the user to --listen."""
+    with socket.create_server(("127.0.0.1", 0)) as occupant:
+        if listen == "taken":
+            listen = f"127.0.0.1:{occupant.getsockname()[1]}"
+        result = subprocess.run([sys.executable, "-m", "common.faultproxy", "--listen", listen],
+                                cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+                                stdin=subprocess.DEVNULL)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert "--listen" in result.stderr and "--host" not in result.stderr and "--port" not in result.stderr
+
+
 def test_bench_runs_and_prints_one_row_per_path():
     result = subprocess.run(
         [sys.executable, "-m", "common.faultproxy_bench", "--repeats", "1", "--round-trips", "20",
@@ -545,3 +621,4 @@ def test_bench_runs_and_prints_one_row_per_path():
     table = result.stdout.splitlines()
     assert table[1].split()[:3] == ["path", "p50", "ms"]
     assert [line[:16].strip() for line in table[2:5]] == ["direct", "proxy process", "proxy thread"]
+    assert table[-1].startswith("trace event (common.trace): ")

@@ -4,8 +4,9 @@ more than the minimum a membership change moves.
 The paper's promises, in its own terms: every slot of the lookup table is filled, each backend
 owns about M/N slots (with the round-robin fill: exactly floor(M/N) or ceil(M/N)), and when a
 backend leaves, its slots go to the others while *most* other slots keep their owner ("minimal
-disruption" is a goal, not a guarantee). The disruption shrinks as the table grows relative to N;
-the paper recommends M > 100 N, and at that ratio we assert the change stays under twice the minimum.
+disruption" is a goal, not a guarantee). The extra disruption shrinks as the table grows relative
+to N. Measured with M >= 100 N (the paper's choice, which keeps shares within 1%): 1.7x the
+minimum here (N = 40, M = 5,003), 2.6x at N = 100, M = 10,007 (compare.py); we assert < 2x here.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def test_removing_a_backend_moves_its_slots_and_a_bounded_few_others():
     changed = changed_slots(before, after)
     # Not minimal: survivors trade some slots among themselves when the turn order shifts...
     assert changed > own
-    # ...but with M > 100 N the total stays below twice the minimum (measured here: 1.66x).
+    # ...but at this table size (125 slots per backend) it stays under twice the minimum (1.66x).
     assert changed < 2 * own, (changed, own)
     # and the survivors' shares are still within one slot of each other
     counts = maglev.slot_counts().values()

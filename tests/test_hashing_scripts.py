@@ -63,10 +63,14 @@ def test_compare_runs_on_a_small_workload(tmp_path):
                "--add", "3", "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
-    assert len(rows) == 1 + 10  # header + the ten schemes
+    schemes = [row for row in rows if row.count("|") == 8 and not row.startswith("| scheme")]
+    assert len(schemes) == 11  # six rings, rendezvous, jump, maglev, bounded loads, modulo
     modulo = next(row for row in rows if row.startswith("| modulo"))
     assert float(modulo.split("|")[4].strip().rstrip("%")) > 50  # modulo moves most keys
-    assert (tmp_path / "max_load_vs_vnodes.png").stat().st_size > 10_000
+    maglev = [row for row in rows if row.startswith("| 65,537 |")]
+    assert maglev and float(maglev[0].split("|")[-2].strip().rstrip("x")) > 1  # more than the minimum
+    for name in ("max_load_vs_vnodes.png", "maglev_disruption.png"):
+        assert (tmp_path / name).stat().st_size > 10_000
 
 
 def test_bench_runs_and_reports_ratios():

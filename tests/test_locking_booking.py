@@ -161,7 +161,8 @@ def test_thirty_two_processes_book_lock_free_and_each_seat_has_exactly_one_winne
     with workers() as group:
         start, results = group.event(), group.queue()
         for n in range(racers):
-            group.start(seat_rush_worker, redis_url, seat_db, "rush", seats, f"u{n}", True, n, start, results)
+            group.start_forked(seat_rush_worker, redis_url, seat_db, "rush", seats, f"u{n}", True, n, start,
+                               results)
         start.set()
         reports = [results.get(timeout=120) for _ in range(racers)]
         group.join_all()

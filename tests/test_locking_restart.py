@@ -83,3 +83,14 @@ def test_a_fence_kept_in_the_restarted_redis_forgets_and_double_books(redis_proc
     assert seat.write(b_token, "bob").accepted
     assert seat.write(a_token, "alice").accepted            # 13 >= 1: the stale write passes
     assert client.get("seat:gala:A1") == b"alice"           # bob was told "booked": double booking
+
+
+def test_redis_lost_after_the_seat_was_decided_does_not_undo_the_booking(redis_process, seat_db):
+    # The seat store decided; an unreachable Redis at release time must not turn "booked" into an
+    # exception (the lease simply expires on its own).
+    server = redis_process()
+    client = redis.Redis.from_url(server.url, socket_timeout=1, socket_connect_timeout=1)
+    system = TicketBookingSystem(client, SeatStore(seat_db), auto_renew=False)
+    result = system.book_seat("gala", "B2", "carol", on_locked=lambda token: server.kill())
+    assert result.outcome is BookingOutcome.BOOKED
+    assert SeatStore(seat_db).holder("gala", "B2") == "carol"

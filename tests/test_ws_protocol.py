@@ -389,3 +389,49 @@ def test_client_reader_and_writer_threads_never_lose_a_queued_frame():
             frames += decoder.feed(peer.recv(65536))
         assert [(f.opcode, f.payload) for f in frames] == [(Opcode.TEXT, b"from the writer"),
                                                           (Opcode.PONG, b"are you there")]
+
+
+# --------------------------------------------------------- UTF-8 checked as a frame arrives
+
+
+def _split_frame(payload: bytes, opcode: int = Opcode.TEXT, fin: bool = True) -> bytes:
+    return encode_frame(opcode, payload, fin=fin, mask=b"\x01\x02\x03\x04")
+
+
+def test_invalid_utf8_early_in_a_frame_fails_before_the_frame_is_complete():
+    server = WebSocketConnection(Role.SERVER)
+    frame = _split_frame(b"ab\xff" + b"x" * 100_000)
+    # Only the header and the first bytes have arrived; the rest is "still on its way".
+    [event] = server.receive_data(frame[:20])
+    assert event == ConnectionFailed(1007, "text message is not valid UTF-8")
+
+
+def test_a_valid_prefix_waits_and_the_whole_frame_is_delivered():
+    server = WebSocketConnection(Role.SERVER)
+    text = "héllo ✓ wörld " * 1000
+    frame = _split_frame(text.encode())
+    events = []
+    for start in range(0, len(frame), 997):  # chunks that split multi-byte characters and the mask
+        events += server.receive_data(frame[start:start + 997])
+    assert events == [Message(text)]
+
+
+def test_a_continuation_is_checked_as_it_arrives_from_where_the_message_stands():
+    server = WebSocketConnection(Role.SERVER)
+    assert list(server.receive_data(_split_frame("ok €".encode()[:-1], fin=False))) == []  # ends mid-€
+    bad = _split_frame(b"A" + b"x" * 50_000, opcode=Opcode.CONTINUATION)  # 'A' cannot end the €
+    [event] = server.receive_data(bad[:16])
+    assert event.code == 1007
+
+
+def test_a_surrogate_start_in_a_partial_frame_fails_at_once():
+    server = WebSocketConnection(Role.SERVER)
+    [event] = server.receive_data(_split_frame(b"ok\xed\xa0" + b"x" * 1000)[:12])
+    assert event.code == 1007
+
+
+def test_binary_frames_are_not_checked_as_text():
+    server = WebSocketConnection(Role.SERVER)
+    frame = _split_frame(b"\xff" * 1000, opcode=Opcode.BINARY)
+    assert list(server.receive_data(frame[:100])) == []
+    assert list(server.receive_data(frame[100:])) == [Message(b"\xff" * 1000)]
