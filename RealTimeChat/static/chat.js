@@ -18,7 +18,7 @@
     typing: new Map(),        // room -> Map(username -> timeout handle)
     outbox: new Map(),        // client_id -> {key, event, payload, state, tries}
   };
-  const MAX_TRIES = 5;
+  const MAX_TRIES = 8;
   const ACK_TIMEOUT_MS = 5000;
   const RETRYABLE = new Set(["rate_limited", "internal_error", "not_joined", "not_in_room"]);
 
