@@ -97,9 +97,8 @@ class Client:
 
     def flush(self) -> None:
         """Hand the protocol's pending bytes to the transport (non-blocking; drain() waits)."""
-        data = self.connection.data_to_send()
-        if data:
-            self.writer.write(data)
+        for chunk in self.connection.data_to_send_chunks():
+            self.writer.write(chunk)
 
     def backlog(self) -> int:
         return self.writer.transport.get_write_buffer_size()
