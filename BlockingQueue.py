@@ -23,13 +23,14 @@ How it is built (compare CPython's Lib/queue.py, which does the same thing):
 
 Run it:
     python BlockingQueue.py                 interactive: enqueue X, dequeue, size, peek, help, exit
-    python BlockingQueue.py demo --plot Threading/images/blocking_queue_depth.png
+    python BlockingQueue.py demo            fast producers, slow consumers; plot in out/BlockingQueue/
     python BlockingQueue.py bench           items/s against queue.Queue on the same workload
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import queue
 import random
 import statistics
@@ -39,11 +40,16 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Generic, TextIO, TypeVar
+
+from common import cli
 
 T = TypeVar("T")
 
 __all__ = ["BlockingQueue", "Closed"]
+
+DEFAULT_PLOT = cli.output_path("BlockingQueue", "blocking_queue_depth.png")
 
 
 class Closed(Exception):
@@ -445,7 +451,7 @@ def _consumer(name: str, q: BlockingQueue, work: float, rng: random.Random, tl: 
 
 def run_demo(producers: int = 3, consumers: int = 2, capacity: int = 5, items: int = 60, seed: int = 1,
              produce_every: float = 0.004, consume_work: float = 0.02,
-             show: int = 45, plot: str | None = None) -> dict:
+             show: int = 45, plot: Path | None = None) -> dict:
     """Run the producer/consumer demo, print the timeline, and return the figures it checked."""
     q: BlockingQueue[tuple[str, int]] = BlockingQueue(capacity)
     tl = Timeline(capacity)
@@ -500,7 +506,7 @@ def run_demo(producers: int = 3, consumers: int = 2, capacity: int = 5, items: i
           f"queue full at {full_share:.0%} of events; took {events[-1][0]:.2f}s")
     if plot:
         _plot_depth(events, capacity, plot)
-        print(f"plot saved to {plot}")
+        print(f"plot saved to {os.path.relpath(plot)}")
     ok = exactly_once and in_order and max_depth <= capacity
     print(f"result: {len(received)}/{items} items delivered exactly once and in order per producer, "
           f"max depth {max_depth}/{capacity}, producers blocked {blocked_count} times: "
@@ -512,7 +518,7 @@ def _in_order(seqs: list[int]) -> bool:
     return all(a < b for a, b in zip(seqs, seqs[1:], strict=False))
 
 
-def _plot_depth(events: list[tuple[float, str, int, str]], capacity: int, path: str) -> None:
+def _plot_depth(events: list[tuple[float, str, int, str]], capacity: int, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -530,7 +536,7 @@ def _plot_depth(events: list[tuple[float, str, int, str]], capacity: int, path: 
     ax.set_title("Bounded queue under backpressure: fast producers, slow consumers")
     ax.legend(loc="upper center", ncol=3, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(cli.ensure_parent(path), dpi=110)
     plt.close(fig)
 
 
@@ -575,7 +581,6 @@ def _move_items(make_queue: Callable[[], object], producers: int, consumers: int
 
 def run_bench(items: int = 200_000, capacity: int = 64, repeat: int = 7,
               shapes: tuple[tuple[int, int], ...] = ((1, 1), (4, 4), (0, 0))) -> list[dict]:
-    import os
     import platform
 
     print(f"Python {platform.python_version()} ({platform.python_implementation()}), "
@@ -585,17 +590,16 @@ def run_bench(items: int = 200_000, capacity: int = 64, repeat: int = 7,
                   "queue.Queue": lambda: queue.Queue(capacity)}
     rows = []
     for producers, consumers in shapes:
+        shape = f"{producers}P/{consumers}C" if producers else "1 thread"
         times: dict[str, list[float]] = {name: [] for name in contenders}
-        for rep in range(repeat):
+        for rep in cli.progress(range(repeat), label=f"{shape} repetitions"):
             # Alternate which one goes first, so neither always gets the warmer (or cooler) machine.
             order = list(contenders) if rep % 2 == 0 else list(reversed(contenders))
             for name in order:
                 times[name].append(_move_items(contenders[name], producers, consumers, items))
         ours = items / statistics.median(times["BlockingQueue"])
         peer = items / statistics.median(times["queue.Queue"])
-        shape = f"{producers}P/{consumers}C" if producers else "1 thread"
         rows.append({"shape": shape, "ours": ours, "peer": peer, "ratio": ours / peer})
-        print(f"  {shape} done", flush=True)
     print(f"\n  {'threads':<8} {'BlockingQueue items/s':>22} {'queue.Queue items/s':>20} "
           f"{'ratio ours/peer':>16}")
     for row in rows:
@@ -609,58 +613,51 @@ def run_bench(items: int = 200_000, capacity: int = 64, repeat: int = 7,
 # Command line
 # --------------------------------------------------------------------------------------------------
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="BlockingQueue.py",
+    parser = cli.ArgumentParser(
+        prog="python BlockingQueue.py",
         description="A bounded blocking queue. Without a subcommand: an interactive shell "
                     "(enqueue X, dequeue, size, peek, help, exit) that also reads piped stdin.")
-    parser.add_argument("--capacity", dest="shell_capacity", type=_positive_int, default=5,
+    parser.add_argument("--capacity", dest="shell_capacity", metavar="N", type=cli.positive_int, default=5,
                         help="capacity of the interactive shell's queue (default 5)")
     sub = parser.add_subparsers(dest="command", metavar="{demo,bench}")
     demo = sub.add_parser("demo", help="producers faster than consumers: backpressure timeline",
                           description="Producers faster than consumers through a small queue: prints a "
-                                      "timeline of depth and blocked producers, optionally plots depth.")
-    demo.add_argument("--producers", type=_positive_int, default=3, help="producer threads (default 3)")
-    demo.add_argument("--consumers", type=_positive_int, default=2, help="consumer threads (default 2)")
-    demo.add_argument("--capacity", type=_positive_int, default=5, help="queue capacity (default 5)")
-    demo.add_argument("--items", type=_positive_int, default=60, help="items in total (default 60)")
-    demo.add_argument("--seed", type=int, default=1, help="seed for the random pauses (default 1)")
-    demo.add_argument("--show", type=_positive_int, default=45,
+                                      "timeline of depth and blocked producers, and plots depth over time.")
+    demo.add_argument("--producers", type=cli.positive_int, default=3, help="producer threads (default 3)")
+    demo.add_argument("--consumers", type=cli.positive_int, default=2, help="consumer threads (default 2)")
+    demo.add_argument("--capacity", type=cli.positive_int, default=5, help="queue capacity (default 5)")
+    demo.add_argument("--items", type=cli.positive_int, default=60, help="items in total (default 60)")
+    demo.add_argument("--seed", type=cli.int_range(), default=1,
+                      help="seed for the random pauses (default 1)")
+    demo.add_argument("--show", type=cli.positive_int, default=45,
                       help="timeline events to print before eliding the middle (default 45)")
-    demo.add_argument("--plot", metavar="PATH", help="save a PNG of queue depth over time")
+    demo.add_argument("--plot", metavar="PATH", type=cli.writable_path, default=DEFAULT_PLOT,
+                      help="where to save the PNG of queue depth over time "
+                           "(default out/BlockingQueue/blocking_queue_depth.png)")
+    demo.add_argument("--no-plot", action="store_true", help="print the timeline only")
     bench = sub.add_parser("bench", help="items/s against queue.Queue",
                            description="Throughput against queue.Queue on the same workload, in one run, "
                                        "interleaved repetitions, median.")
-    bench.add_argument("--items", type=_positive_int, default=200_000,
+    bench.add_argument("--items", type=cli.positive_int, default=200_000,
                        help="ints moved per run (default 200000)")
-    bench.add_argument("--capacity", type=_positive_int, default=64, help="queue capacity (default 64)")
-    bench.add_argument("--repeat", type=_positive_int, default=7,
+    bench.add_argument("--capacity", type=cli.positive_int, default=64, help="queue capacity (default 64)")
+    bench.add_argument("--repeat", type=cli.positive_int, default=7,
                        help="repetitions, median taken (default 7)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        if args.command == "demo":
-            result = run_demo(args.producers, args.consumers, args.capacity, args.items, args.seed,
-                              show=args.show, plot=args.plot)
-            return 0 if result["ok"] else 1
-        if args.command == "bench":
-            run_bench(args.items, args.capacity, args.repeat)
-            return 0
-        return Repl(args.shell_capacity).run()
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
+    if args.command == "demo":
+        result = run_demo(args.producers, args.consumers, args.capacity, args.items, args.seed,
+                          show=args.show, plot=None if args.no_plot else args.plot)
+        return 0 if result["ok"] else 1
+    if args.command == "bench":
+        run_bench(args.items, args.capacity, args.repeat)
+        return 0
+    return Repl(args.shell_capacity).run()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -19,6 +19,7 @@ lint: python-check $(VENV)/.dev-installed
 
 bench: python-check $(VENV)/.dev-installed
 	$(BIN)/python tour.py --bench $(ARGS)
+	$(BIN)/python -m common.faultproxy_bench
 
 # `make figures`: regenerate every image the guides show (seeded, so a re-run changes little).
 # One target per concept; each passes explicit paths under Concept/images/ (scripts default to out/).
@@ -29,34 +30,37 @@ FIGURE_TARGETS := figures-BlockingQueue figures-Threading figures-WebSockets fig
 figures: python-check $(FIGURE_TARGETS)
 
 figures-BlockingQueue: $(VENV)/.dev-installed
-	@true
+	$(BIN)/python BlockingQueue.py demo --seed 1 --plot images/blocking_queue_depth.png
 
 figures-Threading: $(VENV)/.dev-installed
-	@true
+	$(BIN)/python -m Threading.compare --plot Threading/images/threads_vs_processes.png
 
 figures-WebSockets: $(VENV)/.dev-installed
 	@true
 
 figures-RealTimeChat: $(VENV)/.dev-installed
-	@true
+	$(VENV)/bin/python -m RealTimeChat.screenshot --out RealTimeChat/images/chat.png
 
 figures-TwoPhaseCommit: $(VENV)/.dev-installed
 	@true
 
 figures-UniqueIdGeneration: $(VENV)/.dev-installed
-	@true
+	$(BIN)/python -m UniqueIdGeneration.sortable_keys --rows 1000000 --seed 7 \
+		--plot UniqueIdGeneration/images/sortable_keys.png
 
 figures-SimpleCDN: $(VENV)/.dev-installed
 	@true
 
 figures-ConsistentHashing: $(VENV)/.dev-installed
-	@true
+	$(BIN)/python -m ConsistentHashing.simulate --out ConsistentHashing/images
+	$(BIN)/python -m ConsistentHashing.compare --out ConsistentHashing/images
+	$(BIN)/python -m ConsistentHashing.redis_cluster --out ConsistentHashing/images
 
 figures-DistributedLocking: $(VENV)/.dev-installed
-	@true
+	$(BIN)/python -m DistributedLocking.partition --diagram DistributedLocking/images/partition.png
 
 figures-common: $(VENV)/.dev-installed
-	@true
+	$(BIN)/python -m common.faultproxy_demo --out common/images/faultproxy_demo.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -4,7 +4,7 @@
     ring = ConsistentHashRing(["cache-a", "cache-b", "cache-c"])
     ring.get_node("user:42")
 
-Modules: ring (the ring), alternatives (modulo, rendezvous, jump, bounded loads), theory (the
+Modules: ring (the ring), alternatives (modulo, rendezvous, jump, Maglev, bounded loads), theory (the
 numbers to expect), sharded_store (a Redis client over N servers placed by the ring); scripts:
 simulate, compare, demo, bench (run each with `python -m ConsistentHashing.<name> --help`).
 """
@@ -13,6 +13,7 @@ from .alternatives import (
     BoundedLoadsRing,
     JumpHashing,
     KeyPlacement,
+    MaglevHashing,
     ModuloHashing,
     RendezvousHashing,
     UnsupportedWeightError,
@@ -33,7 +34,7 @@ from .ring import (
 
 __all__ = [
     "BoundedLoadsRing", "ConsistentHashRing", "DuplicateNodeError", "EmptyRingError", "JumpHashing",
-    "KeyPlacement", "ModuloHashing", "NotEnoughNodesError", "RendezvousHashing", "RingError",
+    "KeyPlacement", "MaglevHashing", "ModuloHashing", "NotEnoughNodesError", "RendezvousHashing", "RingError",
     "UnknownNodeError", "UnsupportedWeightError", "hash_key", "hash_keys", "jump_hash", "mix64",
     "stable_hash64",
 ]

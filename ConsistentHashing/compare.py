@@ -3,19 +3,19 @@
     python -m ConsistentHashing.compare            # 1,000 nodes, 100,000 keys, seed 42
 
 Rows: the ring with 1, 3, 10, 100, 160 and 500 virtual nodes, rendezvous hashing, jump hash,
-consistent hashing with bounded loads (c = 1.25 on a 160-vnode ring) and modulo hashing. Columns:
+Maglev (M = 65,537), consistent hashing with bounded loads (c = 1.25 on a 160-vnode ring) and
+modulo hashing. Columns:
 std-dev/mean and max/mean of keys per node; % of keys moved when `remove` random nodes leave and
 when `add` nodes join, next to the ideal; single-key lookup time; memory of the structure. It also
-plots max/mean load against vnodes (with the theory's curves) to ConsistentHashing/images.
+plots max/mean load against vnodes (with the theory's curves), and measures Maglev's disruption
+against its table size; plots go to out/ConsistentHashing/.
 Balance and movement are deterministic for a seed; times are measurements and vary.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
-import random
 import sys
 import time
 import tracemalloc
@@ -25,7 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .alternatives import BoundedLoadsRing, JumpHashing, ModuloHashing, RendezvousHashing
+from common import cli
+
+from .alternatives import (
+    MAGLEV_TABLE_SIZE,
+    BoundedLoadsRing,
+    JumpHashing,
+    MaglevHashing,
+    ModuloHashing,
+    RendezvousHashing,
+)
 from .ring import ConsistentHashRing, hash_keys
 from .theory import (
     ideal_moved_on_add,
@@ -34,10 +43,14 @@ from .theory import (
     max_load_bound,
     typical_max_load,
 )
+from .workload import build_workload, parse_workload_args, pyplot, save_figure, shown, workload_parser
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "images"
 RING_VNODES = (1, 3, 10, 100, 160, 500)
 PLOT_NAME = "max_load_vs_vnodes.png"
+MAGLEV_PLOT_NAME = "maglev_disruption.png"
+# Maglev's disruption against its table size: primes from ~2 to ~650 slots per backend.
+MAGLEV_BACKENDS = 100
+MAGLEV_SIZES = (211, 503, 1009, 2003, 5003, 10007, 20011, 65537)
 
 
 @dataclass(frozen=True)
@@ -51,6 +64,7 @@ class Scheme:
     order_matters: bool = False
     lookup_sample: int = 20_000
     vnodes: int | None = None
+    stateful: bool = False  # bounded loads: its state is the placement of the keys it has seen
 
 
 @dataclass
@@ -72,7 +86,9 @@ def schemes() -> list[Scheme]:
     return rings + [
         Scheme("rendezvous (HRW)", RendezvousHashing, lookup_sample=300),
         Scheme("jump hash", JumpHashing, order_matters=True),
-        Scheme("bounded loads c=1.25", lambda nodes: BoundedLoadsRing(nodes, c=1.25, vnodes=160)),
+        Scheme(f"maglev M={MAGLEV_TABLE_SIZE:,}", MaglevHashing),
+        Scheme("bounded loads c=1.25", lambda nodes: BoundedLoadsRing(nodes, c=1.25, vnodes=160),
+               stateful=True),
         Scheme("modulo", ModuloHashing, order_matters=True),
     ]
 
@@ -114,7 +130,7 @@ def lookup_ns(placement, keys: list[str]) -> float:
 
 def measure(scheme: Scheme, nodes: list[str], removed: list[str], added: list[str],
             keys: list[str], positions: np.ndarray) -> Row:
-    if isinstance(scheme.build([nodes[0]]), BoundedLoadsRing):
+    if scheme.stateful:
         # its state is the placement table, so count it: build and place the keys
         def build_and_place():
             built = scheme.build(nodes)
@@ -177,88 +193,152 @@ def print_table(rows: list[Row], ideal_remove: float, ideal_add: float, args) ->
 
 
 def plot(rows: list[Row], args, path: Path) -> None:
-    import matplotlib
+    """Two panels: the ring's max/mean against vnodes (with the theory), and every scheme's max/mean.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Plain tick labels (1.25, 1.5, 2 ...) rather than matplotlib's 2x10^0 on log axes, and the rivals
+    as labelled bars rather than near-identical horizontal lines that hide one another.
+    """
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
     per_node = args.keys / args.shards
     ring_rows = [r for r in rows if r.vnodes is not None]
     vnodes = [r.vnodes for r in ring_rows]
     grid = np.unique(np.geomspace(1, max(vnodes), 60).round().astype(int))
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
-    ax.plot(vnodes, [r.max_over_mean for r in ring_rows], "o-", color="#4C72B0", lw=2,
-            label="ring: measured max/mean")
-    ax.plot(grid, [max_load_bound(args.shards, int(v), per_node) for v in grid], "--", color="#4C72B0",
-            alpha=0.6, label="ring: theory bound (exceeded w.p. <= 1e-6)")
-    ax.plot(grid, [typical_max_load(args.shards, int(v), per_node) for v in grid], ":", color="#4C72B0",
-            alpha=0.9, label="ring: typical max/mean under the random-hash model")
-    styles = {"rendezvous (HRW)": "#55A868", "jump hash": "#C44E52", "bounded loads c=1.25": "#8172B2",
-              "modulo": "#937860"}
+    fig, (left, right) = pyplot().subplots(1, 2, figsize=(11, 5), dpi=100,
+                                      gridspec_kw={"width_ratios": [3, 2]})
+
+    left.plot(grid, [max_load_bound(args.shards, int(v), per_node) for v in grid], "--", color="#999999",
+              lw=1.5, label="bound: exceeded with probability <= 1e-6")
+    left.plot(grid, [typical_max_load(args.shards, int(v), per_node) for v in grid], "-", color="#DD8452",
+              lw=2, label="typical max/mean (random-hash model)")
+    left.plot(vnodes, [r.max_over_mean for r in ring_rows], "o", color="#4C72B0", ms=8,
+              label="measured on the ring")
+    random_level = next((r.max_over_mean for r in rows if r.label == "modulo"), None)
+    if random_level is not None:
+        left.axhline(random_level, color="#55A868", lw=1.5, ls=":",
+                     label=f"random placement (modulo): {random_level:.2f}")
+    left.set_xscale("log")
+    left.set_yscale("log")
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    left.xaxis.set_major_locator(FixedLocator(vnodes))
+    left.xaxis.set_major_formatter(plain)
+    left.xaxis.set_minor_locator(NullLocator())
+    left.yaxis.set_major_locator(FixedLocator([1, 1.25, 1.5, 2, 3, 5, 10, 20, 30]))
+    left.yaxis.set_major_formatter(plain)
+    left.yaxis.set_minor_locator(NullLocator())
+    left.set_ylim(1, None)
+    left.set_xlabel("virtual nodes per node")
+    left.set_ylabel("max load / mean load (keys per node)")
+    left.set_title("The ring: more virtual nodes, flatter load")
+    left.grid(True, alpha=0.3)
+    left.legend(fontsize=8, loc="upper right")
+
+    bars = [r for r in rows if r.vnodes is None] + [r for r in ring_rows if r.vnodes == 160]
+    bars.sort(key=lambda r: r.max_over_mean)
+    labels = [r.label for r in bars]
+    values = [r.max_over_mean for r in bars]
+    colors = ["#4C72B0" if r.vnodes is not None else "#8172B2" for r in bars]
+    right.barh(labels, [v - 1 for v in values], left=1, color=colors, height=0.6)
+    for y, value in enumerate(values):
+        right.text(value + 0.01, y, f"{value:.2f}", va="center", fontsize=9)
+    right.set_xlim(1, max(values) + 0.15)
+    right.set_xlabel("max load / mean load")
+    right.set_title("Every scheme, same keys")
+    right.grid(True, axis="x", alpha=0.3)
+
+    fig.suptitle(f"Max/mean load: {args.shards:,} nodes, {args.keys:,} keys ({per_node:g} per node), "
+                 f"seed {args.seed}")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+@dataclass
+class Disruption:
+    table_size: int
+    changed: float   # fraction of table slots whose owner changed when one backend left
+    minimum: float   # the leaver's own share: what had to change
+
+
+def maglev_disruption(backends: int = MAGLEV_BACKENDS, sizes=MAGLEV_SIZES,
+                      leavers: int = 3) -> list[Disruption]:
+    """For each table size: remove one backend of `backends` (averaged over a few), count changed slots."""
+    names = [f"backend-{i:03d}" for i in range(backends)]
+    rows = []
+    for size in cli.progress(sizes, label="maglev table sizes"):
+        before = MaglevHashing(names, table_size=size).table()
+        changed = minimum = 0
+        for leaver in names[::backends // leavers][:leavers]:
+            after = MaglevHashing([n for n in names if n != leaver], table_size=size).table()
+            changed += sum(old != new for old, new in zip(before, after, strict=True))
+            minimum += before.count(leaver)
+        rows.append(Disruption(size, changed / (leavers * size), minimum / (leavers * size)))
+    return rows
+
+
+def print_disruption(rows: list[Disruption]) -> None:
+    print(f"\nMaglev: slots that change owner when 1 of {MAGLEV_BACKENDS} backends leaves "
+          f"(mean of 3 leavers; the minimum is the leaver's own share)")
+    print("| table size M | M / N | changed | minimum | changed / minimum |")
+    print("|---:|---:|---:|---:|---:|")
     for row in rows:
-        if row.label in styles:
-            ax.axhline(row.max_over_mean, color=styles[row.label], lw=1.5,
-                       label=f"{row.label}: {row.max_over_mean:.2f}")
+        print(f"| {row.table_size:,} | {row.table_size / MAGLEV_BACKENDS:,.0f} | {100 * row.changed:.2f}% | "
+              f"{100 * row.minimum:.2f}% | {row.changed / row.minimum:.2f}x |")
+
+
+def plot_disruption(rows: list[Disruption], path: Path) -> None:
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    fig, ax = pyplot().subplots(figsize=(8, 4.5), dpi=100)
+    ratio = [r.table_size / MAGLEV_BACKENDS for r in rows]
+    ax.plot(ratio, [100 * r.changed for r in rows], "o-", color="#C44E52", lw=2,
+            label="Maglev: slots that changed owner")
+    ax.plot(ratio, [100 * r.minimum for r in rows], "--", color="#4C72B0", lw=1.5,
+            label="minimum: the leaver's own slots (a ring or rendezvous moves only these)")
+    ax.axvline(100, color="#999999", lw=1, ls=":", label="M = 100 N (the paper's choice: shares within 1%)")
     ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("virtual nodes per node")
-    ax.set_ylabel("max load / mean load")
-    ax.set_title(f"Max/mean load vs virtual nodes: {args.shards:,} nodes, {args.keys:,} keys "
-                 f"({per_node:g} per node)")
-    ax.grid(True, which="both", alpha=0.3)
+    ax.xaxis.set_major_locator(FixedLocator([2, 5, 10, 20, 50, 100, 200, 650]))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_ylim(0, None)
+    ax.set_xlabel(f"table slots per backend (M / N, N = {MAGLEV_BACKENDS})")
+    ax.set_ylabel("% of table slots that change owner")
+    ax.set_title(f"Maglev: one of {MAGLEV_BACKENDS} backends leaves; a bigger table disrupts less")
+    ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
+    save_figure(fig, path)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--shards", type=int, default=1000, help="nodes")
-    parser.add_argument("--keys", type=int, default=100_000, help="keys")
-    parser.add_argument("--remove", type=int, default=50, help="random nodes removed")
-    parser.add_argument("--add", type=int, default=50, help="nodes added")
-    parser.add_argument("--seed", type=int, default=42, help="seed for key names and removed nodes")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for the plot")
-    parser.add_argument("--no-plot", action="store_true", help="print the table only")
-    args = parser.parse_args(argv)
-    if args.shards < 2 or args.keys < 1 or args.add < 0 or not 0 <= args.remove < args.shards:
-        parser.error("need --shards >= 2, --keys >= 1, 0 <= --remove < --shards, --add >= 0")
-    return args
+def parse_args(argv: list[str] | None):
+    parser = workload_parser("python -m ConsistentHashing.compare", __doc__.split("\n\n")[0],
+                             shards=1000, keys=100_000, min_shards=2, plot_help="plot")
+    return parse_workload_args(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    rng = random.Random(args.seed)
-    keys = [f"key-{rng.getrandbits(64):016x}" for _ in range(args.keys)]
-    nodes = [f"node-{i:04d}" for i in range(args.shards)]
-    removed = sorted(rng.sample(nodes, args.remove))
-    added = [f"node-{i:04d}" for i in range(args.shards, args.shards + args.add)]
+    work = build_workload(args, prefix="node")
+    keys, nodes, removed, added = work.keys, work.nodes, work.removed, work.added
     positions = hash_keys(keys)
     print(f"Comparing placement schemes: {args.shards:,} nodes, {args.keys:,} keys, remove {args.remove}, "
           f"add {args.add}, seed {args.seed}")
     print(f"Python {platform.python_version()}, {os.cpu_count()} CPUs; times are single-key get_node "
           f"(median of 5 passes; bounded loads: placing a new key)")
-    rows = []
-    for scheme in schemes():
-        print(f"  measuring {scheme.label} ...", file=sys.stderr, flush=True)
-        rows.append(measure(scheme, nodes, removed, added, keys, positions))
+    rows = [measure(scheme, nodes, removed, added, keys, positions)
+            for scheme in cli.progress(schemes(), label="schemes measured")]
     ideal_remove = 100 * ideal_moved_on_remove(args.shards, args.remove)
     ideal_add = 100 * ideal_moved_on_add(args.shards, args.add)
     print_table(rows, ideal_remove, ideal_add, args)
     print("\n(model) = the random-hash model for the ring (theory.py): std/mean = sqrt(1/v + n/m); "
           "max/mean = mean of 20 sampled maxima")
+    disruption = maglev_disruption()
+    print_disruption(disruption)
     if not args.no_plot:
         plot(rows, args, args.out / PLOT_NAME)
-        print(f"plot written to {os.path.relpath(args.out / PLOT_NAME)}")
+        plot_disruption(disruption, args.out / MAGLEV_PLOT_NAME)
+        print(f"\nplots written to {shown(args.out)}/: {PLOT_NAME}, {MAGLEV_PLOT_NAME}")
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        sys.exit(130)
+    sys.exit(cli.run(main))

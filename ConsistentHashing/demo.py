@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from common import redis_servers
+from common import cli, redis_servers
 
 from .alternatives import ModuloHashing
 from .ring import key_bytes
@@ -22,15 +22,13 @@ from .sharded_store import ShardedStore, keys_that_move
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--keys", type=int, default=10_000, help="keys to load")
-    parser.add_argument("--servers", type=int, default=5, help="redis-servers to start with")
-    parser.add_argument("--vnodes", type=int, default=160, help="virtual nodes per server")
-    args = parser.parse_args(argv)
-    if args.keys < 1 or args.servers < 2 or args.vnodes < 1:
-        parser.error("need --keys >= 1, --servers >= 2 (one is removed) and --vnodes >= 1")
-    return args
+    parser = cli.ArgumentParser(prog="python -m ConsistentHashing.demo", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--keys", type=cli.positive_int, default=10_000, help="keys to load")
+    parser.add_argument("--servers", type=cli.int_range(2), default=5,
+                        help="redis-servers to start with (one is removed later)")
+    parser.add_argument("--vnodes", type=cli.positive_int, default=160, help="virtual nodes per server")
+    return parser.parse_args(argv)
 
 
 def counts_line(store: ShardedStore) -> str:
@@ -128,8 +126,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        sys.exit(130)
+    sys.exit(cli.run(main))

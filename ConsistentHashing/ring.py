@@ -19,14 +19,19 @@ Design choices a copy of this code must keep:
 - Deterministic collisions: if two virtual nodes land on the same 64-bit position, both stay in
   the sorted list, ordered by node name; a lookup takes the first. The ring is then a function of
   the *set* of members, never of the order they joined, so every client builds the same ring.
-- Lookups are O(log V) with `bisect` over a plain sorted list of ints (V = total virtual nodes).
-  `assign()` / `assign_hashes()` do the same search for millions of keys at once with
-  NumPy's `searchsorted`.
+- Lookups are O(log V) with `bisect` over a sorted array of 64-bit positions (V = total virtual
+  nodes), narrowed first by a small index of where each 1/2^k-th of the circle starts, so a lookup
+  compares against a couple of positions instead of ~17. `assign()` / `assign_hashes()` do the
+  same search for millions of keys at once with NumPy's `searchsorted`.
+- A membership change splices the new points in (or the old ones out) in one pass of memory
+  copies, instead of re-sorting all V points or inserting them one at a time: adding or removing
+  one node of 1,000 with 160 virtual nodes takes a few milliseconds (see bench.py).
 """
 
 from __future__ import annotations
 
 import math
+from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from hashlib import blake2b
@@ -38,6 +43,7 @@ HashFn = Callable[[bytes], int]
 
 RING_BITS = 64
 RING_SIZE = 1 << RING_BITS  # positions are integers in [0, 2**64)
+MAX_INDEX_BITS = 16  # the lookup index has at most 2**16 + 1 entries (512 KiB)
 
 
 class RingError(Exception):
@@ -124,11 +130,17 @@ class ConsistentHashRing:
         self.hash_fn: HashFn = hash_fn or stable_hash64
         self._weights: dict[str, float] = {}
         self._node_points: dict[str, list[int]] = {}
-        # Parallel sorted lists: _points[i] is a position, _owners[i] the node there. _owners has
-        # one extra entry, a copy of _owners[0], so a key past the last point wraps around to the
-        # first without a branch: _owners[bisect_left(_points, h)].
-        self._points: list[int] = []
+        # Parallel sorted sequences: _points[i] is a position (a compact array of unsigned 64-bit
+        # ints: one memory copy to splice, and NumPy reads it without copying), _owners[i] the
+        # node there. _owners has one extra entry, a copy of _owners[0], so a key past the last
+        # point wraps around to the first without a branch: _owners[bisect_left(_points, h)].
+        self._points = array("Q")
         self._owners: list[str] = []
+        # The lookup index: _starts[b] = the first i with _points[i] >= b << _shift, for the
+        # 2**bits equal slices of the circle (and _starts[-1] = V). A key in slice b can only land
+        # in _points[_starts[b]:_starts[b + 1] + 1], so bisect searches a couple of entries.
+        self._starts = array("Q", [0, 0])
+        self._shift = RING_BITS - 1
         self._numpy_cache: tuple[np.ndarray, np.ndarray, list[str]] | None = None
         for node in nodes:  # validate and hash every node, then sort once: O(V log V) in all
             self._register(node, 1.0)
@@ -138,16 +150,20 @@ class ConsistentHashRing:
 
     def add_node(self, node: str, weight: float = 1.0) -> None:
         """Put `node` on the ring with round(vnodes * weight) virtual nodes (at least one)."""
-        points = self._register(node, weight)
-        # Insert each point in place: O(log V) to find the slot plus one memmove, instead of
-        # re-sorting all V points for every node that joins.
-        for point in sorted(points):
+        new_points = sorted(self._register(node, weight))
+        # Where each new point goes in the current order. Equal positions (a collision) stay
+        # ordered by node name, exactly as _rebuild would order them.
+        slots = []
+        for point in new_points:
             slot = bisect_left(self._points, point)
             while slot < len(self._points) and self._points[slot] == point and self._owners[slot] < node:
-                slot += 1  # a collision: equal positions stay ordered by node name
-            self._points.insert(slot, point)
-            self._owners.insert(slot, node)
-        self._fix_wraparound()
+                slot += 1
+            slots.append(slot)
+        # One pass of slice copies (memcpy for the array) instead of V-long memmoves per point.
+        # Every slot is <= V, so the wrap-around entry stays last; _after_change renews it.
+        self._points = _splice_in(self._points, slots, new_points, array("Q"))
+        self._owners = _splice_in(self._owners, slots, [node] * len(new_points), [])
+        self._after_change()
 
     def _register(self, node: str, weight: float) -> list[int]:
         """Validate a new member and record its virtual-node positions (not yet in the lists)."""
@@ -172,21 +188,30 @@ class ConsistentHashRing:
         if node not in self._weights:
             raise UnknownNodeError(f"node {node!r} is not on the ring (nodes: {len(self)}); "
                                    f"nothing to remove")
+        # Find the node's own entries by bisecting for its known positions (O(v log V)), then
+        # copy the runs between them: the survivors' order (collisions included) is unchanged.
+        doomed: set[int] = set()
+        for point in self._node_points[node]:
+            index = bisect_left(self._points, point)
+            while self._owners[index] != node or index in doomed:
+                index += 1  # another node's point at the same position, or our own twin
+            doomed.add(index)
+        cuts = sorted(doomed)
         del self._weights[node]
         del self._node_points[node]
-        # One O(V) pass; the order of the survivors (including collision order) is unchanged.
-        kept = [(p, o) for p, o in zip(self._points, self._owners, strict=False) if o != node]
-        self._points = [p for p, _ in kept]
-        self._owners = [o for _, o in kept]
-        self._fix_wraparound()
+        self._points = _splice_out(self._points, cuts, array("Q"))
+        self._owners = _splice_out(self._owners, cuts, [])  # every cut < V: the wrap-around stays last
+        self._after_change()
 
     def copy(self) -> ConsistentHashRing:
         """An independent ring with the same members: plan a change before making it."""
         twin = ConsistentHashRing(vnodes=self.vnodes, hash_fn=self.hash_fn)
         twin._weights = dict(self._weights)
         twin._node_points = dict(self._node_points)  # the point lists are never mutated in place
-        twin._points = list(self._points)
+        twin._points = array("Q", self._points)
         twin._owners = list(self._owners)
+        twin._starts = array("Q", self._starts)
+        twin._shift = self._shift
         return twin
 
     def _vnode_positions(self, node: str, count: int) -> list[int]:
@@ -200,18 +225,28 @@ class ConsistentHashRing:
         # positions (collisions) keep name order, so the ring depends only on the set of members.
         # (A stable NumPy argsort of the uint64 positions is ~10x faster than sorting tuples.)
         names = sorted(self._node_points)
-        points = [p for name in names for p in self._node_points[name]]
+        points = np.array([p for name in names for p in self._node_points[name]], dtype=np.uint64)
         owners = [name for name in names for _ in self._node_points[name]]
-        order = np.argsort(np.array(points, dtype=np.uint64), kind="stable").tolist()
-        self._points = [points[i] for i in order]
-        self._owners = [owners[i] for i in order]
-        self._fix_wraparound()
+        order = np.argsort(points, kind="stable")
+        self._points = array("Q", points[order].tobytes())
+        self._owners = [owners[i] for i in order.tolist()]
+        self._after_change()
 
-    def _fix_wraparound(self) -> None:
-        """Keep _owners one longer than _points, its last entry a copy of the first (see __init__)."""
+    def _after_change(self) -> None:
+        """Renew the wrap-around entry and rebuild the lookup index after any membership change."""
         del self._owners[len(self._points):]
         if self._points:
             self._owners.append(self._owners[0])
+        # About one point per slice of the circle: 2**bits slices for V points, at most 2**16.
+        bits = min(MAX_INDEX_BITS, max(1, len(self._points).bit_length()))
+        self._shift = RING_BITS - bits
+        # starts[b] = how many points lie in slices before b: one linear pass (a count per slice,
+        # then a running sum), cheaper than 2**bits binary searches into the points.
+        slices = np.frombuffer(self._points, dtype=np.uint64) >> np.uint64(self._shift)
+        per_slice = np.bincount(slices.view(np.int64), minlength=2**bits)  # slices < 2**16: same bits
+        starts = np.zeros(2**bits + 1, dtype=np.int64)
+        np.cumsum(per_slice, out=starts[1:])
+        self._starts = array("Q", starts.tobytes())
         self._numpy_cache = None
 
     # ---- lookups ----------------------------------------------------------------------------
@@ -227,13 +262,20 @@ class ConsistentHashRing:
             position = int.from_bytes(blake2b(key.encode(), digest_size=8).digest(), "big")
         else:
             position = self.hash_fn(key_bytes(key))
-        return self._owners[bisect_left(points, position)]
+        # _index_of(position), inlined for the same reason: a Python call costs as much as the search.
+        starts, b = self._starts, position >> self._shift
+        return self._owners[bisect_left(points, position, starts[b], starts[b + 1])]
+
+    def _index_of(self, position: int) -> int:
+        """bisect_left(_points, position), searching only the slice of the circle it falls in."""
+        starts, b = self._starts, position >> self._shift
+        return bisect_left(self._points, position, starts[b], starts[b + 1])
 
     def get_node_for_hash(self, position: int) -> str:
         """The owner of a precomputed ring position (see hash_key)."""
         if not self._points:
             raise EmptyRingError("the ring has no nodes; add_node() before looking up keys")
-        return self._owners[bisect_left(self._points, position)]
+        return self._owners[self._index_of(position)]
 
     def get_nodes(self, key: Key, n: int) -> list[str]:
         """`n` distinct nodes for `key`, walking clockwise: the primary first, then replicas.
@@ -262,7 +304,7 @@ class ConsistentHashRing:
 
     def successors(self, position: int) -> Iterator[str]:
         """Owners of the virtual nodes clockwise from `position`, once around (with repeats)."""
-        start = bisect_left(self._points, position)
+        start = self._index_of(position)
         count = len(self._points)
         owners = self._owners
         for step in range(count):
@@ -296,7 +338,7 @@ class ConsistentHashRing:
         if self._numpy_cache is None:
             names = sorted(self._weights)
             index_of = {name: i for i, name in enumerate(names)}
-            points = np.array(self._points, dtype=np.uint64)
+            points = np.frombuffer(self._points, dtype=np.uint64)  # a view, no copy
             owner_index = np.array([index_of[o] for o in self._owners], dtype=np.int64)
             self._numpy_cache = (points, owner_index, names)
         return self._numpy_cache
@@ -337,3 +379,24 @@ class ConsistentHashRing:
 
     def __repr__(self) -> str:
         return f"ConsistentHashRing({len(self)} nodes, {self.total_vnodes} virtual nodes)"
+
+
+def _splice_in(old, slots: list[int], items: list, out):
+    """`old` with items[j] inserted before old[slots[j]] (slots ascending), built into `out`."""
+    previous = 0
+    for slot, item in zip(slots, items, strict=True):
+        out += old[previous:slot]
+        out.append(item)
+        previous = slot
+    out += old[previous:]
+    return out
+
+
+def _splice_out(old, cuts: list[int], out):
+    """`old` without the entries at the ascending indices `cuts`, built into `out`."""
+    previous = 0
+    for cut in cuts:
+        out += old[previous:cut]
+        previous = cut + 1
+    out += old[previous:]
+    return out

@@ -11,9 +11,6 @@ Everything is derived from the seed, so the same arguments print the same output
 
 from __future__ import annotations
 
-import argparse
-import os
-import random
 import sys
 from dataclasses import dataclass
 from math import exp, lgamma, log
@@ -21,11 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from common import cli
+
 from .alternatives import ModuloHashing
 from .ring import ConsistentHashRing, hash_keys
 from .theory import ideal_moved_on_add, ideal_moved_on_remove
+from .workload import build_workload, parse_workload_args, pyplot, save_figure, shown, workload_parser
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "images"
 PROGRESS_THRESHOLD = 200_000  # keys; below this the run takes a second and needs no progress
 
 
@@ -39,26 +38,14 @@ class Movement:
         return 100.0 * self.moved / self.total
 
 
-def make_keys(count: int, rng: random.Random) -> list[str]:
-    """Random key names (like real traffic), reproducible from the seed."""
-    return [f"key-{rng.getrandbits(64):016x}" for _ in range(count)]
-
-
-def shard_names(start: int, count: int) -> list[str]:
-    return [f"shard-{i:04d}" for i in range(start, start + count)]
-
-
 def hash_with_progress(keys: list[str], show: bool) -> np.ndarray:
-    """Hash keys in chunks, printing progress to stderr (stdout stays identical across runs)."""
+    """Hash keys in 20 chunks, reporting progress on stderr (stdout stays identical across runs)."""
     if not show:
         return hash_keys(keys)
-    parts, chunk = [], max(1, len(keys) // 20)
-    for start in range(0, len(keys), chunk):
-        parts.append(hash_keys(keys[start:start + chunk]))
-        done = min(len(keys), start + chunk)
-        print(f"\r  hashing keys: {done:,}/{len(keys):,} ({100 * done // len(keys)}%)",
-              end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
+    chunk = max(1, len(keys) // 20)
+    starts = range(0, len(keys), chunk)
+    parts = [hash_keys(keys[start:start + chunk])
+             for start in cli.progress(starts, total=len(starts), label="hashing key chunks")]
     return np.concatenate(parts)
 
 
@@ -83,11 +70,7 @@ def describe(counts: np.ndarray) -> str:
 
 
 def plot_histogram(counts: np.ndarray, title: str, path: Path, vnodes: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     mean = counts.mean()
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     bins = np.arange(0, counts.max() + 2) - 0.5
@@ -104,41 +87,21 @@ def plot_histogram(counts: np.ndarray, title: str, path: Path, vnodes: int) -> N
     ax.set_ylabel("number of shards")
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
+    save_figure(fig, path)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--shards", type=int, default=1000, help="shards on the initial ring")
-    parser.add_argument("--keys", type=int, default=10_000, help="keys to place")
-    parser.add_argument("--remove", type=int, default=50, help="random shards to remove")
-    parser.add_argument("--add", type=int, default=50, help="new shards to add to the initial ring")
-    parser.add_argument("--vnodes", type=int, default=3, help="virtual nodes per shard")
-    parser.add_argument("--seed", type=int, default=42, help="seed for key names and removed shards")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for the PNG histograms")
-    parser.add_argument("--no-plots", action="store_true", help="print the figures only")
-    args = parser.parse_args(argv)
-    if args.shards < 1 or args.keys < 1 or args.vnodes < 1:
-        parser.error("--shards, --keys and --vnodes must be at least 1")
-    if not 0 <= args.remove < args.shards:
-        parser.error(f"--remove must be between 0 and {args.shards - 1} (some shard must remain)")
-    if args.add < 0:
-        parser.error("--add must be >= 0")
-    return args
+def parse_args(argv: list[str] | None):
+    parser = workload_parser("python -m ConsistentHashing.simulate", __doc__.split("\n\n")[0],
+                             shards=1000, keys=10_000, plot_help="PNG histograms")
+    parser.add_argument("--vnodes", type=cli.positive_int, default=3, help="virtual nodes per shard")
+    return parse_workload_args(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    rng = random.Random(args.seed)
-    keys = make_keys(args.keys, rng)
-    shards = shard_names(0, args.shards)
-    removed = sorted(rng.sample(shards, args.remove))
-    removed_set = set(removed)
-    remaining = [s for s in shards if s not in removed_set]
-    added = shard_names(args.shards, args.add)
+    work = build_workload(args, prefix="shard")
+    keys, shards, removed, added = work.keys, work.nodes, work.removed, work.added
+    remaining = work.remaining
 
     print(f"Consistent hashing experiment: {args.shards:,} shards, {args.keys:,} keys, "
           f"{args.vnodes} virtual node{'s' if args.vnodes != 1 else ''} per shard, seed {args.seed}")
@@ -194,18 +157,14 @@ def main(argv: list[str] | None = None) -> int:
     print("\nkeys per shard:")
     for _, title, counts in distributions:
         print(f"  {title.split(' (')[0].lower()}: {describe(counts)}")
-    if not args.no_plots:
+    if not args.no_plot:
         for filename, title, counts in distributions:
             plot_histogram(counts, f"{title}\n{args.vnodes} virtual nodes per shard, seed {args.seed}",
                            args.out / filename, args.vnodes)
         written = ", ".join(filename for filename, _, _ in distributions)
-        print(f"\nhistograms written to {os.path.relpath(args.out)}/: {written}")
+        print(f"\nhistograms written to {shown(args.out)}/: {written}")
     return 0 if only_removed and only_new else 1
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        sys.exit(130)
+    sys.exit(cli.run(main))

@@ -15,11 +15,12 @@ from .lock import (
     watchdog_active_count,
 )
 from .redlock import Redlock, RedlockLease
+from .seat_store import Claim, SeatStore
 from .ticket_booking import BookingOutcome, BookingResult, CancelOutcome, TicketBookingSystem
 
 __all__ = [
     "WAIT_BACKOFF", "WAIT_WAKEUP", "BookingOutcome", "BookingResult", "CancelOutcome", "FenceResult",
     "FencedResource", "LockBackendUnavailable", "LockError", "LockLost", "LockNotAcquired", "RedisLock",
-    "Redlock", "RedlockLease", "TicketBookingSystem", "backoff_delays",
+    "Claim", "Redlock", "RedlockLease", "SeatStore", "TicketBookingSystem", "backoff_delays",
     "watchdog_active_count",
 ]

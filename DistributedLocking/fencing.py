@@ -13,8 +13,9 @@ Why ``read`` also raises the fence: a write is rejected only if a *later* holder
 its token to the resource. If the new holder B merely held the lock and had not yet written when the
 stale holder A woke up, A's write (token 1 >= highest 0) would pass, and B — who read the old value
 before A wrote — would then overwrite it. Making every holder register its token before it reads
-closes that window: once B has read, anything A does is refused. (Chubby's "sequencers" work in
-the same spirit: a server checks the sequencer on every request it receives, reads included.)
+closes that window: once B has read, anything A does is refused. (This rule is ours. Chubby's
+sequencers — Burrows 2006, §2.4 — are passed by the holder with the requests it wants protected,
+and the server rejects a stale one; which requests carry one is left to the application.)
 
 Keys: the value lives at ``<name>``; the highest accepted token at ``fence:<name>``. The fence key has
 no expiry — it must outlive every holder that could still wake up.

@@ -15,6 +15,12 @@ What it does (each step is one atomic Lua script on one Redis server):
 * extend: reset the expiry only if the key still holds our owner value (compare-and-extend); an
   expired lock is never resurrected. With ``auto_renew`` a per-process watchdog thread extends every
   held lock at about ttl/3 and stops at release.
+* lock-delay (``lock_delay_ms``, Chubby's idea): if a holder is *lost* — its lease expires without a
+  release — nobody may take the lock until ``lock_delay_ms`` after the expiry. A marker key
+  ``lock-delay:<name>`` shadows the lease and outlives it by the delay; a normal release deletes it,
+  so the delay costs nothing when holders behave. It is a cheap defence for a resource that cannot
+  check a fencing token: a stale holder's last requests have time to drain before anyone else acts.
+  It is not a guarantee — a pause longer than the delay still overlaps.
 * blocking acquire: either BLPOP on the wake list (default, ``WAIT_WAKEUP``) or capped exponential
   backoff with full jitter (``WAIT_BACKOFF``). Both wait at most until the holder's lease would expire,
   so a crashed holder delays others by at most its TTL. A list, not pub/sub: a release pushed while
@@ -46,6 +52,7 @@ What it does NOT guarantee — read this before you rely on it:
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import logging
 import os
@@ -91,38 +98,56 @@ class LockBackendUnavailable(LockError):
     """Redis could not be reached; the lock's state is unknown. Retry when Redis is back."""
 
 
-# KEYS[1] lock key, KEYS[2] token counter; ARGV[1] owner value, ARGV[2] ttl in ms.
-# Returns {1, token} when acquired, {0, pttl_of_current_holder} when busy.
-# SET NX PX and INCR run in one script, so a token is issued if and only if the lock was taken, and
-# tokens are ordered exactly like the acquisitions (Redis runs scripts one at a time).
+# KEYS[1] lock key, KEYS[2] token counter, KEYS[3] lock-delay marker; ARGV[1] owner value,
+# ARGV[2] ttl in ms, ARGV[3] lock-delay in ms (0: none).
+# Returns {1, token} when acquired, {0, ms until it may be free} when busy (or in a lock-delay).
+# The checks, SET and INCR run in one script, so a token is issued if and only if the lock was taken,
+# and tokens are ordered exactly like the acquisitions (Redis runs scripts one at a time). SET with
+# PX: the key never exists without an expiry.
 _ACQUIRE_LUA = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-    return {1, redis.call('INCR', KEYS[2])}
+local busy = redis.call('PTTL', KEYS[1])
+if busy == -2 then busy = redis.call('PTTL', KEYS[3]) end
+if busy ~= -2 then
+    return {0, busy}
 end
-return {0, redis.call('PTTL', KEYS[1])}
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if ARGV[3] ~= '0' then
+    redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2] + ARGV[3])
+end
+return {1, redis.call('INCR', KEYS[2])}
 """
 
-# KEYS[1] lock key, KEYS[2] wake list; ARGV[1] owner value, ARGV[2] wake-list ttl in ms.
+# KEYS[1] lock key, KEYS[2] wake list, KEYS[3] lock-delay marker; ARGV[1] owner value,
+# ARGV[2] wake-list ttl in ms.
 # Compare-and-delete: a GET followed by a DEL from the client could delete a lock that expired
-# between the two commands and now belongs to someone else.
+# between the two commands and now belongs to someone else. A normal release also ends the
+# lock-delay (the delay is only for holders that were lost).
 # The wake list holds at most one element (DEL then RPUSH): one release wakes one waiter.
 _RELEASE_LUA = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
     return 0
 end
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 redis.call('RPUSH', KEYS[2], '1')
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 1
 """
 
-# KEYS[1] lock key; ARGV[1] owner value, ARGV[2] new ttl in ms. Never recreates an expired key.
+# KEYS[1] lock key, KEYS[2] lock-delay marker; ARGV[1] owner value, ARGV[2] new ttl in ms,
+# ARGV[3] lock-delay in ms. Never recreates an expired key; the marker keeps outliving the lease.
 _EXTEND_LUA = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
     return 0
 end
+if ARGV[3] ~= '0' then
+    redis.call('PEXPIRE', KEYS[2], ARGV[2] + ARGV[3])
+end
 return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 """
+
+# Chubby's bound on a client-chosen lock-delay: one minute, so a faulty client cannot make a lock
+# (and the resource behind it) unavailable for an arbitrarily long time.
+MAX_LOCK_DELAY_MS = 60_000
 
 
 def backoff_delays(base_s: float = 0.001, cap_s: float = 0.05,
@@ -145,7 +170,7 @@ class RedisLock:
     """A lease lock on one Redis server whose ``acquire`` returns a fencing token (see module doc)."""
 
     def __init__(self, client: redis.Redis, name: str, *, ttl_ms: int = 10_000, auto_renew: bool = True,
-                 wait: str = WAIT_WAKEUP, blocking_timeout: float | None = None):
+                 wait: str = WAIT_WAKEUP, blocking_timeout: float | None = None, lock_delay_ms: int = 0):
         if not isinstance(name, str) or not name:
             raise ValueError("lock name must be a non-empty string")
         if isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) or ttl_ms <= 0:
@@ -154,11 +179,17 @@ class RedisLock:
             raise ValueError(f"wait must be one of {WAIT_STRATEGIES}, got {wait!r}")
         if blocking_timeout is not None and blocking_timeout < 0:
             raise ValueError("blocking_timeout must be >= 0 seconds or None (wait forever)")
+        if (isinstance(lock_delay_ms, bool) or not isinstance(lock_delay_ms, int)
+                or not 0 <= lock_delay_ms <= MAX_LOCK_DELAY_MS):
+            raise ValueError(f"lock_delay_ms must be an int from 0 to {MAX_LOCK_DELAY_MS}, "
+                             f"got {lock_delay_ms!r}")
         self.client = client
         self.name = name
         self.key = f"lock:{name}"
         self.token_key = f"lock-token:{name}"
         self.wake_key = f"lock-wake:{name}"
+        self.delay_key = f"lock-delay:{name}"
+        self.lock_delay_ms = lock_delay_ms
         self.ttl_ms = ttl_ms
         self.auto_renew = auto_renew
         self.wait = wait
@@ -166,8 +197,15 @@ class RedisLock:
         self.token: int | None = None      # fencing token of the current acquisition
         self.renewals = 0                  # successful watchdog extensions (observable in tests)
         self._owner: str | None = None     # random value that marks the key as ours
-        self._scripts = _scripts_for(client)
+        self._session = _session_for(client)
         self._backoff_rng = random.Random()
+
+    @property
+    def _scripts(self) -> _Session:
+        session = self._session
+        if session.pid != os.getpid():  # forked since: the parent's connection is not ours to use
+            session = self._session = _session_for(self.client)
+        return session
 
     # -- acquire -------------------------------------------------------------------------------
 
@@ -207,7 +245,8 @@ class RedisLock:
 
     def _try_acquire(self, owner: str) -> tuple[bool, int]:
         try:
-            ok, value = self._scripts.run("acquire", (self.key, self.token_key), (owner, self.ttl_ms))
+            ok, value = self._scripts.run("acquire", (self.key, self.token_key, self.delay_key),
+                                          (owner, self.ttl_ms, self.lock_delay_ms))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise LockBackendUnavailable(
                 f"cannot acquire {self.key}: Redis unreachable ({exc}); retry when it is back") from exc
@@ -238,7 +277,8 @@ class RedisLock:
         # Forget the lock first: the watchdog must not renew it once we have decided to let go.
         self._owner = None
         try:
-            return bool(self._scripts.run("release", (self.key, self.wake_key), (owner, _WAKE_KEY_TTL_MS)))
+            return bool(self._scripts.run("release", (self.key, self.wake_key, self.delay_key),
+                                          (owner, _WAKE_KEY_TTL_MS)))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise LockBackendUnavailable(
                 f"cannot release {self.key}: Redis unreachable ({exc}); if it is still there it expires "
@@ -252,7 +292,8 @@ class RedisLock:
         if owner is None:
             return False
         try:
-            return bool(self._scripts.run("extend", (self.key,), (owner, ttl_ms or self.ttl_ms)))
+            return bool(self._scripts.run("extend", (self.key, self.delay_key),
+                                          (owner, ttl_ms or self.ttl_ms, self.lock_delay_ms)))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise LockBackendUnavailable(f"cannot extend {self.key}: Redis unreachable ({exc})") from exc
 
@@ -289,38 +330,62 @@ class RedisLock:
         return f"<RedisLock {self.key} ttl={self.ttl_ms}ms {state}>"
 
 
-# -- scripts -------------------------------------------------------------------------------------
+# -- scripts, over one dedicated connection -----------------------------------------------------
 
-class _Scripts:
-    """EVALSHA with a fallback to EVAL: after a Redis restart the script cache is empty (NOSCRIPT)."""
+class _Session:
+    """The lock's scripts, sent over ONE connection this process holds for the client (EVALSHA,
+    falling back to EVAL after a Redis restart empties the script cache: NOSCRIPT).
+
+    Why not ``client.evalsha(...)``: acquire+release is two round trips, and on loopback redis-py's
+    per-command path (pool checkout and return, retry wrapper, metrics hooks) costs about as much as
+    the round trip itself. A lock's commands are short and strictly request/response, so one held
+    connection with a mutex around each exchange is enough — the same shape as a ZooKeeper session.
+    Blocking waits (BLPOP) still go through the client's pool, never through this connection.
+
+    A failed exchange is retried once on a fresh connection (after a Redis restart the old socket is
+    dead). If the first attempt did reach Redis, the retried acquire finds the lock taken — by
+    itself — and reports it busy; that orphaned lease expires within its TTL.
+    """
 
     SOURCES = {"acquire": _ACQUIRE_LUA, "release": _RELEASE_LUA, "extend": _EXTEND_LUA}
 
     def __init__(self, client: redis.Redis):
-        self.client = client
-        self.shas = {name: _sha1(src) for name, src in self.SOURCES.items()}
+        self.pid = os.getpid()
+        self.shas = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in self.SOURCES.items()}
+        self._connection = client.connection_pool.make_connection()
+        self._mutex = threading.Lock()  # the watchdog thread shares the connection
 
     def run(self, name: str, keys: tuple, args: tuple):
+        with self._mutex:
+            try:
+                return self._exchange(name, keys, args)
+            except (redis.ConnectionError, redis.TimeoutError):
+                self._connection.disconnect()
+                return self._exchange(name, keys, args)
+
+    def _exchange(self, name: str, keys: tuple, args: tuple):
+        connection = self._connection
         try:
-            return self.client.evalsha(self.shas[name], len(keys), *keys, *args)
+            connection.send_command("EVALSHA", self.shas[name], len(keys), *keys, *args)
+            return connection.read_response()
         except redis.exceptions.NoScriptError:
-            return self.client.eval(self.SOURCES[name], len(keys), *keys, *args)
+            connection.send_command("EVAL", self.SOURCES[name], len(keys), *keys, *args)
+            return connection.read_response()
 
 
-def _sha1(text: str) -> str:
-    import hashlib
-
-    return hashlib.sha1(text.encode()).hexdigest()
+_sessions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_sessions_guard = threading.Lock()
 
 
-_scripts_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _scripts_for(client: redis.Redis) -> _Scripts:
-    scripts = _scripts_cache.get(client)
-    if scripts is None:
-        scripts = _scripts_cache[client] = _Scripts(client)
-    return scripts
+def _session_for(client: redis.Redis) -> _Session:
+    """The process's session for this client (a forked child opens its own connection)."""
+    session = _sessions.get(client)
+    if session is None or session.pid != os.getpid():
+        with _sessions_guard:
+            session = _sessions.get(client)
+            if session is None or session.pid != os.getpid():
+                session = _sessions[client] = _Session(client)
+    return session
 
 
 # -- the watchdog ----------------------------------------------------------------------------------
@@ -368,7 +433,8 @@ class _Watchdog:
 
     def _renew(self, lock: RedisLock, owner: str) -> None:
         try:
-            extended = lock._scripts.run("extend", (lock.key,), (owner, lock.ttl_ms))
+            extended = lock._scripts.run("extend", (lock.key, lock.delay_key),
+                                         (owner, lock.ttl_ms, lock.lock_delay_ms))
         except redis.RedisError as exc:
             # Keep trying until the lease runs out; if Redis is back in time, the lock survives.
             log.warning("watchdog could not extend %s: %s", lock.key, exc)

@@ -20,6 +20,7 @@ import redis
 
 from .fencing import FencedResource
 from .lock import RedisLock
+from .seat_store import SeatStore
 from .ticket_booking import BookingOutcome, TicketBookingSystem
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -89,28 +90,29 @@ def holder_worker(url: str, lock_name: str, ttl_ms: int, auto_renew: bool, conn:
             return
 
 
-def booking_worker(url: str, event_id: str, seat_id: str, user_id: str, payment_seconds: float,
+def booking_worker(url: str, db: str, event_id: str, seat_id: str, user_id: str, payment_seconds: float,
                    fencing: bool, ttl_ms: int, conn: Connection) -> None:
     """Book one seat; report ('locked', token) before paying and ('result', outcome, token) after."""
     # The watchdog's "lease lost" warning is part of the story: show whose it is.
     logging.basicConfig(format=f"  ({user_id}'s process, stderr) %(message)s")
     client = redis.Redis.from_url(url)
-    system = TicketBookingSystem(client, lock_ttl_ms=ttl_ms, fencing=fencing)
+    system = TicketBookingSystem(client, SeatStore(db), lock_ttl_ms=ttl_ms, fencing=fencing)
     result = system.book_seat(event_id, seat_id, user_id, payment_seconds,
                               on_locked=lambda token: conn.send(("locked", token, time.monotonic())))
     conn.send(("result", result.outcome.value, result.token, time.monotonic()))
 
 
-def race_worker(url: str, event_id: str, seat_id: str, user_id: str, start: object, results: object) -> None:
+def race_worker(url: str, db: str, event_id: str, seat_id: str, user_id: str, start: object,
+                results: object) -> None:
     """One user racing for one seat; waits for the shared start signal first."""
     client = redis.Redis.from_url(url)
-    system = TicketBookingSystem(client, lock_ttl_ms=5_000)
+    system = TicketBookingSystem(client, SeatStore(db), lock_ttl_ms=5_000)
     start.wait()
     result = system.book_seat(event_id, seat_id, user_id)
     results.put((user_id, result.outcome.value, result.token))
 
 
-def crowd_worker(url: str, event_id: str, seats: list[str], users: list[str], seed: int,
+def crowd_worker(url: str, db: str, event_id: str, seats: list[str], users: list[str], seed: int,
                  cancel_probability: float, start: object, results: object,
                  payment_max_s: float = 0.0) -> None:
     """Run many users in one process: each tries seats in a random order until one is booked.
@@ -119,7 +121,7 @@ def crowd_worker(url: str, event_id: str, seats: list[str], users: list[str], se
     user, every booking and cancellation it was told succeeded — the audit checks them against Redis.
     """
     client = redis.Redis.from_url(url)
-    system = TicketBookingSystem(client, lock_ttl_ms=5_000, lock_wait_s=0.0)
+    system = TicketBookingSystem(client, SeatStore(db), lock_ttl_ms=5_000, lock_wait_s=0.0)
     rng = random.Random(seed)
     start.wait()
     log: list[tuple[str, str, str]] = []  # (user, "booked"|"cancelled"|"busy"|..., seat)
@@ -141,3 +143,26 @@ def _book_any(system: TicketBookingSystem, event_id: str, seats: list[str], user
         if result.outcome is BookingOutcome.BOOKED:
             return seat
     return None
+
+
+def seat_rush_worker(url: str, db: str, event_id: str, seats: list[str], user_id: str, lock_free: bool,
+                     seed: int, start: object, results: object) -> None:
+    """One user tries every seat once, in its own random order, with or without the seat lock.
+
+    Reports (user, [(seat, outcome, seconds the attempt took)]). The bench compares the two ways of
+    booking under contention; the tests check that each seat has exactly one winner.
+    """
+    client = redis.Redis.from_url(url)
+    system = TicketBookingSystem(client, SeatStore(db), lock_ttl_ms=5_000, auto_renew=False)
+    order = random.Random(seed).sample(seats, len(seats))
+    client.ping()  # connect before the start line
+    start.wait()
+    attempts = []
+    for seat in order:
+        began = time.perf_counter()
+        if lock_free:
+            result = system.book_seat_lock_free(event_id, seat, user_id)
+        else:
+            result = system.book_seat(event_id, seat, user_id)
+        attempts.append((seat, result.outcome.value, time.perf_counter() - began))
+    results.put((user_id, attempts))

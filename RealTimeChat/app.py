@@ -20,19 +20,23 @@ import argparse
 import logging
 import os
 import secrets
-import signal
+import socket
 import sqlite3
 import sys
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import redis
 from flask import Flask, render_template, request
 from flask_socketio import SocketIO, join_room, leave_room
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+from common import cli
 
 from .rules import (
+    CATCH_UP_LIMIT,
+    HISTORY_LIMIT,
     INTERNAL_ERROR,
     MAX_ROOMS_PER_CONNECTION,
     NICKNAME_MISMATCH,
@@ -45,6 +49,8 @@ from .rules import (
     UNKNOWN_USER,
     ChatError,
     TokenBucket,
+    ack_error,
+    ack_ok,
     nickname_key,
     parse_join,
     parse_leave,
@@ -52,15 +58,16 @@ from .rules import (
     parse_private_message,
     parse_typing,
     private_message_payload,
-    utc_timestamp,
 )
 from .store import ChatStore, LocalStore, RedisStore
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-DEFAULT_DB = PACKAGE_DIR / "data" / "chat.sqlite3"
+DEFAULT_DB = cli.output_path("RealTimeChat", "chat.sqlite3")   # git-ignored out/
 # Engine.IO refuses packets above this size by closing the connection: the only input that costs a
 # client its connection. Anything smaller reaches rules.py and gets a polite `error`.
 MAX_PACKET_BYTES = 1_000_000
+# The events a client may send. Everything else, the server's own lifecycle events `connect` and
+# `disconnect` included, is refused with `unknown_event` (see ChatServer._refuse_foreign_events).
+CLIENT_EVENTS = frozenset({"join", "leave", "message", "private_message", "typing"})
 # Presence changes within this window are sent as one list (see ChatServer._change_presence).
 PRESENCE_COALESCE_S = 0.2
 
@@ -114,34 +121,67 @@ class ChatServer:
         on("private_message")(self._guarded(self.on_private_message))
         # Typing pings have their own silent limiter (see on_typing).
         on("typing")(self._guarded(self.on_typing, limited=False))
-        on("*")(self._guarded(self.on_unknown_event))
+        self._refuse_foreign_events()
+
+    def _refuse_foreign_events(self) -> None:
+        """Let only CLIENT_EVENTS through from a client; answer anything else with `unknown_event`.
+
+        python-socketio dispatches a client's event packet by its name to whichever handler has
+        that name, and `connect` and `disconnect` are names too: before this check, a client's
+        `emit("connect")` re-ran the connect handler (a fresh rate-limit bucket; its nickname and
+        presence orphaned for ever) and `emit("disconnect")` freed its nickname while the socket
+        stayed open. A catch-all `*` handler is no help either: an event literally named "*" takes
+        the catch-all's own slot, and Flask-SocketIO then reads the payload as the sender's sid.
+        So the allow-list is checked where a client's packet becomes an event, before any
+        dispatch. `_handle_event` is python-socketio's (private) entry for client event packets;
+        tests/test_chat_spoofing.py fails if an upgrade ever bypasses this wrapper.
+        """
+        server = self.socketio.server
+        dispatch = server._handle_event
+
+        def handle_event(eio_sid: str, namespace: str | None, ack_id: int | None, data: list) -> Any:
+            name = data[0] if data else None
+            if isinstance(name, str) and name in CLIENT_EVENTS:
+                return dispatch(eio_sid, namespace, ack_id, data)
+            sid = server.manager.sid_from_eio_sid(eio_sid, namespace or "/")
+            if sid is not None:
+                self._handle(sid, self.on_unknown_event, (name,), limited=True)
+            return None
+        server._handle_event = handle_event
 
     def _guarded(self, handler, limited: bool = True):
-        """Wrap a handler: rate limit first, and turn every failure into an `error` event.
+        """Wrap a handler for Flask-SocketIO: the connection comes from the request context, and
+        what the handler returns is the Socket.IO acknowledgement (if the client asked for one)."""
+        def wrapper(*args: Any) -> Any:
+            return self._handle(request.sid, handler, args, limited)
+        wrapper.__name__ = handler.__name__
+        return wrapper
+
+    def _handle(self, sid: str, handler, args: tuple[Any, ...], limited: bool) -> Any:
+        """Run one client event: rate limit first, and turn every failure into an `error` event
+        (and an `{ok: false, code, message}` acknowledgement). Returns the acknowledgement.
 
         Catching here (rather than letting Flask-SocketIO log and drop the exception) is what keeps
         a bad payload from costing anything but one `error` reply.
         """
-        def wrapper(*args: Any) -> None:
-            conn = self._connection(request.sid)
-            if conn is None:
-                return  # raced with disconnect
-            with conn.lock:
-                if conn.closed:
-                    return  # the disconnect clean-up ran first: nothing may be claimed after it
-                try:
-                    if limited and not conn.bucket.try_take():
-                        raise ChatError(RATE_LIMITED, f"slow down: at most {self.rate:g} events/s "
-                                                      f"(bursts of {self.burst})")
-                    handler(conn, *args)
-                except ChatError as exc:
-                    self._send_error(conn.sid, exc)
-                except Exception:
-                    log.exception("handler %s failed", handler.__name__)
-                    self._send_error(conn.sid, ChatError(INTERNAL_ERROR, "the server failed to handle "
-                                                                         "that event; try again"))
-        wrapper.__name__ = handler.__name__
-        return wrapper
+        conn = self._connection(sid)
+        if conn is None:
+            return ack_error(ChatError(NOT_JOINED, "the connection is closing"))  # raced with disconnect
+        with conn.lock:
+            if conn.closed:  # the disconnect clean-up ran first: nothing may be claimed after it
+                return ack_error(ChatError(NOT_JOINED, "the connection is closing"))
+            try:
+                if limited and not conn.bucket.try_take():
+                    raise ChatError(RATE_LIMITED, f"slow down: at most {self.rate:g} events/s "
+                                                  f"(bursts of {self.burst})")
+                return handler(conn, *args)
+            except ChatError as exc:
+                error = exc
+            except Exception:
+                log.exception("handler %s failed", handler.__name__)
+                error = ChatError(INTERNAL_ERROR, "the server failed to handle that event; try again")
+            self._send_error(conn.sid, error)
+            return ack_error(error)
 
     def _connection(self, sid: str) -> Connection | None:
         with self._lock:
@@ -197,6 +237,19 @@ class ChatServer:
                     log.info("removed a dead instance's users from #%s", room)
         self.socketio.start_background_task(loop)
 
+    def disconnect_everyone(self, silent_s: float) -> None:
+        """Scale-out: after our heartbeat was missing for `silent_s` s (a partition from Redis), the
+        other instances have declared us dead, reaped our users' presence and freed their
+        nicknames. Keeping the connections would leave users who are invisible to the others and
+        whose nicknames someone else may now hold. So every user is disconnected; their clients
+        reconnect (here or elsewhere), claim their nicknames again and catch up with `since`."""
+        with self._lock:
+            sids = list(self._connections)
+        log.warning("no heartbeat for %.1fs: presumed dead by the other instances; disconnecting %d "
+                    "connection(s) so they reconnect and claim again", silent_s, len(sids))
+        for sid in sids:
+            self.socketio.server.disconnect(sid)
+
     def close_all(self) -> None:
         """On shutdown: release our users' nicknames and presence, and tell the rooms.
 
@@ -226,7 +279,9 @@ class ChatServer:
         # also in the history); clients merge by id, so nothing falls in a gap.
         join_room(req.room, sid=conn.sid)
         conn.rooms.add(req.room)
-        history = [m.payload() for m in self.store.history(req.room)]
+        # With `since` (a reconnecting client's last id), only what it missed: the gap is filled.
+        limit = HISTORY_LIMIT if req.since is None else CATCH_UP_LIMIT
+        history = [m.payload() for m in self.store.history(req.room, limit, since=req.since)]
         self.socketio.emit("history", {"room": req.room, "messages": history}, to=conn.sid)
         # A disconnect arriving meanwhile waits on conn.lock and then undoes this join in full.
         self._change_presence(req.room, conn.username, joined=True)
@@ -253,22 +308,27 @@ class ChatServer:
         self.socketio.emit("presence", {"room": room, "users": self.store.presence(room)}, to=conn.sid)
         log.info("%s left #%s", conn.username, room)
 
-    def on_message(self, conn: Connection, *args: Any) -> None:
+    def on_message(self, conn: Connection, *args: Any) -> dict[str, Any]:
         req = parse_message(args)
         self._require_room(conn, req.room)
-        message = self.store.append_message(req.room, conn.username, req.text)
-        self.socketio.emit("message", message.payload(), to=req.room)
+        # Stored (committed) first, so an acknowledged message is never lost by a crash after this.
+        message, new = self.store.append_message(req.room, conn.username, req.text, req.client_id)
+        if new:  # a resend of a stored message is acknowledged again, never broadcast again
+            self.socketio.emit("message", message.payload(), to=req.room)
+        return ack_ok(message.id, message.ts)
 
-    def on_private_message(self, conn: Connection, *args: Any) -> None:
+    def on_private_message(self, conn: Connection, *args: Any) -> dict[str, Any]:
         req = parse_private_message(args)
         sender = self._require_username(conn)
         if not self.store.nickname_online(nickname_key(req.to)):
             raise ChatError(UNKNOWN_USER, f"no user '{req.to}' is online")
-        payload = private_message_payload(self.store.next_private_id(), sender, req.to, req.text,
-                                          utc_timestamp())
-        # One emit to both users' rooms: Socket.IO delivers once per connection, so a message to
-        # yourself is not doubled, and nobody else's connection is in either room.
-        self.socketio.emit("private_message", payload, to=[user_room(req.to), user_room(sender)])
+        message_id, ts, new = self.store.record_private(sender, req.client_id)
+        if new:
+            payload = private_message_payload(message_id, sender, req.to, req.text, ts, req.client_id)
+            # One emit to both users' rooms: Socket.IO delivers once per connection, so a message to
+            # yourself is not doubled, and nobody else's connection is in either room.
+            self.socketio.emit("private_message", payload, to=[user_room(req.to), user_room(sender)])
+        return ack_ok(message_id, ts)
 
     def on_typing(self, conn: Connection, *args: Any) -> None:
         # Advisory and frequent: over the limit we drop the ping without a word (and without even
@@ -280,9 +340,9 @@ class ChatServer:
         self.socketio.emit("typing", {"room": room, "username": conn.username}, to=room,
                            skip_sid=conn.sid)
 
-    def on_unknown_event(self, conn: Connection, event: Any = None, *args: Any) -> None:
-        raise ChatError(UNKNOWN_EVENT, f"unknown event {str(event)[:40]!r}; the events are join, leave, "
-                                       f"message, private_message, typing")
+    def on_unknown_event(self, conn: Connection, event: Any = None) -> None:
+        raise ChatError(UNKNOWN_EVENT, f"unknown event {str(event)[:40]!r}; a client may send only "
+                                       f"{', '.join(sorted(CLIENT_EVENTS))}")
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -368,11 +428,6 @@ def create_app(store: ChatStore, redis_url: str | None = None, cors_origins: lis
     return app, socketio, chat
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    """SIGTERM (from `kill`, systemd, the tests) takes the same clean path as Ctrl-C."""
-    raise KeyboardInterrupt
-
-
 def own_origin_or(extra: list[str]):
     """Engine.IO origin check: the page's own origin (from the Host header) plus `extra`.
 
@@ -387,61 +442,93 @@ def own_origin_or(extra: list[str]):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Real-time chat server (Flask + Flask-SocketIO).")
+    parser = cli.ArgumentParser(prog="python -m RealTimeChat.app",
+                                description="Real-time chat server (Flask + Flask-SocketIO).")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=5000, help="port (default 5000)")
-    parser.add_argument("--redis", metavar="URL",
+    parser.add_argument("--port", type=cli.port, default=5000, help="port (default 5000)")
+    parser.add_argument("--redis", metavar="URL", type=cli.redis_url,
                         help="scale-out mode: share rooms, presence and history through this Redis")
-    parser.add_argument("--db", default=str(DEFAULT_DB),
-                        help="SQLite history file when not using --redis (default %(default)s)")
+    parser.add_argument("--db", type=cli.writable_path, default=DEFAULT_DB,
+                        help="SQLite history file when not using --redis "
+                             "(default out/RealTimeChat/chat.sqlite3)")
     parser.add_argument("--cors-origin", action="append", metavar="ORIGIN",
                         help="also allow this browser origin (repeatable); default: own origin only")
-    parser.add_argument("--rate", type=float, default=10.0, help="events/s per connection (default 10)")
-    parser.add_argument("--burst", type=int, default=20, help="rate-limit burst (default 20)")
-    parser.add_argument("--heartbeat-ttl", type=float, default=10.0,
-                        help="scale-out: seconds after which a silent instance's users count as gone")
-    parser.add_argument("--debug", action="store_true", help="Flask debug mode (never in production)")
-    args = parser.parse_args(argv)
     # Checked here, not at the first connection: a bad value must stop the start, not every client.
-    if not args.rate > 0 or args.burst < 1 or not args.heartbeat_ttl > 0:
-        parser.error("need --rate > 0, --burst >= 1 and --heartbeat-ttl > 0")
-    return args
+    parser.add_argument("--rate", type=cli.positive_float, default=10.0,
+                        help="events/s per connection (default 10)")
+    parser.add_argument("--burst", type=cli.positive_int, default=20, help="rate-limit burst (default 20)")
+    parser.add_argument("--heartbeat-ttl", type=cli.positive_float, default=10.0,
+                        help="scale-out: seconds after which a silent instance's users count as gone")
+    parser.add_argument("--tcp-nodelay", action=argparse.BooleanOptionalAction, default=True,
+                        help="turn Nagle's algorithm off on every connection (default on; "
+                             "--no-tcp-nodelay is there for the benchmark's before/after)")
+    parser.add_argument("--debug", action="store_true", help="Flask debug mode (never in production)")
+    return parser.parse_args(argv)
+
+
+def open_store(args: argparse.Namespace) -> tuple[ChatStore, str]:
+    """The store the flags ask for, and a few words saying where the state lives."""
+    try:
+        if args.redis:
+            store = RedisStore(args.redis, heartbeat_ttl=args.heartbeat_ttl)
+            return store, f"redis {args.redis} (instance {store.instance_id})"
+        return LocalStore(args.db), f"sqlite {args.db}"
+    except (redis.RedisError, ValueError, OSError, sqlite3.Error) as exc:
+        what = f"Redis at {args.redis}" if args.redis else f"the history database {args.db}"
+        raise cli.UsageError(f"cannot use {what}: {exc}") from None
+
+
+class NoDelayHandler(WSGIRequestHandler):
+    """Werkzeug's handler with Nagle's algorithm off on every connection (TCP_NODELAY).
+
+    A chat writes many small frames to one socket: with Nagle, a frame written while the previous
+    one is unacknowledged waits for that ACK, and the receiver delays its ACK (40 ms on Linux,
+    up to 200 ms elsewhere). Those waits were the ~100 ms stalls of the fan-out benchmark.
+    """
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so that a busy port is one clear error, before any "serving".
+
+    (Werkzeug's own bind prints two lines and calls sys.exit; given a socket, it just serves it.)
+    """
+    try:
+        return socket.create_server((host, port), backlog=128)
+    except OSError as exc:
+        raise cli.bind_error(exc, host, port) from None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    store: ChatStore
-    try:
-        if args.redis:
-            store = RedisStore(args.redis, heartbeat_ttl=args.heartbeat_ttl)
-            where = f"redis {args.redis} (instance {store.instance_id})"
-        else:
-            store = LocalStore(args.db)
-            where = f"sqlite {args.db}"
-    except (redis.RedisError, ValueError, OSError, sqlite3.Error) as exc:
-        what = f"Redis at {args.redis}" if args.redis else f"the history database {args.db}"
-        print(f"RealTimeChat.app: cannot use {what}: {exc}", file=sys.stderr)
-        return 1
-    app, socketio, chat = create_app(store, redis_url=args.redis, cors_origins=args.cors_origin,
-                                     rate=args.rate, burst=args.burst)
-    if args.redis:
-        chat.start_reaper(interval=args.heartbeat_ttl / 3)
-    signal.signal(signal.SIGTERM, _interrupt)
     # No line per HTTP request, and not the dev-server warning: README explains the server choice.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    log.info("serving http://%s:%d  state: %s", args.host, args.port, where)
+    store, where = open_store(args)
     try:
-        socketio.run(app, host=args.host, port=args.port, debug=args.debug, use_reloader=False,
-                     log_output=False, allow_unsafe_werkzeug=True)
-    except KeyboardInterrupt:
-        pass
+        app, socketio, chat = create_app(store, redis_url=args.redis, cors_origins=args.cors_origin,
+                                         rate=args.rate, burst=args.burst)
+        app.debug = args.debug
+        handler = NoDelayHandler if args.tcp_nodelay else WSGIRequestHandler
+        server = make_server(args.host, args.port, app, threaded=True, request_handler=handler,
+                             fd=listen(args.host, args.port).detach())
+        if args.redis:
+            chat.start_reaper(interval=args.heartbeat_ttl / 3)
+            store.on_presumed_dead = chat.disconnect_everyone
+        log.info("serving http://%s:%d  state: %s", args.host, args.port, where)
+        try:
+            server.serve_forever()   # Ctrl-C or SIGTERM (cli.run) ends it with KeyboardInterrupt
+        finally:
+            server.server_close()
+            chat.close_all()
+            log.info("stopped")
     finally:
-        chat.close_all()
         store.close()
-        log.info("stopped")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -1,27 +1,32 @@
-"""Fan-out benchmark: N clients in one room, each sending at a fixed rate; one instance vs two.
+"""Fan-out benchmark: N clients in one room, each sending 1 message/s; one instance vs two over Redis.
 
-    python -m RealTimeChat.bench                   default: N = 10, 50 (about a minute)
-    python -m RealTimeChat.bench --full            N = 10, 50, 200 (200 at 1 msg/s saturates 2 cores)
-    python -m RealTimeChat.bench --clients 200 --rate 0.05 --seconds 20    N = 200, below saturation
-    python -m RealTimeChat.bench --clients 20 --rate 2 --seconds 3 --repeats 7
+    python -m RealTimeChat.bench                      N = 10, 50, 200, then the chaos run (a few minutes)
+    python -m RealTimeChat.bench --clients 50 --setups one --repeats 3 --no-chaos
 
-For each N, two set-ups run side by side, interleaved (one, two, one, two, ...), `--repeats` rounds
-each, and the table shows the median of the rounds:
+The load comes from outside the server's process and outside one GIL: `--workers` load-generator
+processes, each holding its share of the N python-socketio clients. A sender puts its send time in
+the message, read from CLOCK_MONOTONIC, which every process on one machine shares, so each receiver
+computes send -> receive latency on its own, with no clock to synchronise and no central recorder.
 
-  one   one app process, state in memory + SQLite, no Redis
-  two   two app processes behind one redis-server (Flask-SocketIO message queue + Redis state);
-        clients alternate between them, so half of every fan-out crosses Redis pub/sub
+Per round every client sends `--rate` messages/s for `--seconds` (start times spread evenly,
+seeded). Reported per N and set-up, median over `--repeats` interleaved rounds:
 
-Per round, every client sends `--rate` messages/s for `--seconds` (start times spread evenly, seeded).
-We measure, for every message and every *other* client, send -> receive latency (one clock: all
-clients live in this process), then report p50/p99 of those, the p50 of "received by everyone"
-(the slowest receiver of each message), delivered messages/s, and deliveries lost. The clients share
-this process and its GIL with each other, so at high N the client side is part of what is measured.
+  delivered/s   deliveries (message x other client) per second of the round
+  p50, p99      send -> receive latency over every delivery
+  lost          deliveries still missing when the round's drain time ran out
+  CPU server    CPU seconds (user + system) the server process(es) used per second of the round
+  CPU load      the same for the load-generator processes together
+
+  one         one app process, history in SQLite
+  one-nagle   the same with Nagle's algorithm left on (`--no-tcp-nodelay`): the before of the fix
+  two         two app processes behind one redis-server; clients alternate between them, so half
+              of every fan-out crosses Redis pub/sub
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import platform
 import random
@@ -30,22 +35,89 @@ import sys
 import tempfile
 import threading
 import time
-from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
-import socketio
+from common import cli, free_port, redis_server, spawn_module
 
-from common import free_port, redis_server, spawn_module
-
-from .client import ChatClient, ChatTimeout
+from . import chaos
+from .client import ChatClient
 
 PREFIX = "bench"
+ROOM = "bench"
+DRAIN_S = 10.0      # after the last send, how long a round waits for the last deliveries
+SETUPS = ("one", "one-nagle", "two")
 
+
+def now() -> float:
+    """CLOCK_MONOTONIC, in seconds: one clock for every process on this machine."""
+    return time.clock_gettime(time.CLOCK_MONOTONIC)
+
+
+# ---- the load-generator process ---------------------------------------------------------------------
+
+class Receiver:
+    """Latencies of the bench messages this process's clients receive (not their own echoes)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Condition()
+        self.latencies: list[float] = []
+        self.last_at = 0.0
+        self.round = -1
+
+    def listener(self, me: int):
+        def on_event(event: str, data, _at: float) -> None:
+            at = now()
+            if event != "message" or not data["text"].startswith(PREFIX):
+                return
+            _, round_id, sender, sent_at = data["text"].split()
+            if int(sender) == me:
+                return
+            with self.lock:
+                if int(round_id) == self.round:
+                    self.latencies.append(at - float(sent_at))
+                    self.last_at = max(self.last_at, at)
+                    self.lock.notify_all()
+        return on_event
+
+
+def load_worker(pipe, urls: list[str], mine: list[int]) -> None:
+    """One load-generator process: connect `mine` clients, then run rounds on command."""
+    import logging
+
+    logging.getLogger("engineio.client").setLevel(logging.CRITICAL)   # an overload is reported below
+    receiver = Receiver()
+    clients = {}
+    for i in mine:
+        client = ChatClient(urls[i % len(urls)], f"u{i}", on_event=receiver.listener(i)).connect(timeout=60)
+        client.joined(ROOM, f"u{i}", timeout=60)
+        clients[i] = client
+    pipe.send("ready")
+    while True:
+        command = pipe.recv()
+        if command[0] == "stop":
+            break
+        _, round_id, start_at, schedule, expected = command
+        with receiver.lock:
+            receiver.latencies, receiver.last_at, receiver.round = [], 0.0, round_id
+        cpu_before = time.process_time()
+        for offset, i in schedule:
+            delay = start_at + offset - now()
+            if delay > 0:
+                time.sleep(delay)   # pacing the senders: the schedule is the point of the benchmark
+            clients[i].sio.emit("message", {"room": ROOM, "text": f"{PREFIX} {round_id} {i} {now():.6f}"})
+        with receiver.lock:
+            receiver.lock.wait_for(lambda want=expected: len(receiver.latencies) >= want, timeout=DRAIN_S)
+            pipe.send((receiver.latencies, receiver.last_at, time.process_time() - cpu_before))
+    for client in clients.values():
+        client.drop()
+
+
+# ---- the parent: servers, rounds, the table -------------------------------------------------------
 
 class Overloaded(RuntimeError):
-    """Clients lost their connections (missed pings): the machine could not keep up with this N."""
+    """The machine could not carry this N: clients dropped or deliveries went missing."""
 
 
 @dataclass
@@ -53,130 +125,124 @@ class RoundResult:
     deliveries_per_s: float
     p50_ms: float
     p99_ms: float
-    all_received_p50_ms: float
-    lost: int
+    lost: float
+    server_cpu: float     # CPU seconds per second of the round
+    load_cpu: float
 
 
-class Recorder:
-    """Receive times of bench messages, keyed by (sender, seq); thread-safe."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.sent: dict[tuple[int, int], float] = {}
-        self.received: dict[tuple[int, int], list[float]] = defaultdict(list)
-        self.all_in = threading.Condition(self.lock)
-        self.expected = 0
-        self.count = 0
-        self.round = -1
-
-    def reset(self, round_id: int, expected: int) -> None:
-        with self.lock:
-            self.sent.clear()
-            self.received.clear()
-            self.expected, self.count, self.round = expected, 0, round_id
-
-    def listener(self, me: int):
-        def on_event(event: str, data, at: float) -> None:
-            if event != "message" or not data["text"].startswith(PREFIX):
-                return
-            _, round_id, sender, seq = data["text"].split()
-            if int(sender) == me:
-                return  # the sender's own echo is not part of the fan-out
-            with self.lock:
-                if int(round_id) != self.round:
-                    return  # a straggler from an earlier round
-                self.received[(int(sender), int(seq))].append(at)
-                self.count += 1
-                if self.count >= self.expected:
-                    self.all_in.notify_all()
-        return on_event
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc: fields 14 and 15, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def connect_clients(urls: list[str], n: int, room: str, recorder: Recorder) -> list[ChatClient]:
-    """n clients, alternating over `urls`, joined to `room`; returns once everyone sees n users."""
-    def connect(i: int) -> ChatClient:
-        client = ChatClient(urls[i % len(urls)], f"u{i}", on_event=recorder.listener(i)).connect(timeout=60)
-        client.joined(room, f"u{i}", timeout=60)
-        return client
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        clients = list(pool.map(connect, range(n)))
-    for client in clients:  # the presence storm of n joins has settled
-        client.wait_for("presence", lambda p: len(p["users"]) == n, timeout=120)
-    return clients
+class LoadGenerator:
+    """`workers` processes holding N clients between them (client i lives in process i % workers)."""
 
+    def __init__(self, urls: list[str], n: int, workers: int):
+        context = multiprocessing.get_context("spawn")
+        self.n = n
+        self.owner = [i % workers for i in range(n)]
+        self.pipes, self.processes = [], []
+        for w in range(workers):
+            parent_end, child_end = context.Pipe()
+            mine = [i for i in range(n) if self.owner[i] == w]
+            process = context.Process(target=load_worker, args=(child_end, urls, mine), daemon=True)
+            process.start()
+            self.pipes.append(parent_end)
+            self.processes.append(process)
+        for pipe in self.pipes:
+            if not pipe.poll(120):
+                self.close()
+                raise Overloaded(f"could not connect {n} clients within 120 s")
+            pipe.recv()
 
-def run_round(clients: list[ChatClient], room: str, recorder: Recorder, round_id: int, rate: float,
-              seconds: float, rng: random.Random) -> RoundResult:
-    n = len(clients)
-    per_client = max(1, round(rate * seconds))
-    schedule = sorted((rng.uniform(0, 1 / rate) + k / rate, i, k)
-                      for i in range(n) for k in range(per_client))
-    recorder.reset(round_id, expected=len(schedule) * (n - 1))
-    start = time.perf_counter()
-    for offset, i, k in schedule:
-        delay = start + offset - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)  # pacing the senders: the schedule is the point of the benchmark
-        with recorder.lock:
-            recorder.sent[(i, k)] = time.perf_counter()
-        try:
-            clients[i].sio.emit("message", {"room": room, "text": f"{PREFIX} {round_id} {i} {k}"})
-        except socketio.exceptions.SocketIOError as exc:
-            raise Overloaded(f"client {i} lost its connection ({exc})") from None
-    with recorder.lock:
-        recorder.all_in.wait_for(lambda: recorder.count >= recorder.expected, timeout=30)
-        latencies, slowest, last = [], [], start
-        for key, times in recorder.received.items():
-            sent = recorder.sent[key]
-            latencies.extend(t - sent for t in times)
-            slowest.append(max(times) - sent)
-            last = max(last, max(times))
-        count, expected = recorder.count, recorder.expected
-    latencies.sort()
-    return RoundResult(
-        deliveries_per_s=count / (last - start),
-        p50_ms=1000 * latencies[len(latencies) // 2],
-        p99_ms=1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
-        all_received_p50_ms=1000 * statistics.median(slowest),
-        lost=expected - count,
-    )
+    def run_round(self, round_id: int, rate: float, seconds: float, rng: random.Random,
+                  servers: list[int]) -> RoundResult:
+        per_client = max(1, round(rate * seconds))
+        sends = sorted((rng.uniform(0, 1 / rate) + k / rate, i)
+                       for i in range(self.n) for k in range(per_client))
+        start_at = now() + 0.5
+        server_cpu_before = sum(cpu_seconds(pid) for pid in servers)
+        for w, pipe in enumerate(self.pipes):
+            schedule = [(offset, i) for offset, i in sends if self.owner[i] == w]
+            mine = self.owner.count(w)
+            expected = len(sends) * mine - len(schedule)   # every message, to my clients but its sender
+            pipe.send(("round", round_id, start_at, schedule, expected))
+        latencies, last_at, load_cpu = [], start_at, 0.0
+        for pipe in self.pipes:
+            if not pipe.poll(seconds + DRAIN_S + 60):
+                raise Overloaded("a load generator stopped answering")
+            lat, last, cpu = pipe.recv()
+            latencies.extend(lat)
+            last_at, load_cpu = max(last_at, last), load_cpu + cpu
+        server_cpu = sum(cpu_seconds(pid) for pid in servers) - server_cpu_before
+        elapsed = max(last_at - start_at, 1e-9)
+        latencies.sort()
+        expected_total = len(sends) * (self.n - 1)
+        if len(latencies) < expected_total * 0.9:
+            raise Overloaded(f"only {len(latencies)} of {expected_total} deliveries arrived")
+        return RoundResult(
+            deliveries_per_s=len(latencies) / elapsed,
+            p50_ms=1000 * latencies[len(latencies) // 2],
+            p99_ms=1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+            lost=expected_total - len(latencies),
+            server_cpu=server_cpu / elapsed,
+            load_cpu=load_cpu / elapsed,
+        )
+
+    def close(self) -> None:
+        for pipe in self.pipes:
+            try:
+                pipe.send(("stop",))
+            except (BrokenPipeError, OSError):
+                pass
+        deadline = time.monotonic() + 10
+        for process in self.processes:
+            process.join(timeout=max(0.1, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join()
 
 
 def median_result(results: list[RoundResult]) -> RoundResult:
     return RoundResult(*(statistics.median(getattr(r, f) for r in results)
-                         for f in ("deliveries_per_s", "p50_ms", "p99_ms", "all_received_p50_ms", "lost")))
+                         for f in RoundResult.__dataclass_fields__))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Chat fan-out: one instance vs two over Redis.")
-    parser.add_argument("--clients", type=int, nargs="+", default=[10, 50], help="N values (default 10 50)")
-    parser.add_argument("--full", action="store_true",
-                        help="N = 10 50 200 (several minutes; at N=200 and 1 msg/s per client the "
-                             "offered ~40,000 deliveries/s saturate a 2-core machine)")
-    parser.add_argument("--rate", type=float, default=1.0, help="messages/s per client (default 1)")
-    parser.add_argument("--seconds", type=float, default=2.0, help="sending time per round (default 2)")
-    parser.add_argument("--repeats", type=int, default=5, help="rounds per set-up, median taken (default 5)")
+    parser = cli.ArgumentParser(prog="python -m RealTimeChat.bench",
+                                description="Chat fan-out, load from several processes: one instance vs "
+                                            "two over Redis.")
+    parser.add_argument("--clients", type=cli.int_range(2), nargs="+", default=[10, 50, 200],
+                        help="N values (default 10 50 200)")
+    parser.add_argument("--setups", nargs="+", choices=list(SETUPS), default=list(SETUPS),
+                        help="which set-ups to run (default all)")
+    parser.add_argument("--rate", type=cli.positive_float, default=1.0,
+                        help="messages/s per client (default 1)")
+    parser.add_argument("--seconds", type=cli.positive_float, default=3.0,
+                        help="sending time per round (default 3)")
+    parser.add_argument("--repeats", type=cli.positive_int, default=3,
+                        help="rounds per set-up and N, median taken (default 3)")
+    parser.add_argument("--workers", type=cli.positive_int, default=4,
+                        help="load-generator processes (default 4)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the send schedule")
-    args = parser.parse_args(argv)
-    if args.full:
-        args.clients = [10, 50, 200]
-    return args
+    parser.add_argument("--chaos", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run `python -m RealTimeChat.chaos` with its defaults (default on)")
+    return parser.parse_args(argv)
 
 
-def print_table(rows: list[tuple[int, RoundResult, RoundResult]], args: argparse.Namespace) -> None:
+def print_table(rows: list[tuple[int, str, RoundResult]], args: argparse.Namespace) -> None:
     print(f"\nPython {platform.python_version()}, {os.cpu_count()} CPUs, {args.rate:g} msg/s per client, "
-          f"{args.seconds:g} s rounds, median of {args.repeats} interleaved rounds")
-    header = (f"{'N':>4}  {'set-up':<16} {'delivered/s':>11} {'p50 ms':>8} {'p99 ms':>8} "
-              f"{'all-recv p50':>12} {'lost':>5}")
+          f"{args.seconds:g} s rounds, median of {args.repeats} rounds, load from {args.workers} processes")
+    header = (f"{'N':>4}  {'set-up':<10} {'delivered/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'lost':>5} "
+              f"{'CPU server':>10} {'CPU load':>9}")
     print(header)
     print("-" * len(header))
-    for n, one, two in rows:
-        for name, r in (("one instance", one), ("two + Redis", two)):
-            print(f"{n:>4}  {name:<16} {r.deliveries_per_s:>11.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} "
-                  f"{r.all_received_p50_ms:>12.2f} {r.lost:>5.0f}")
-        print(f"{'':>4}  {'ratio two/one':<16} {two.deliveries_per_s / one.deliveries_per_s:>11.2f} "
-              f"{two.p50_ms / one.p50_ms:>8.2f} {two.p99_ms / one.p99_ms:>8.2f} "
-              f"{two.all_received_p50_ms / one.all_received_p50_ms:>12.2f}")
+    for n, name, r in rows:
+        print(f"{n:>4}  {name:<10} {r.deliveries_per_s:>11.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} "
+              f"{r.lost:>5.0f} {r.server_cpu:>10.2f} {r.load_cpu:>9.2f}")
+    print("(CPU: seconds of CPU per second of the round; 2.00 would be both cores)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,53 +251,51 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="chat-bench-"))
-        redis_url = stack.enter_context(redis_server())
-        ports = [free_port() for _ in range(3)]
-        print(f"starting: one instance on :{ports[0]}, two instances on :{ports[1]} :{ports[2]} "
-              f"sharing {redis_url}")
-        servers = [spawn_module("RealTimeChat.app", "--port", str(ports[0]), "--db", f"{tmp}/one.sqlite3",
-                                port=ports[0])]
-        servers += [spawn_module("RealTimeChat.app", "--port", str(p), "--redis", redis_url, port=p)
-                    for p in ports[1:]]
-        for server in servers:
-            stack.callback(server.stop)
-        setups = {"one": [f"http://127.0.0.1:{ports[0]}"],
-                  "two": [f"http://127.0.0.1:{p}" for p in ports[1:]]}
+        redis_url = stack.enter_context(redis_server()) if "two" in args.setups else None
+        setups: dict[str, tuple[list[str], list[int]]] = {}
+        for name in args.setups:
+            urls, pids = [], []
+            for _ in range(2 if name == "two" else 1):
+                port = free_port()
+                state = ["--redis", redis_url] if name == "two" else ["--db", f"{tmp}/{name}.sqlite3"]
+                nagle = ["--no-tcp-nodelay"] if name == "one-nagle" else []
+                server = stack.enter_context(spawn_module(
+                    "RealTimeChat.app", "--port", str(port), *state, *nagle,
+                    "--rate", "1000", "--burst", "1000", port=port))
+                urls.append(f"http://127.0.0.1:{port}")
+                pids.append(server.pid)
+            setups[name] = (urls, pids)
+        print(f"set-ups: {', '.join(f'{k} {v[0]}' for k, v in setups.items())}", flush=True)
         round_id = 0
-        overloaded: list[int] = []
+        skipped = []
+        # One set-up at a time holds its N clients (several sets of idle clients would load the
+        # machine for nothing); the set-ups still alternate for every N.
         for n in args.clients:
-            recorders = {name: Recorder() for name in setups}
-            clients: dict[str, list[ChatClient]] = {}
-            results = defaultdict(list)
-            try:
-                for name, urls in setups.items():
-                    print(f"N={n}: connecting {n} clients to '{name}'", flush=True)
-                    clients[name] = connect_clients(urls, n, f"room{n}", recorders[name])
-                for rep in range(args.repeats):
-                    for name in setups:   # interleaved: one, two, one, two, ...
+            for name, (urls, pids) in setups.items():
+                print(f"N={n} '{name}': connecting {n} clients from {min(args.workers, n)} processes",
+                      flush=True)
+                generator = None
+                try:
+                    generator = LoadGenerator(urls, n, min(args.workers, n))
+                    results = []
+                    for _ in cli.progress(range(args.repeats), label=f"N={n} {name} rounds"):
                         round_id += 1
-                        result = run_round(clients[name], f"room{n}", recorders[name], round_id,
-                                           args.rate, args.seconds, rng)
-                        results[name].append(result)
-                        print(f"  N={n} round {rep + 1} {name}: p50 {result.p50_ms:.2f} ms, "
-                              f"{result.deliveries_per_s:.0f} delivered/s, lost {result.lost}", flush=True)
-                rows.append((n, median_result(results["one"]), median_result(results["two"])))
-            except (Overloaded, ChatTimeout, socketio.exceptions.SocketIOError) as exc:
-                print(f"  N={n}: stopped, overloaded: {exc}", flush=True)
-                overloaded.append(n)
-            for group in clients.values():
-                for client in group:
-                    client.drop()
+                        results.append(generator.run_round(round_id, args.rate, args.seconds, rng, pids))
+                    rows.append((n, name, median_result(results)))
+                except Overloaded as exc:
+                    print(f"  N={n} '{name}': not measured, overloaded: {exc}", flush=True)
+                    skipped.append(f"{n} {name}")
+                finally:
+                    if generator is not None:
+                        generator.close()
     print_table(rows, args)
-    if overloaded:
-        print(f"not measured (clients dropped, machine overloaded): N = {', '.join(map(str, overloaded))}")
-    print("(measured on a shared machine: compare the ratios, not the absolute figures)")
+    if skipped:
+        print(f"not measured (the machine could not carry them): {', '.join(skipped)}")
+    if args.chaos:
+        print("\nDelivery under failure (python -m RealTimeChat.chaos):", flush=True)
+        return chaos.main([])
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted")
-        sys.exit(130)
+    sys.exit(cli.run(main))

@@ -10,12 +10,12 @@ server to show the history survived. The last line is a one-line result for the 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
+from contextlib import ExitStack
 from typing import Any
 
-from common import free_port, spawn_module
+from common import cli, free_port, spawn_module
 
 from .client import ChatClient, disconnect_all
 
@@ -68,56 +68,59 @@ def converse(url: str) -> dict[str, Any]:
         show("bob", "private_message", bob.wait_for("private_message"))
         show("alice", "private_message", alice.wait_for("private_message"))
 
-        print("bob breaks two rules; his connection stays open:")
+        print("bob breaks a rule, an intruder breaks two; each gets an error and stays connected:")
         bob.say(ROOM, "x" * 2001)
         show("bob", "error", bob.wait_for("error"))
         intruder = ChatClient(url, "intruder").connect()
-        intruder.join(ROOM, "Alice")
+        intruder.join(ROOM, "Alice")                 # nicknames are unique, ignoring case
         show("intruder", "error", intruder.wait_for("error"))
+        intruder.emit("connect")                     # the server's own lifecycle event: refused
+        show("intruder", "error", intruder.wait_for("error"))
+        violations = len(bob.received("error")) + len(intruder.received("error"))
         intruder.drop()
         bob.say(ROOM, "Sorry, still here.")
         show("alice", "message", alice.wait_for("message", lambda m: m["text"].startswith("Sorry")))
         return {"messages": len(lines) + 1, "private": len(bob.received("private_message")),
-                "bob_still_connected": bob.connected}
+                "bob_still_connected": bob.connected, "violations": violations}
     finally:
         disconnect_all([alice, bob])
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Two scripted users chat through a real server.")
+    parser = cli.ArgumentParser(prog="python -m RealTimeChat.demo",
+                                description="Two scripted users chat through a real server.")
     parser.add_argument("--keep-open", action="store_true",
                         help="leave the server running at the end so you can open the UI")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="chat-demo-") as tmp:
+    # The servers are stopped (ExitStack) before the folder holding their SQLite file is removed,
+    # on every exit path, Ctrl-C included: nothing is left in /tmp.
+    with tempfile.TemporaryDirectory(prefix="chat-demo-") as tmp, ExitStack() as servers:
         db = f"{tmp}/chat.sqlite3"
         server, url = start_server(db)
+        servers.callback(server.stop)
         print(f"chat server on {url} (history in {db})")
-        try:
-            outcome = converse(url)
-            print("restarting the server: the room's history is on disk")
-            server.stop()
-            server, url = start_server(db)
-            carol = ChatClient(url, "carol").connect()
-            history = carol.joined(ROOM, "carol")
-            show("carol", "history", {"room": ROOM, "messages": history})
-            carol.drop()
-            if args.keep_open:
-                input(f"\nthe UI is at {url}/ -- open it in a browser; press Enter to stop ")
-            else:
-                print("\nTo try the UI: python -m RealTimeChat.app, then open http://127.0.0.1:5000/ "
-                      "(or run this demo with --keep-open).")
-        finally:
-            server.stop()
-    ok = outcome["bob_still_connected"] and outcome["private"] == 1 and len(history) == outcome["messages"]
-    print(f"result: {outcome['messages']} room messages + {outcome['private']} private delivered, "
-          f"2 rule violations answered with errors, history {len(history)}/{outcome['messages']} "
+        outcome = converse(url)
+        print("restarting the server: the room's history is on disk")
+        server.stop()
+        server, url = start_server(db)
+        servers.callback(server.stop)
+        carol = ChatClient(url, "carol").connect()
+        history = carol.joined(ROOM, "carol")
+        show("carol", "history", {"room": ROOM, "messages": history})
+        carol.drop()
+        if args.keep_open:
+            input(f"\nthe UI is at {url}/ -- open it in a browser; press Enter to stop ")
+        else:
+            print("\nTo try the UI: python -m RealTimeChat.app, then open http://127.0.0.1:5000/ "
+                  "(or run this demo with --keep-open).")
+    sent = outcome["messages"]
+    ok = (outcome["bob_still_connected"] and outcome["violations"] == 3 and outcome["private"] == 1
+          and len(history) == sent)
+    print(f"result: {sent} room messages + {outcome['private']} private delivered, "
+          f"{outcome['violations']} rule violations answered with errors, history {len(history)}/{sent} "
           f"after restart{'' if ok else ' -- UNEXPECTED'}")
     return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted")
-        sys.exit(130)
+    sys.exit(cli.run(main))

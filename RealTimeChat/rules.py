@@ -17,12 +17,15 @@ from typing import Any
 
 MAX_TEXT_CHARS = 2_000        # the issue's limit on one message
 HISTORY_LIMIT = 50            # messages of a room sent on join
+CATCH_UP_LIMIT = 500          # at most this many on a join with `since` (a reconnect filling a gap)
 DEFAULT_ROOM = "lobby"
 MAX_ROOMS_PER_CONNECTION = 20  # bounds the state one connection can make us hold
 
 # Nicknames: 1-24 of letters, digits, '_' and '-'. Uniqueness is case-insensitive, so "Alice" and
 # "alice" cannot both be online (an easy impersonation otherwise). Room names: lower-case, 1-32.
 NICKNAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,24}")
+# A sender's own id for one message (a UUID fits), so a resend can be recognised: 1-64 characters.
+CLIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 ROOM_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 
 # Error codes (the `code` field of the `error` event). Clients branch on these, so they are stable.
@@ -60,18 +63,21 @@ class ChatError(Exception):
 class JoinRequest:
     room: str
     username: str
+    since: int | None = None      # the last message id the client has: send only what came after
 
 
 @dataclass(frozen=True)
 class RoomMessage:
     room: str
     text: str
+    client_id: str | None = None  # the sender's id for this message: a resend is recognised by it
 
 
 @dataclass(frozen=True)
 class PrivateMessageRequest:
     to: str
     text: str
+    client_id: str | None = None
 
 
 def nickname_key(username: str) -> str:
@@ -80,10 +86,14 @@ def nickname_key(username: str) -> str:
 
 
 def parse_join(args: tuple[Any, ...]) -> JoinRequest:
-    """`join` {room, username}; room defaults to 'lobby'."""
-    data = _single_object(args, "join", required=("username",), optional=("room",))
+    """`join` {room, username, since?}; room defaults to 'lobby'."""
+    data = _single_object(args, "join", required=("username",), optional=("room", "since"))
     room = data.get("room", DEFAULT_ROOM)
-    return JoinRequest(room=check_room(room), username=check_nickname(data["username"]))
+    since = data.get("since")
+    # bool is an int in Python; `true` is not a message id.
+    if since is not None and (not isinstance(since, int) or isinstance(since, bool) or since < 0):
+        raise ChatError(BAD_REQUEST, "'since' must be a message id (a whole number >= 0)")
+    return JoinRequest(room=check_room(room), username=check_nickname(data["username"]), since=since)
 
 
 def parse_leave(args: tuple[Any, ...]) -> str:
@@ -93,15 +103,17 @@ def parse_leave(args: tuple[Any, ...]) -> str:
 
 
 def parse_message(args: tuple[Any, ...]) -> RoomMessage:
-    """`message` {room, text}."""
-    data = _single_object(args, "message", required=("room", "text"))
-    return RoomMessage(room=check_room(data["room"]), text=check_text(data["text"]))
+    """`message` {room, text, client_id?}."""
+    data = _single_object(args, "message", required=("room", "text"), optional=("client_id",))
+    return RoomMessage(room=check_room(data["room"]), text=check_text(data["text"]),
+                       client_id=check_client_id(data.get("client_id")))
 
 
 def parse_private_message(args: tuple[Any, ...]) -> PrivateMessageRequest:
-    """`private_message` {to, text}."""
-    data = _single_object(args, "private_message", required=("to", "text"))
-    return PrivateMessageRequest(to=check_nickname(data["to"]), text=check_text(data["text"]))
+    """`private_message` {to, text, client_id?}."""
+    data = _single_object(args, "private_message", required=("to", "text"), optional=("client_id",))
+    return PrivateMessageRequest(to=check_nickname(data["to"]), text=check_text(data["text"]),
+                                 client_id=check_client_id(data.get("client_id")))
 
 
 def parse_typing(args: tuple[Any, ...]) -> str:
@@ -124,6 +136,15 @@ def check_room(value: Any) -> str:
     return value
 
 
+def check_client_id(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not CLIENT_ID_PATTERN.fullmatch(value):
+        raise ChatError(BAD_REQUEST, "'client_id' is 1-64 characters: letters, digits, '_', '-', '.' "
+                                     "or ':' (a UUID fits)")
+    return value
+
+
 def check_text(value: Any) -> str:
     if not isinstance(value, str):
         raise ChatError(BAD_REQUEST, "'text' must be a string")
@@ -133,6 +154,14 @@ def check_text(value: Any) -> str:
                                        f"(this one has {len(value)})")
     if not value.strip():
         raise ChatError(EMPTY_TEXT, "a message needs some text")
+    # JSON can carry a lone surrogate ("\ud800"), but it is not a character: UTF-8 cannot encode it,
+    # so SQLite, Redis and every other client would choke on it later. Refuse it here, as bad input.
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ChatError(BAD_REQUEST, "'text' is not valid Unicode: it contains a lone surrogate "
+                                         "(U+D800-U+DFFF)") from None
     return value
 
 
@@ -161,19 +190,32 @@ def _single_object(args: tuple[Any, ...], event: str, required: tuple[str, ...],
 
 @dataclass(frozen=True)
 class ChatMessage:
-    """A stored room message. `id` increases per room; `ts` is the server's UTC time (ISO 8601)."""
+    """A stored room message. `id` increases per room; `ts` is the server's UTC time (ISO 8601);
+    `client_id` is the sender's own id for it (None if the sender gave none)."""
     id: int
     room: str
     username: str
     text: str
     ts: str
+    client_id: str | None = None
 
     def payload(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def private_message_payload(message_id: int, sender: str, to: str, text: str, ts: str) -> dict[str, Any]:
-    return {"id": message_id, "from": sender, "to": to, "text": text, "ts": ts}
+def private_message_payload(message_id: int, sender: str, to: str, text: str, ts: str,
+                            client_id: str | None = None) -> dict[str, Any]:
+    return {"id": message_id, "from": sender, "to": to, "text": text, "ts": ts, "client_id": client_id}
+
+
+def ack_ok(message_id: int, ts: str) -> dict[str, Any]:
+    """The acknowledgement of a `message` / `private_message`: stored (or already stored) as `id`."""
+    return {"ok": True, "id": message_id, "ts": ts}
+
+
+def ack_error(error: ChatError) -> dict[str, Any]:
+    """The acknowledgement of a refused event: the same code and message as the `error` event."""
+    return {"ok": False, **error.payload()}
 
 
 def utc_timestamp(now: float | None = None) -> str:

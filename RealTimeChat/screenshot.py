@@ -1,8 +1,9 @@
 """Take the README screenshot: a real server, two headless Chromium users, a short conversation.
 
-    python -m RealTimeChat.screenshot [--out RealTimeChat/images/chat.png] [--chromium /usr/bin/chromium]
+    python -m RealTimeChat.screenshot [--out out/RealTimeChat/chat.png] [--chromium /usr/bin/chromium]
 
-Uses Debian's Chromium through Playwright (never downloads a browser).
+Uses Debian's Chromium through Playwright (never downloads a browser). Writes under `out/` by
+default; `make figures-RealTimeChat` passes `--out RealTimeChat/images/chat.png`, the guide's picture.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import free_port, spawn_module
-
-from .app import PACKAGE_DIR
+from common import cli, free_port, spawn_module
 
 CONVERSATION = [
     ("alice", "Morning! Is the deploy still on for 10:00?"),
@@ -26,10 +25,16 @@ CONVERSATION = [
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Screenshot the chat UI with a short conversation.")
-    parser.add_argument("--out", default=str(PACKAGE_DIR / "images" / "chat.png"), help="PNG to write")
+    parser = cli.ArgumentParser(prog="python -m RealTimeChat.screenshot",
+                                description="Screenshot the chat UI with a short conversation.")
+    parser.add_argument("--out", type=cli.writable_path, default=cli.output_path("RealTimeChat", "chat.png"),
+                        help="PNG to write (default out/RealTimeChat/chat.png)")
     parser.add_argument("--chromium", default="/usr/bin/chromium", help="Chromium executable")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not Path(args.chromium).is_file():
+        raise cli.UsageError(f"no Chromium at {args.chromium}: install Debian's `chromium` "
+                             f"or pass --chromium PATH")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,15 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         viewer.locator("#conversations li.unread", has_text="@carol").wait_for()
         pages["bob"].fill("#text", "one more thing")   # leaves "bob is typing…" on alice's screen
         expect(viewer.locator("#typing")).to_contain_text("bob")
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        viewer.screenshot(path=args.out)
+        viewer.screenshot(path=str(cli.ensure_parent(args.out)))
         browser.close()
     print(f"wrote {args.out}")
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(130)
+    sys.exit(cli.run(main))

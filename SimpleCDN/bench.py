@@ -15,7 +15,6 @@ the column is skipped with a message.
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
 import os
@@ -30,7 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import free_port, spawn_command, spawn_module
+from common import cli, free_port, spawn_command, spawn_module
 
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
 HIT_PATH = "/bench/10k"
@@ -177,11 +176,14 @@ def coalescing(port: int, origin_port: int, path: str, clients: int = 100) -> tu
 # ---------------------------------------------------------------------------------------- main
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m SimpleCDN.bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="duration of each hit-load run")
-    parser.add_argument("--repeats", type=int, default=5, help="interleaved repetitions (median reported)")
-    parser.add_argument("--connections", type=int, default=32, help="keep-alive connections per loadgen")
-    parser.add_argument("--loadgens", type=int, default=2, help="loadgen processes run at once")
+    parser = cli.ArgumentParser(prog="python -m SimpleCDN.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=cli.positive_float, default=3.0,
+                        help="duration of each hit-load run")
+    parser.add_argument("--repeats", type=cli.positive_int, default=5,
+                        help="interleaved repetitions (median reported)")
+    parser.add_argument("--connections", type=cli.positive_int, default=32,
+                        help="keep-alive connections per loadgen")
+    parser.add_argument("--loadgens", type=cli.positive_int, default=2, help="loadgen processes run at once")
     parser.add_argument("--no-nginx", action="store_true", help="skip the nginx column")
     args = parser.parse_args(argv)
 
@@ -218,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         misses: dict[str, list[float]] = {name: [] for name in ["direct", *servers]}
         print(f"\n1) cache hits on {HIT_PATH}: {args.loadgens} loadgen processes x {args.connections} "
               f"keep-alive connections, {args.seconds:g} s per run")
-        for rep in range(args.repeats):
+        for rep in cli.progress(range(args.repeats), label="repetitions"):
             order = list(servers) if rep % 2 == 0 else list(reversed(servers))
             for name in order:
                 result = hit_load(servers[name], args.seconds, args.connections, args.loadgens)
@@ -240,10 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"   {name:<5} {ok} x 200, origin requests: {count}")
 
         print_table(servers, runs, misses, coalesced, args)
-    except KeyboardInterrupt:
-        print("\ninterrupted")
-        return 130
-    finally:
+    finally:  # also on Ctrl-C / SIGTERM (KeyboardInterrupt through cli.run)
         for child in reversed(children):
             child.stop()
         shutil.rmtree(prefix, ignore_errors=True)
@@ -281,4 +280,4 @@ def print_table(servers, runs, misses, coalesced, args) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

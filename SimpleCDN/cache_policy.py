@@ -25,11 +25,13 @@ to cache such responses by default for the same reason.
 
 from __future__ import annotations
 
+import base64
 import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC
-from email.utils import formatdate, parsedate_to_datetime
+from datetime import UTC, datetime
+from email.utils import formatdate
 from urllib.parse import urlsplit
 
 Headers = list[tuple[str, str]]
@@ -37,9 +39,12 @@ Headers = list[tuple[str, str]]
 # RFC 9110 §15.1: status codes that are "heuristically cacheable". 206 is left out on purpose: this
 # cache does not combine partial content, so a Range request simply bypasses it.
 HEURISTICALLY_CACHEABLE = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
-# Status codes this cache understands well enough to store with explicit freshness (RFC 9111 §3:
-# "the response status code is final" and "understood by the cache").
-UNDERSTOOD_STATUS = HEURISTICALLY_CACHEABLE | frozenset({302, 303, 307, 403})
+# Status codes whose semantics this cache implements (RFC 9111 §3). It matters only for the two a
+# cache must understand to store them (206, 304: this cache does not combine partial content) and
+# for responses marked must-understand (§5.2.2.3). Any other final status may be stored when the
+# response allows it.
+UNDERSTOOD_STATUS = HEURISTICALLY_CACHEABLE | frozenset({302, 303, 307, 400, 403, 500, 502, 503, 504})
+MUST_UNDERSTAND_STATUS = frozenset({206, 304})
 
 # RFC 9110 §7.6.1: connection-specific fields that a proxy must not forward or store.
 HOP_BY_HOP = frozenset({
@@ -81,11 +86,24 @@ def without(headers: Iterable[tuple[str, str]], names: Iterable[str]) -> Headers
     return [(key, value) for key, value in headers if key.lower() not in drop]
 
 
+OWS = " \t"  # RFC 9110 §5.6.3: optional whitespace is SP and HTAB, nothing else
+
+
+def strip_ows(text: str) -> str:
+    """Remove optional whitespace (SP, HTAB) from both ends — and only that.
+
+    Never `str.strip()`: it also removes \x0b, \x0c, \x1c-\x1f and \x85, so "0\x0b" would read as a
+    valid Content-Length of 0 and "\x0bchunked" as chunked, where another parser on the path would
+    disagree about the body's length: the disagreement request smuggling is made of.
+    """
+    return text.strip(OWS)
+
+
 def split_list(value: str | None) -> list[str]:
     """Split a comma-separated list field, ignoring empty elements (RFC 9110 §5.6.1)."""
     if not value:
         return []
-    return [item.strip() for item in value.split(",") if item.strip()]
+    return [item for item in (strip_ows(part) for part in value.split(",")) if item]
 
 
 def strip_hop_by_hop(headers: Iterable[tuple[str, str]]) -> Headers:
@@ -108,10 +126,10 @@ def parse_cache_control(value: str | None) -> dict[str, str | None]:
         return directives
     for part in _split_outside_quotes(value):
         name, sep, argument = part.partition("=")
-        name = name.strip().lower()
+        name = strip_ows(name).lower()
         if not name or not _TOKEN_RE.match(name):
             continue
-        arg: str | None = argument.strip() if sep else None
+        arg: str | None = strip_ows(argument) if sep else None
         if arg is not None and len(arg) >= 2 and arg[0] == arg[-1] == '"':
             arg = arg[1:-1]
         directives.setdefault(name, arg)
@@ -129,7 +147,7 @@ def _split_outside_quotes(value: str) -> list[str]:
         else:
             current.append(char)
     parts.append("".join(current))
-    return [part for part in parts if part.strip()]
+    return [part for part in parts if strip_ows(part)]
 
 
 def delta_seconds(directives: dict[str, str | None], name: str) -> int | None:
@@ -151,19 +169,52 @@ def cache_control(headers: Iterable[tuple[str, str]]) -> dict[str, str | None]:
 
 # ------------------------------------------------------------------------------------------ dates
 
-def parse_http_date(value: str | None) -> float | None:
-    """An HTTP-date (IMF-fixdate, RFC 850 or asctime) -> POSIX seconds, or None if invalid."""
+_DAY = "(Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
+_DAY_LONG = "(Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)"
+_MONTH = "(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+_TIME = "([0-9]{2}):([0-9]{2}):([0-9]{2})"
+# RFC 9110 §5.6.7, exactly: IMF-fixdate, and for reception the obsolete RFC 850 and asctime forms.
+_IMF_FIXDATE = re.compile(rf"{_DAY}, ([0-9]{{2}}) {_MONTH} ([0-9]{{4}}) {_TIME} GMT")
+_RFC850_DATE = re.compile(rf"{_DAY_LONG}, ([0-9]{{2}})-{_MONTH}-([0-9]{{2}}) {_TIME} GMT")
+_ASCTIME_DATE = re.compile(rf"{_DAY} {_MONTH} ([0-9]{{2}}| [0-9]) {_TIME} ([0-9]{{4}})")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def parse_http_date(value: str | None, now: float | None = None) -> float | None:
+    """An HTTP-date -> POSIX seconds, or None if it is not one (RFC 9110 §5.6.7).
+
+    Strict on purpose: `email.utils` also accepts two-digit years in the IMF form, a missing comma,
+    extra spaces, other zones and impossible dates, and caches that disagree about whether a date is
+    valid disagree about whether a response is fresh. An invalid Expires means "already expired"
+    (RFC 9111 §5.3), so refusing a sloppy date errs on the side of asking the origin again. Two
+    field lines of a date field arrive joined by ", ", which is not a date: invalid too.
+    """
     if not value:
         return None
+    if match := _IMF_FIXDATE.fullmatch(value):
+        _, day, month, year, hour, minute, second = match.groups()
+    elif match := _RFC850_DATE.fullmatch(value):
+        _, day, month, year2, hour, minute, second = match.groups()
+        year = str(_rfc850_year(int(year2), now))
+    elif match := _ASCTIME_DATE.fullmatch(value):
+        _, month, day, hour, minute, second, year = match.groups()
+    else:
+        return None
     try:
-        parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        moment = datetime(int(year), _MONTHS.index(month) + 1, int(day.strip()), int(hour), int(minute),
+                          min(int(second), 59), tzinfo=UTC)  # no 31 Feb, no hour 24, no minute 60
+    except ValueError:
         return None
-    if parsed is None:
+    if int(second) > 60:  # 60 is a leap second (RFC 5322 §3.3 allows it), 61 is nothing
         return None
-    if parsed.tzinfo is None:  # HTTP dates are always GMT
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
+    return moment.timestamp() + (1 if int(second) == 60 else 0)
+
+
+def _rfc850_year(two_digits: int, now: float | None) -> int:
+    """RFC 9110 §5.6.7: a two-digit year more than 50 years in the future is in the past."""
+    this_year = datetime.fromtimestamp(time.time() if now is None else now, UTC).year
+    year = this_year - this_year % 100 + two_digits
+    return year - 100 if year > this_year + 50 else year
 
 
 def http_date(seconds: float) -> str:
@@ -174,39 +225,60 @@ def http_date(seconds: float) -> str:
 # ------------------------------------------------------------------------------------ storability
 
 def is_storable(method: str, status: int, request_headers: Sequence[tuple[str, str]],
-                response_headers: Sequence[tuple[str, str]]) -> tuple[bool, str]:
+                response_headers: Sequence[tuple[str, str]],
+                store_set_cookie: bool = False) -> tuple[bool, str]:
     """May a shared cache store this response? Returns (yes/no, reason) — the reason is for logs.
 
-    RFC 9111 §3 plus this cache's Set-Cookie policy (see the module docstring).
+    RFC 9111 §3: any *final* status may be stored when the response allows it (explicit freshness,
+    `public`, or a heuristically cacheable status); the cache must understand the status only for
+    206 and 304, or when `must-understand` is present (§5.2.2.3). Plus this cache's Set-Cookie
+    policy (see the module docstring), which `store_set_cookie` turns off to follow §3.1 exactly.
     """
     if method not in ("GET", "HEAD"):
         return False, f"method {method} is not cacheable"
+    if status < 200:
+        return False, f"status {status} is not a final response"
     request_cc = cache_control(request_headers)
     response_cc = cache_control(response_headers)
     if "no-store" in request_cc:
         return False, "request says no-store"
-    if "no-store" in response_cc:
+    if "must-understand" in response_cc:
+        # §5.2.2.3: only a cache that understands the status may store it, and that cache SHOULD
+        # ignore no-store (which the origin sends for caches that do not know must-understand).
+        if status not in UNDERSTOOD_STATUS:
+            return False, f"must-understand, and status {status} is not understood by this cache"
+    elif "no-store" in response_cc:
         return False, "response says no-store"
+    elif status in MUST_UNDERSTAND_STATUS and status not in UNDERSTOOD_STATUS:
+        return False, f"status {status} may be stored only by a cache that implements it (§3)"
     if "private" in response_cc:
         # Qualified private="field" is treated as unqualified: the conservative reading §5.2.2.7 allows.
         return False, "response is private"
-    if status not in UNDERSTOOD_STATUS:
-        return False, f"status {status} is not understood by this cache"
+    if get_header(response_headers, "transfer-encoding") is not None and get_header(
+            response_headers, "content-length") is not None:
+        # RFC 9112 §6.3: a message with both "ought to be handled as an error" (it is how response
+        # splitting works). The edge still relays it, framed by Transfer-Encoding, but never keeps it.
+        return False, "both Transfer-Encoding and Content-Length: the framing is ambiguous"
+    transfer_codings = [coding.lower() for coding in split_list(get_header(response_headers,
+                                                                               "transfer-encoding"))]
+    if transfer_codings not in ([], ["chunked"]):
+        # The body is still transfer-coded (e.g. gzip) and Transfer-Encoding is not stored (it is
+        # hop-by-hop): replayed, it would be undecodable bytes.
+        return False, f"transfer codings {transfer_codings} other than chunked"
     if "*" in vary_names(response_headers):
         return False, "Vary: * (the response varies on something outside the request)"
     explicitly_public = "public" in response_cc or "s-maxage" in response_cc
     if get_header(request_headers, "authorization") is not None and not (
             explicitly_public or "must-revalidate" in response_cc):
         return False, "request carried Authorization and the response is not explicitly shareable"
-    if get_header(response_headers, "set-cookie") is not None and not explicitly_public:
+    if not store_set_cookie and get_header(response_headers, "set-cookie") is not None \
+            and not explicitly_public:
         return False, "response sets a cookie and is not explicitly public"
-    has_explicit_freshness = (
-        "max-age" in response_cc or "s-maxage" in response_cc
-        or get_header(response_headers, "expires") is not None or "public" in response_cc
-    )
-    if status not in HEURISTICALLY_CACHEABLE and not has_explicit_freshness:
-        return False, f"status {status} is cacheable only with explicit freshness"
-    if not has_explicit_freshness and "no-cache" not in response_cc and not _has_validator(
+    has_explicit_lifetime = ("max-age" in response_cc or "s-maxage" in response_cc
+                             or get_header(response_headers, "expires") is not None)
+    if status not in HEURISTICALLY_CACHEABLE and not has_explicit_lifetime and "public" not in response_cc:
+        return False, f"status {status} is cacheable only with explicit freshness or public"
+    if not has_explicit_lifetime and "no-cache" not in response_cc and not _has_validator(
             response_headers) and heuristic_lifetime(status, response_headers) <= 0:
         # Storable in principle, but it would be stale at once with nothing to revalidate it with:
         # storing it would only waste bytes that useful objects could use.
@@ -218,13 +290,152 @@ def _has_validator(headers: Sequence[tuple[str, str]]) -> bool:
     return get_header(headers, "etag") is not None or get_header(headers, "last-modified") is not None
 
 
-def headers_to_store(response_headers: Sequence[tuple[str, str]]) -> Headers:
-    """The fields kept with a stored response: no hop-by-hop fields, never Set-Cookie.
+def headers_to_store(response_headers: Sequence[tuple[str, str]], keep_set_cookie: bool = False,
+                     consumed: Iterable[str] = ()) -> Headers:
+    """The fields kept with a stored response: no hop-by-hop fields, no Set-Cookie (unless
+    `keep_set_cookie`, RFC 9111 §3.1 to the letter), no field this cache consumes (its own targeted
+    Cache-Control field, RFC 9213 §2.2).
 
     Age is kept: current_age needs the age the response already had on arrival. The edge replaces it
     with the current age when it replays the response.
     """
-    return without(strip_hop_by_hop(response_headers), {"set-cookie"})
+    drop = set(consumed) if keep_set_cookie else {"set-cookie", *consumed}
+    return without(strip_hop_by_hop(response_headers), drop)
+
+
+# ------------------------------------------------------------------ targeted Cache-Control (RFC 9213)
+
+DEFAULT_TARGETS = ("SimpleCDN-Cache-Control", "CDN-Cache-Control")
+OWN_TARGETED_FIELD = "simplecdn-cache-control"  # only for this edge: consumed, never forwarded
+
+
+class Token(str):
+    """A Structured Fields Token (RFC 8941 §3.3.4), told apart from a String when rendered."""
+
+
+def policy_headers(headers: Sequence[tuple[str, str]], targets: Sequence[str]) -> Headers:
+    """The response's fields as this cache must judge them (RFC 9213 §2.2).
+
+    The first field on the target list with a valid, non-empty value replaces Cache-Control and
+    Expires for this cache's decisions; an invalid or empty one is ignored as if absent. Without
+    one, the response is judged by its own Cache-Control and Expires. What is stored and forwarded
+    is not changed by this: Cache-Control still goes downstream as the origin sent it.
+    """
+    for name in targets:
+        values = header_values(headers, name)
+        if not values:
+            continue
+        directives = parse_sf_dictionary(", ".join(values))
+        if directives:
+            rendered = ", ".join(_render_directive(key, value) for key, value in directives.items()
+                                 if value is not False)
+            return without(headers, {"cache-control", "expires"}) + [("Cache-Control", rendered)]
+    return list(headers)
+
+
+_DELTA_DIRECTIVES = frozenset({"max-age", "s-maxage", "stale-while-revalidate", "stale-if-error"})
+
+
+def _render_directive(key: str, value: object) -> str:
+    if key in _DELTA_DIRECTIVES and (type(value) is not int or value < 0):
+        # RFC 9213 §2.1: a value of the wrong type (max-age=1.5, max-age="60") is not consumed;
+        # rendered invalid, it counts as an invalid delta, i.e. stale (RFC 9111 §4.2.1).
+        return f"{key}=invalid"
+    if value is True:
+        return key
+    if isinstance(value, str) and not isinstance(value, Token):
+        return f'{key}="{value}"'
+    return f"{key}={value}"
+
+
+_SF_KEY = re.compile(r"[a-z*][a-z0-9_\-.*]*")
+_SF_TOKEN = re.compile(r"[A-Za-z*][!#$%&'*+\-.^_`|~0-9A-Za-z:/]*")
+_SF_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+
+
+def parse_sf_dictionary(text: str) -> dict[str, object] | None:
+    """A Structured Fields Dictionary (RFC 8941 §4.2.2) -> {key: value}; None if invalid.
+
+    Values: True/False (Boolean, or a key alone), int, float (Decimal), str (String), Token, bytes.
+    Parameters are parsed and dropped (RFC 9213 §2.1: "to be ignored"). Strict like the RFC: an
+    upper-case key, a trailing comma or a bad item makes the whole field invalid.
+    """
+    rest = text.strip(" ")
+    result: dict[str, object] = {}
+    while rest:
+        key, rest = _sf_key(rest)
+        if key is None:
+            return None
+        value: object = True
+        if rest.startswith("="):
+            value, rest = _sf_bare_item(rest[1:])
+            if value is None:
+                return None
+        rest = _sf_skip_parameters(rest)
+        if rest is None:
+            return None
+        result[key] = value
+        rest = rest.lstrip(" \t")
+        if not rest:
+            return result
+        if not rest.startswith(","):
+            return None
+        rest = rest[1:].lstrip(" \t")
+        if not rest:
+            return None  # a trailing comma
+    return result
+
+
+def _sf_key(text: str) -> tuple[str | None, str]:
+    match = _SF_KEY.match(text)
+    return (match.group(), text[match.end():]) if match else (None, text)
+
+
+def _sf_skip_parameters(text: str) -> str | None:
+    while text.startswith(";"):
+        key, text = _sf_key(text[1:].lstrip(" "))
+        if key is None:
+            return None
+        if text.startswith("="):
+            value, text = _sf_bare_item(text[1:])
+            if value is None:
+                return None
+    return text
+
+
+def _sf_bare_item(text: str) -> tuple[object | None, str]:
+    if text[:1] == '"':
+        out, index = [], 1
+        while index < len(text):
+            char = text[index]
+            if char == "\\" and index + 1 < len(text) and text[index + 1] in '"\\':
+                out.append(text[index + 1])
+                index += 2
+            elif char == '"':
+                return "".join(out), text[index + 1:]
+            elif " " <= char <= "~" and char != "\\":
+                out.append(char)
+                index += 1
+            else:
+                return None, text
+        return None, text
+    if text[:1] == "?":
+        return ({"?1": True, "?0": False}.get(text[:2]), text[2:])
+    if text[:1] == ":":
+        end = text.find(":", 1)
+        try:
+            return (base64.b64decode(text[1:end], validate=True), text[end + 1:]) if end > 0 else (None, text)
+        except ValueError:
+            return None, text
+    if match := _SF_NUMBER.match(text):
+        number = match.group()
+        whole, _, fraction = number.lstrip("-").partition(".")
+        if (not fraction and len(whole) > 15) or (fraction and (len(whole) > 12 or len(fraction) > 3)):
+            return None, text
+        return (float(number) if fraction else int(number)), text[match.end():]
+    if match := _SF_TOKEN.match(text):
+        return Token(match.group()), text[match.end():]
+    return None, text
 
 
 # -------------------------------------------------------------------------------------- freshness
@@ -256,12 +467,13 @@ def freshness_lifetime(status: int, headers: Sequence[tuple[str, str]],
 
 def heuristic_lifetime(status: int, headers: Sequence[tuple[str, str]],
                        response_time: float | None = None) -> float:
-    """10% of (Date - Last-Modified), capped at a day, for heuristically cacheable statuses (§4.2.2).
+    """10% of (Date - Last-Modified), capped at a day, for heuristically cacheable statuses or public
+    responses (§4.2.2).
 
     Returns 0 ("none") when there is no Last-Modified to base a guess on.
     """
-    if status not in HEURISTICALLY_CACHEABLE:
-        return 0.0
+    if status not in HEURISTICALLY_CACHEABLE and "public" not in cache_control(headers):
+        return 0.0  # RFC 9111 §4.2.2: a heuristic only for these statuses, or when marked public
     last_modified = parse_http_date(get_header(headers, "last-modified"))
     date = _date_or(headers, response_time)
     if last_modified is None or date is None or last_modified >= date:
@@ -327,7 +539,7 @@ def _age_value(headers: Sequence[tuple[str, str]]) -> float:
     raw = get_header(headers, "age")
     if raw is None:
         return 0.0
-    first = raw.split(",")[0].strip()
+    first = strip_ows(raw.split(",")[0])
     return float(first) if first.isascii() and first.isdigit() else 0.0
 
 
@@ -337,10 +549,12 @@ def must_revalidate_always(headers: Sequence[tuple[str, str]]) -> bool:
 
 
 def forbids_stale(headers: Sequence[tuple[str, str]]) -> bool:
-    """must-revalidate, proxy-revalidate, or s-maxage (which implies proxy-revalidate, §5.2.2.10):
-    once stale, never serve without a successful revalidation — not even when the origin is down."""
+    """must-revalidate, proxy-revalidate, s-maxage (which implies proxy-revalidate, §5.2.2.10) or
+    no-cache (§5.2.2.4: never reused without a *successful* validation): once stale, never served
+    without one — not even when the origin is down."""
     directives = cache_control(headers)
-    return any(name in directives for name in ("must-revalidate", "proxy-revalidate", "s-maxage"))
+    return any(name in directives
+               for name in ("must-revalidate", "proxy-revalidate", "s-maxage", "no-cache"))
 
 
 def request_needs_revalidation(request_headers: Sequence[tuple[str, str]], age: float,
@@ -368,6 +582,17 @@ def may_serve_stale_while_revalidate(headers: Sequence[tuple[str, str]], age: fl
     return window is not None and age - lifetime <= window
 
 
+def may_serve_stale_when_disconnected(headers: Sequence[tuple[str, str]], age: float,
+                                     lifetime: float) -> bool:
+    """RFC 9111 §4.2.4: the origin cannot be reached at all (refused, reset, closed without an
+    answer). A cache MAY then serve stale — unless the response forbids it, and within the
+    stale-if-error window when the origin gave one (it said how stale it may get)."""
+    if forbids_stale(headers):
+        return False
+    window = delta_seconds(cache_control(headers), "stale-if-error")
+    return window is None or age - lifetime <= window
+
+
 def may_serve_stale_on_error(headers: Sequence[tuple[str, str]], age: float, lifetime: float) -> bool:
     """RFC 5861 §4: the origin failed (error or 5xx); stale is allowed within stale-if-error."""
     if forbids_stale(headers):
@@ -384,27 +609,55 @@ def vary_names(response_headers: Sequence[tuple[str, str]]) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-def variant_key(names: Sequence[str], request_headers: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+def variant_key(names: Sequence[str], request_headers: Sequence[tuple[str, str]],
+                normalise: bool = False) -> tuple[str, ...]:
     """The secondary cache key: the request's values of the Vary fields, normalised (§4.1).
 
     Normalising whitespace and list spacing lets "gzip,br" and "gzip, br" share one variant, which
-    §4.1 explicitly permits; a missing field and an empty one are kept distinct.
+    §4.1 explicitly permits; a missing field and an empty one are kept distinct. With `normalise`,
+    Accept-Encoding and Accept-Language are also compared by meaning (see normalise_accept).
     """
     key = []
     for name in names:
         value = get_header(request_headers, name)
         if value is None:
             key.append("\0absent")
+        elif normalise and name in NORMALISED_VARY_FIELDS:
+            key.append(normalise_accept(value))
         else:
-            key.append(", ".join(part.strip() for part in value.split(",") if part.strip()))
+            key.append(", ".join(split_list(value)))
     return tuple(key)
+
+
+NORMALISED_VARY_FIELDS = frozenset({"accept-encoding", "accept-language"})
+_QVALUE = re.compile(r"q=(0(\.[0-9]{0,3})?|1(\.0{0,3})?)", re.IGNORECASE)
+
+
+def normalise_accept(value: str) -> str:
+    """'GZIP;q=1.0, br' -> 'br,gzip': two Accept-Encoding / Accept-Language values that mean the
+    same. Codings and language tags are case-insensitive (RFC 9110 §8.4.1, §8.5.1), q defaults to 1
+    (§12.4.2), and members of equal weight carry no order. A member that does not parse is kept as
+    written, so an odd value only ever gets a variant of its own, never another's."""
+    members = []
+    for member in split_list(value):
+        name, _, parameters = member.partition(";")
+        weight = 1.0
+        if parameters:
+            match = _QVALUE.fullmatch(strip_ows(parameters))
+            if not match:
+                members.append((-1.0, member))  # kept verbatim (rendered as is, sorted last)
+                continue
+            weight = float(match.group(1))
+        members.append((weight, strip_ows(name).lower()))
+    return ",".join(name if weight in (1.0, -1.0) else f"{name};q={weight:g}"
+                    for weight, name in sorted(members, key=lambda item: (-item[0], item[1])))
 
 
 # ------------------------------------------------------------------------------- conditional GETs
 
 def etag_matches(if_none_match: str, etag: str | None) -> bool:
     """Weak comparison for If-None-Match (RFC 9110 §13.1.2): W/"x" matches "x"."""
-    if if_none_match.strip() == "*":
+    if strip_ows(if_none_match) == "*":
         return True  # "*" matches any current representation, with or without an ETag (§13.1.2)
     if etag is None:
         return False
@@ -413,7 +666,7 @@ def etag_matches(if_none_match: str, etag: str | None) -> bool:
 
 
 def _opaque(tag: str) -> str:
-    tag = tag.strip()
+    tag = strip_ows(tag)
     return tag[2:] if tag.startswith("W/") else tag
 
 
@@ -468,6 +721,68 @@ def response_304_headers(stored: Sequence[tuple[str, str]]) -> Headers:
     """The fields a 304 answered from cache carries (RFC 9110 §15.4.5)."""
     keep = {"cache-control", "content-location", "date", "etag", "expires", "vary", "last-modified"}
     return [(k, v) for k, v in stored if k.lower() in keep]
+
+
+# ----------------------------------------------------------------------------------- Range (§14)
+
+_RANGE_SPEC = re.compile(r"([0-9]{1,18})-([0-9]{1,18})?|-([0-9]{1,18})")
+
+
+def parse_byte_ranges(value: str | None) -> list[tuple[int | None, int | None]] | None:
+    """A Range field -> [(first, last)] with None for an open end (RFC 9110 §14.1.1); None when it
+    is not a valid `bytes=` range set (the field is then ignored, §14.2).
+
+    'bytes=0-99' -> [(0, 99)]; 'bytes=9500-' -> [(9500, None)]; 'bytes=-500' -> [(None, 500)]
+    (a suffix: the last 500 bytes).
+    """
+    if not value:
+        return None
+    unit, equals, ranges = value.partition("=")
+    if not equals or strip_ows(unit).lower() != "bytes":
+        return None
+    specs: list[tuple[int | None, int | None]] = []
+    for part in ranges.split(","):
+        match = _RANGE_SPEC.fullmatch(strip_ows(part))
+        if not match:
+            return None
+        first, last, suffix = match.groups()
+        if suffix is not None:
+            specs.append((None, int(suffix)))
+        elif last is not None and int(last) < int(first):
+            return None  # §14.1.1: an invalid range makes the whole set invalid
+        else:
+            specs.append((int(first), None if last is None else int(last)))
+    return specs or None
+
+
+def resolve_byte_range(spec: tuple[int | None, int | None], length: int) -> tuple[int, int] | None:
+    """One range against a representation of `length` bytes -> (first, last) inclusive, or None
+    when it is unsatisfiable (§14.1.2: it starts at or past the end, or is an empty suffix)."""
+    first, last = spec
+    if first is None:  # suffix: the last `last` bytes, or all of them if there are fewer
+        if last == 0 or length == 0:
+            return None
+        return max(0, length - last), length - 1
+    if first >= length:
+        return None
+    return first, length - 1 if last is None or last >= length else last
+
+
+def if_range_matches(if_range: str | None, stored_headers: Sequence[tuple[str, str]]) -> bool:
+    """RFC 9110 §13.1.5: without If-Range, or when it names the stored response's strong validator,
+    the Range applies; otherwise the client gets the whole, current representation."""
+    if if_range is None:
+        return True
+    if if_range.startswith(('"', "W/")):
+        etag = get_header(stored_headers, "etag")
+        return not if_range.startswith("W/") and etag is not None and not etag.startswith("W/") \
+            and etag == if_range  # strong comparison (§8.8.3.2)
+    since = parse_http_date(if_range)
+    last_modified = parse_http_date(get_header(stored_headers, "last-modified"))
+    date = parse_http_date(get_header(stored_headers, "date"))
+    # A Last-Modified is a strong validator only if it is at least a second before Date (§8.8.2.2).
+    return (since is not None and since == last_modified and date is not None
+            and date - last_modified >= 1)
 
 
 # --------------------------------------------------------------------------------------- targets

@@ -27,18 +27,21 @@ import argparse
 import asyncio
 import contextlib
 import json
-import re
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from common import cli
+
 from . import cache_policy as policy
 from .http11 import (
     MAX_HEAD_BYTES,
     HttpError,
+    InterimHandler,
     OriginError,
     OriginPool,
     OriginResponse,
@@ -52,8 +55,11 @@ from .lru_store import LRUStore, StoredResponse
 
 ADMIN_STATS = "/__stats"
 ADMIN_PURGE = "/__purge"
-UNSAFE_METHODS = frozenset({"POST", "PUT", "DELETE", "PATCH"})
-FORWARDED_METHODS = frozenset({"GET", "HEAD", "OPTIONS"}) | UNSAFE_METHODS
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # the ones this edge knows to be safe
+# Not proxied: CONNECT asks for a tunnel, TRACE echoes the request back (cookies included) to
+# whatever script sent it, and the edge answers PURGE itself.
+REFUSED_METHODS = frozenset({"CONNECT", "TRACE"})
+ALLOWED = "GET, HEAD, OPTIONS, POST, PUT, DELETE, PATCH, PURGE (and other methods the origin knows)"
 SERVER_NAME = "simplecdn"
 UNKEYED_HOST_FIELDS = ("x-forwarded-host", "x-forwarded-proto", "x-forwarded-server", "forwarded",
                        "x-original-url", "x-rewrite-url", "x-host")
@@ -70,6 +76,9 @@ class EdgeConfig:
     origin_latency_ms: float = 0.0   # simulated distance edge <-> origin (added before each fetch)
     name: str = "edge"
     origin_cafile: str | None = None  # PEM CA bundle for an https origin with a private CA
+    store_set_cookie: bool = False   # RFC 9111 §3.1 to the letter: store responses with Set-Cookie
+    targets: tuple[str, ...] = policy.DEFAULT_TARGETS  # targeted Cache-Control fields (RFC 9213)
+    normalise_vary: bool = False     # Accept-Encoding / Accept-Language variants compared by meaning
 
 
 @dataclass
@@ -117,7 +126,7 @@ class Edge:
         self.config = config
         self.origin_base = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
         self.pool = OriginPool(config.origin, timeout=config.origin_timeout, cafile=config.origin_cafile)
-        self.store = LRUStore(config.cache_size)
+        self.store = LRUStore(config.cache_size, normalise_vary=config.normalise_vary)
         self.stats = EdgeStats()
         self.inflight: dict[str, asyncio.Future[Outcome]] = {}
         self._background: set[asyncio.Task] = set()
@@ -173,15 +182,19 @@ class Edge:
         if path == ADMIN_PURGE and request.method == "POST":  # never GET: a crawler must not purge
             query = dict(part.partition("=")[::2] for part in target.partition("?")[2].split("&") if part)
             return self._purge(query.get("url", ""), writer)
-        if request.method not in FORWARDED_METHODS:
+        if request.method in REFUSED_METHODS:
             writer.write(simple_response(405, f"405 Method Not Allowed: {request.method} is not proxied",
-                                         extra=[("Allow", ", ".join(sorted(FORWARDED_METHODS | {'PURGE'})))]))
+                                         extra=[("Allow", ALLOWED)]))
             return True
         key = policy.cache_key(self.origin_base, target)
-        if request.method in UNSAFE_METHODS:
+        if request.method not in SAFE_METHODS:
+            # POST, PUT, DELETE, PATCH — and any method whose safety this edge does not know
+            # (M-SEARCH, LOCK ...): RFC 9111 §4.4 treats both alike.
             return await self._forward_unsafe(request, target, key, writer)
-        if request.method != "GET" or policy.get_header(request.headers, "range") is not None:
-            # HEAD misses, OPTIONS and Range requests are forwarded untouched (HEAD hits are served).
+        ranges = policy.parse_byte_ranges(policy.get_header(request.headers, "range"))
+        if request.method != "GET" or (ranges is not None and len(ranges) > 1):
+            # HEAD misses, OPTIONS and requests for several ranges (a multipart/byteranges answer)
+            # are forwarded untouched; HEAD hits are served. One range is served from the store.
             if request.method == "HEAD":
                 entry = self.store.lookup(key, request.headers)
                 if entry is not None and self._is_usable(entry, request.headers):
@@ -201,18 +214,20 @@ class Edge:
                 return await self._serve_entry(request, entry, "HIT", writer, now=now)
             forced = (facts.no_cache
                       or policy.request_needs_revalidation(request.headers, age, lifetime))
-            if not forced and policy.may_serve_stale_while_revalidate(entry.headers, age, lifetime):
+            if not forced and policy.may_serve_stale_while_revalidate(entry.rules, age, lifetime):
                 self._revalidate_in_background(key, request, target, entry)
                 return await self._serve_entry(request, entry, "STALE", writer, now=now)
         try:
-            outcome, leader = await self._coalesced_fetch(key, request, target, entry)
+            outcome, leader = await self._coalesced_fetch(key, request, target, entry,
+                                                          self._interim_relay(request, writer))
         except OriginError as exc:
             return self._origin_failed(exc, writer)
         if not leader and (outcome.entry is None or outcome.entry.variant != policy.variant_key(
-                outcome.entry.vary, request.headers)):
+                outcome.entry.vary, request.headers, self.config.normalise_vary)):
             # The leader's response was not shareable, or it is another variant: fetch our own.
             try:
-                outcome = await self._fetch(key, request, target, entry)
+                outcome = await self._fetch(key, request, target, entry,
+                                            self._interim_relay(request, writer))
             except OriginError as exc:
                 return self._origin_failed(exc, writer)
             leader = True
@@ -238,15 +253,17 @@ class Edge:
                 and not policy.request_needs_revalidation(request_headers, age, facts.lifetime))
 
     async def _coalesced_fetch(self, key: str, request: Request, target: str,
-                               stale: StoredResponse | None) -> tuple[Outcome, bool]:
-        """Join the in-flight fetch for `key` or become its leader. Returns (outcome, am_leader)."""
+                               stale: StoredResponse | None,
+                               on_interim: InterimHandler | None = None) -> tuple[Outcome, bool]:
+        """Join the in-flight fetch for `key` or become its leader. Returns (outcome, am_leader).
+        Only the leader's client sees the origin's interim (1xx) responses."""
         pending = self.inflight.get(key)
         if pending is not None:
             return await asyncio.shield(pending), False
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self.inflight[key] = future
         try:
-            outcome = await self._fetch(key, request, target, stale)
+            outcome = await self._fetch(key, request, target, stale, on_interim)
         except BaseException as exc:
             future.set_exception(exc if isinstance(exc, OriginError) else OriginError(
                 f"the fetch failed: {type(exc).__name__}"))
@@ -259,14 +276,16 @@ class Edge:
         return outcome, True
 
     async def _fetch(self, key: str, request: Request, target: str,
-                     stale: StoredResponse | None) -> Outcome:
+                     stale: StoredResponse | None, on_interim: InterimHandler | None = None) -> Outcome:
         """One origin round trip for GET `target`; stores the result when policy allows.
 
         With `stale` this is a revalidation: the stored validators are sent, and a 304 refreshes
         the stored headers (RFC 9111 §4.3.4). Origin failure or 5xx falls back to `stale` where
         stale-if-error allows it; otherwise OriginError propagates (-> 502/504).
         """
-        headers = self._origin_request_headers(request, drop=policy.CONDITIONAL_REQUEST_FIELDS)
+        # The whole representation is fetched even for a Range request: the store keeps complete
+        # responses and cuts the range from them (as nginx's proxy_cache does without its slice module).
+        headers = self._origin_request_headers(request, drop=(*policy.CONDITIONAL_REQUEST_FIELDS, "range"))
         if stale is not None:
             headers += policy.revalidation_headers(stale.headers)
         if self.config.origin_latency_ms:
@@ -274,26 +293,29 @@ class Edge:
         request_time = time.time()
         self.stats.origin_fetches += 1
         try:
-            response = await self.pool.request("GET", target, headers)
+            response = await self.pool.request("GET", target, headers, on_interim=on_interim)
         except OriginError as exc:
             self.stats.origin_errors += 1
             log(self.config.name, f"origin error for {target}: {exc}")
-            if stale is not None and self._stale_allowed_on_error(stale):
+            if stale is not None and self._stale_allowed_on_error(stale, disconnected=exc.unanswered):
                 return Outcome("STALE", entry=stale)
             raise
         response_time = time.time()
         if response.status == 304 and stale is not None:
             await self._drain(response)
-            refreshed = StoredResponse(
-                stale.status, stale.reason, policy.merge_304_headers(stale.headers, response.headers),
-                stale.body, request_time, response_time, stale.vary)
+            merged = policy.merge_304_headers(stale.headers, response.headers)
+            refreshed = StoredResponse(stale.status, stale.reason, merged, stale.body, request_time,
+                                       response_time, stale.vary, policy_view=self._policy_view(merged))
             self.store.replace(key, stale, refreshed)
             return Outcome("REVALIDATED", entry=refreshed)
         if response.status >= 500 and stale is not None and self._stale_allowed_on_error(stale):
             self.stats.origin_errors += 1
             await self._drain(response)
             return Outcome("STALE", entry=stale)
-        storable, _reason = policy.is_storable("GET", response.status, request.headers, response.headers)
+        view = self._policy_view(response.headers)
+        storable, _reason = policy.is_storable("GET", response.status, request.headers,
+                                               response.headers if view is None else view,
+                                               store_set_cookie=self.config.store_set_cookie)
         length = response.content_length
         too_big = length is not None and length > self.config.max_object_size
         if not storable or too_big:
@@ -311,18 +333,31 @@ class Edge:
             self.store.invalidate(key)
             return Outcome("BYPASS", passthrough=response, prefix=body)
         body_bytes = b"".join(body)
-        stored = StoredResponse(response.status, response.reason, policy.headers_to_store(response.headers),
-                                body_bytes, request_time, response_time, policy.vary_names(response.headers))
+        kept = policy.headers_to_store(response.headers, keep_set_cookie=self.config.store_set_cookie)
+        stored = StoredResponse(response.status, response.reason, kept, body_bytes, request_time,
+                                response_time, policy.vary_names(response.headers),
+                                policy_view=None if view is None else self._policy_view(kept))
         self.store.put(key, stored, request.headers)
-        leader_headers = policy.without(policy.strip_hop_by_hop(response.headers), {"age"})
+        leader_headers = policy.without(policy.strip_hop_by_hop(response.headers),
+                                        {"age", policy.OWN_TARGETED_FIELD})
         # A full 200 is a MISS even when it replaced a stale copy: REVALIDATED means "the origin
         # confirmed our copy with 304", which is the saving a learner should be able to count.
         return Outcome("MISS", entry=stored, leader_headers=leader_headers)
 
-    def _stale_allowed_on_error(self, stale: StoredResponse) -> bool:
-        now = time.time()
+    def _stale_allowed_on_error(self, stale: StoredResponse, disconnected: bool = False) -> bool:
+        """stale-if-error (RFC 5861 §4) after an error; when the origin could not be reached at all,
+        the wider RFC 9111 §4.2.4 rule (stale unless forbidden, within stale-if-error if given)."""
         facts = freshness(stale)
-        return policy.may_serve_stale_on_error(stale.headers, facts.age(now), facts.lifetime)
+        age = facts.age(time.time())
+        if disconnected:
+            return policy.may_serve_stale_when_disconnected(stale.rules, age, facts.lifetime)
+        return policy.may_serve_stale_on_error(stale.rules, age, facts.lifetime)
+
+    def _policy_view(self, headers: policy.Headers) -> policy.Headers | None:
+        """The fields this cache's decisions read, if a targeted field changes them; else None."""
+        if not any(policy.get_header(headers, name) is not None for name in self.config.targets):
+            return None  # the common case, without a copy of the headers
+        return policy.policy_headers(headers, self.config.targets)
 
     async def _read_up_to(self, response: OriginResponse, limit: int) -> tuple[list[bytes], bool]:
         """Read the body while it fits in `limit`. (pieces, True) when complete; else the pieces so
@@ -361,18 +396,23 @@ class Edge:
 
     async def _forward_unsafe(self, request: Request, target: str, key: str,
                               writer: asyncio.StreamWriter) -> bool:
-        """POST/PUT/DELETE/PATCH go to the origin; a non-error answer invalidates the URL (§4.4)."""
+        """Unsafe methods (and unknown ones) go to the origin; a non-error answer (2xx, 3xx)
+        invalidates the target URI and the Location / Content-Location URIs on the same origin
+        (RFC 9111 §4.4; never another origin's, or one client could purge another site's pages)."""
         headers = self._origin_request_headers(request)
         try:
             self.stats.origin_fetches += 1
-            response = await self.pool.request(request.method, target, headers, request.body)
+            response = await self.pool.request(request.method, target, headers, request.body,
+                                               self._interim_relay(request, writer))
         except OriginError as exc:
             return self._origin_failed(exc, writer)
         if response.status < 400:
             self.store.invalidate(key)
             for field_name in ("location", "content-location"):
-                value = policy.get_header(response.headers, field_name)
-                if value and value.startswith("/"):  # same-origin references only, never another host
+                value = policy.get_header(response.headers, field_name) or ""
+                if value.startswith(self.origin_base + "/"):  # absolute, and on this origin
+                    value = value[len(self.origin_base):]
+                if value.startswith("/") and not value.startswith("//"):  # "//host/x" is another host
                     with contextlib.suppress(policy.BadTarget):
                         self.store.invalidate(policy.cache_key(self.origin_base,
                                                                policy.normalise_target(value)))
@@ -382,7 +422,8 @@ class Edge:
         try:
             self.stats.origin_fetches += 1
             response = await self.pool.request(request.method, target,
-                                               self._origin_request_headers(request), request.body)
+                                               self._origin_request_headers(request), request.body,
+                                               self._interim_relay(request, writer))
         except OriginError as exc:
             return self._origin_failed(exc, writer)
         return await self._stream(request, response, [], "BYPASS", writer)
@@ -418,6 +459,11 @@ class Edge:
                 and policy.conditional_request_matches(request.headers, entry.headers):
             writer.write(response_head(304, "Not Modified", policy.response_304_headers(source))[:-2] + tail)
             return True
+        if entry.status == 200 and request.method == "GET" and has_range(request.headers):
+            partial = self._partial_response(request, entry, source, tail)
+            if partial is not None:
+                writer.write(partial)
+                return True
         if headers is not None:
             prefix = self._head_prefix(entry, headers)
         else:
@@ -435,10 +481,35 @@ class Edge:
             await self._drain_client(writer)
         return True
 
+    def _partial_response(self, request: Request, entry: StoredResponse, headers: policy.Headers,
+                          tail: bytes) -> bytes | None:
+        """206 with one range of the stored 200, or 416 when the range is past its end (RFC 9110
+        §14.2, §15.3.7, §15.5.17); None to send the whole response (no valid single range, or an
+        If-Range that names another version, §13.1.5). The fields are the stored response's own
+        (RFC 9111 §3.4), with Content-Range and the part's Content-Length."""
+        specs = policy.parse_byte_ranges(policy.get_header(request.headers, "range"))
+        if specs is None or len(specs) != 1 or not policy.if_range_matches(
+                policy.get_header(request.headers, "if-range"), entry.headers):
+            return None
+        length = len(entry.body)
+        span = policy.resolve_byte_range(specs[0], length)
+        fields = policy.without(headers, ("content-length", "age", "content-range",
+                                          policy.OWN_TARGETED_FIELD))
+        if span is None:
+            head = response_head(416, "Range Not Satisfiable", [
+                ("Date", policy.http_date(time.time())), ("Content-Range", f"bytes */{length}"),
+                ("Content-Length", "0")])
+            return head[:-2] + tail
+        first, last = span
+        fields += [("Content-Range", f"bytes {first}-{last}/{length}"),
+                   ("Content-Length", str(last - first + 1))]
+        self.stats.bytes_served += last - first + 1
+        return response_head(206, "Partial Content", fields)[:-2] + tail + entry.body[first:last + 1]
+
     @staticmethod
     def _head_prefix(entry: StoredResponse, headers: policy.Headers) -> bytes:
         """Status line and stored fields with the real Content-Length, without the final blank line."""
-        fields = policy.without(headers, ("content-length", "age"))
+        fields = policy.without(headers, ("content-length", "age", policy.OWN_TARGETED_FIELD))
         fields.append(("Content-Length", str(len(entry.body))))
         return response_head(entry.status, entry.reason, fields)[:-2]
 
@@ -446,14 +517,23 @@ class Edge:
                       writer: asyncio.StreamWriter) -> bool:
         """Relay an origin response to the client as it arrives, storing nothing."""
         self.stats.count(label)
-        fields = policy.without(policy.strip_hop_by_hop(response.headers), ("content-length",))
+        fields = policy.without(policy.strip_hop_by_hop(response.headers),
+                                ("content-length", policy.OWN_TARGETED_FIELD))
         chunked = False
+        if response.transfer_codings and request.version != "HTTP/1.1":
+            # RFC 9112 §6.1: no Transfer-Encoding to an HTTP/1.0 client, and without it the
+            # transfer-coded bytes would be taken for the content.
+            response.release()
+            writer.write(simple_response(502, "502 Bad Gateway: the origin's response is transfer-coded "
+                                              f"({response.transfer_codings}); HTTP/1.0 cannot carry that"))
+            return True
         if response.content_length is not None:
             fields.append(("Content-Length", str(response.content_length)))
         elif response.has_body:
             if request.version == "HTTP/1.1":
                 chunked = True
-                fields.append(("Transfer-Encoding", "chunked"))
+                codings = f"{response.transfer_codings}, " if response.transfer_codings else ""
+                fields.append(("Transfer-Encoding", codings + "chunked"))
             else:
                 fields.append(("Connection", "close"))
         fields += [("X-Cache", label), ("Via", f"1.1 {SERVER_NAME}")]
@@ -495,6 +575,18 @@ class Edge:
             writer.write(f"{len(piece):X}\r\n".encode() + piece + b"\r\n")
         else:
             writer.write(piece)
+
+    @staticmethod
+    def _interim_relay(request: Request, writer: asyncio.StreamWriter) -> InterimHandler | None:
+        """Forward the origin's 1xx responses (e.g. 103 Early Hints) to this client: RFC 9110 §15.2
+        says a proxy MUST, except to an HTTP/1.0 client, which must never get one. They are written,
+        never stored: a 1xx is not the response to the request."""
+        if request.version != "HTTP/1.1":
+            return None
+
+        def relay(status: int, reason: str, headers: policy.Headers) -> None:
+            writer.write(response_head(status, reason, policy.strip_hop_by_hop(headers)))
+        return relay
 
     def _write_json(self, writer: asyncio.StreamWriter, payload: dict, status: int = 200) -> bool:
         body = json.dumps(payload, indent=1).encode()
@@ -576,7 +668,7 @@ class IdleWatchdog:
 def freshness(entry: StoredResponse) -> policy.Freshness:
     """The entry's policy facts, computed on first use and kept with it."""
     if entry.freshness is None:
-        entry.freshness = policy.Freshness.of(entry.status, entry.headers, entry.request_time,
+        entry.freshness = policy.Freshness.of(entry.status, entry.rules, entry.request_time,
                                               entry.response_time)
     return entry.freshness
 
@@ -585,28 +677,36 @@ def has_conditional(headers: Sequence[tuple[str, str]]) -> bool:
     return any(name.lower() in ("if-none-match", "if-modified-since") for name, _ in headers)
 
 
+def has_range(headers: Sequence[tuple[str, str]]) -> bool:
+    return any(name.lower() == "range" for name, _ in headers)
+
+
 # ----------------------------------------------------------------------------------- entry point
 
 def log(name: str, message: str) -> None:
     print(f"[{name}] {message}", flush=True)
 
 
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]?)B?\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    """'64MB' -> 67108864; '512K' -> 524288; '1000' -> 1000 (binary multiples)."""
-    match = _SIZE_RE.match(text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 64MB, 512KB or 1000)")
-    number, unit = match.groups()
-    return int(float(number) * {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}[unit.upper()])
+def origin_url(text: str) -> str:
+    """An argparse type: the origin's http:// or https:// URL."""
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"expected an http:// or https:// URL, got {text!r}")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a URL with a port from 1 to 65535, got {text!r}") from None
+    return text
 
 
 async def run_edge(config: EdgeConfig, host: str, port: int, ready: asyncio.Event | None = None) -> None:
     edge = Edge(config)
-    server = await asyncio.start_server(edge.serve_connection, host, port, limit=MAX_HEAD_BYTES,
-                                        backlog=1024)
+    try:
+        server = await asyncio.start_server(edge.serve_connection, host, port, limit=MAX_HEAD_BYTES,
+                                            backlog=1024)
+    except OSError as exc:
+        raise cli.bind_error(exc, host, port) from None
     log(config.name, f"listening on http://{host}:{port} for origin {config.origin} "
                      f"(cache {config.cache_size} B, max object {config.max_object_size} B)")
     if ready is not None:
@@ -621,53 +721,56 @@ async def run_edge(config: EdgeConfig, host: str, port: int, ready: asyncio.Even
     log(config.name, "stopped")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m SimpleCDN.cdn_server",
-                                     description=__doc__.split("\n")[0])
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.ArgumentParser(prog="python -m SimpleCDN.cdn_server", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--origin", default="http://127.0.0.1:9000", help="http:// or https:// origin URL")
-    parser.add_argument("--cache-size", type=parse_size, default=parse_size("64MB"))
-    parser.add_argument("--max-object-size", type=parse_size, default=parse_size("8MB"),
-                        help="larger responses are streamed through and not stored")
+    parser.add_argument("--port", type=cli.port, default=8000)
+    parser.add_argument("--origin", type=origin_url, default="http://127.0.0.1:9000",
+                        help="http:// or https:// origin URL")
+    parser.add_argument("--cache-size", type=cli.bytes_size, default=64 * 2**20,
+                        help="bytes the store may hold, e.g. 64MiB (default)")
+    parser.add_argument("--max-object-size", type=cli.bytes_size, default=8 * 2**20,
+                        help="larger responses are streamed through and not stored (default 8MiB)")
     parser.add_argument("--origin-cafile", help="PEM CA certificates to verify an https origin with")
-    parser.add_argument("--origin-timeout", type=float, default=10.0, help="seconds (-> 504 on expiry)")
-    parser.add_argument("--idle-timeout", type=float, default=60.0,
+    parser.add_argument("--origin-timeout", type=cli.positive_float, default=10.0,
+                        help="seconds (-> 504 on expiry)")
+    parser.add_argument("--idle-timeout", type=cli.positive_float, default=60.0,
                         help="seconds a connection may take to send its next complete request head, or to "
                              "take a chunk of its response, before it is closed")
-    parser.add_argument("--client-latency-ms", type=float, default=0.0,
+    parser.add_argument("--client-latency-ms", type=cli.non_negative_float, default=0.0,
                         help="simulated client<->edge distance, added to every response")
-    parser.add_argument("--origin-latency-ms", type=float, default=0.0,
+    parser.add_argument("--origin-latency-ms", type=cli.non_negative_float, default=0.0,
                         help="simulated edge<->origin distance, added to every origin fetch")
     parser.add_argument("--name", default="edge", help="label used in logs and /__stats")
+    parser.add_argument("--store-set-cookie", action="store_true",
+                        help="store responses that carry Set-Cookie, cookie included, as RFC 9111 §3.1 "
+                             "allows (default: not stored unless public, as nginx does)")
+    parser.add_argument("--normalise-vary", action="store_true",
+                        help="compare Accept-Encoding and Accept-Language by meaning (case, order, q=1) "
+                             "when selecting a Vary variant, so 'GZIP, br' and 'br;q=1, gzip' share one")
+    parser.add_argument("--targeted-cc", action="append", metavar="FIELD",
+                        help="a targeted Cache-Control field this edge obeys (RFC 9213), most specific "
+                             "first; repeat for several (default: " + ", ".join(policy.DEFAULT_TARGETS) + ")")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.cache_size <= 0:
-        parser.error("--cache-size must be larger than 0, e.g. 64MB")
+    args = build_parser().parse_args(argv)
     try:
         OriginPool(args.origin, cafile=args.origin_cafile)
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (OSError, ssl.SSLError) as exc:
+        raise cli.UsageError(f"--origin-cafile: cannot load {args.origin_cafile}: "
+                             f"{getattr(exc, 'strerror', None) or exc}") from None
     config = EdgeConfig(origin=args.origin, cache_size=args.cache_size, max_object_size=args.max_object_size,
                         origin_timeout=args.origin_timeout, idle_timeout=args.idle_timeout,
                         client_latency_ms=args.client_latency_ms,
                         origin_latency_ms=args.origin_latency_ms, name=args.name,
-                        origin_cafile=args.origin_cafile)
-    try:
-        asyncio.run(run_edge(config, args.host, args.port))
-    except KeyboardInterrupt:
-        pass
-    except (OSError, OverflowError) as exc:  # OverflowError: a port outside 0-65535
-        print(f"error: cannot listen on {args.host}:{args.port}: {getattr(exc, 'strerror', None) or exc}",
-              file=sys.stderr)
-        return 1
+                        origin_cafile=args.origin_cafile, store_set_cookie=args.store_set_cookie,
+                        targets=tuple(args.targeted_cc or policy.DEFAULT_TARGETS),
+                        normalise_vary=args.normalise_vary)
+    asyncio.run(run_edge(config, args.host, args.port))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

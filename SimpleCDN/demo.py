@@ -13,7 +13,6 @@ Everything runs on 127.0.0.1 on free ports and is stopped at the end.
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
 import random
@@ -22,7 +21,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from common import free_port, spawn_module
+from common import cli, free_port, spawn_module
 
 ORIGIN_LATENCY_MS = 150
 ZIPF_REQUESTS = 2000
@@ -117,6 +116,7 @@ def zipf_paths(count: int, objects: int, exponent: float, seed: int) -> list[str
 
 def zipf_workload(edge: int, origin: int) -> tuple[float, float]:
     before = get_json(origin, "/__stats")["total"]
+    edge_before = get_json(edge, "/__stats")
     paths = zipf_paths(ZIPF_REQUESTS, ZIPF_OBJECTS, ZIPF_EXPONENT, SEED)
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=16) as pool:
@@ -138,9 +138,14 @@ def zipf_workload(edge: int, origin: int) -> tuple[float, float]:
     if hit_ms and miss_ms:
         print(f"   median latency: hit {hit_ms[len(hit_ms) // 2]:.1f} ms, "
               f"miss {miss_ms[len(miss_ms) // 2]:.1f} ms")
+    # /__stats counts from the edge's start (scenes 1 and 2 included), so this scene's share is the
+    # difference; the whole-run figures are printed as such, not as this scene's.
     stats = get_json(edge, "/__stats")
-    print(f"   edge /__stats: hit_ratio {stats['hit_ratio']}, entries {stats['entries']}, "
-          f"{stats['bytes_cached']} bytes cached, origin_fetches {stats['origin_fetches']}")
+    scene = {name: stats[name] - edge_before[name] for name in ("hits", "misses", "origin_fetches")}
+    print(f"   edge /__stats, this scene only: {scene['hits']} hits, {scene['misses']} misses, "
+          f"{scene['origin_fetches']} origin fetches")
+    print(f"   edge /__stats, whole run so far (scenes 1-3): hit_ratio {stats['hit_ratio']:.1%}, "
+          f"{stats['entries']} entries, {stats['bytes_cached']:,} bytes cached")
     return hit_ratio, offload
 
 
@@ -194,7 +199,7 @@ def wait_for_route(port: int, accept, timeout: float = 20.0) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m SimpleCDN.demo", description=__doc__.split("\n")[0])
+    parser = cli.ArgumentParser(prog="python -m SimpleCDN.demo", description=__doc__.split("\n")[0])
     parser.parse_args(argv)
     children = []
     try:
@@ -210,10 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         coalesced = coalescing(edge_port, origin_port)
         hit_ratio, offload = zipf_workload(edge_port, origin_port)
         failover = several_edges(origin_url, children)
-    except KeyboardInterrupt:
-        print("\ninterrupted")
-        return 130
-    finally:
+    finally:  # also on Ctrl-C / SIGTERM (KeyboardInterrupt through cli.run): stop every child
         for child in reversed(children):
             child.stop()
     print(f"\nresult: Zipf hit ratio {hit_ratio:.1%}, origin offload {offload:.1%}, "
@@ -223,4 +225,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

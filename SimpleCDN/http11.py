@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
-from .cache_policy import Headers, get_header, header_values, split_list
+from .cache_policy import Headers, get_header, header_values, split_list, strip_ows
 
 MAX_HEAD_BYTES = 16 * 1024
 MAX_HEADER_COUNT = 100
@@ -30,6 +30,10 @@ MAX_REQUEST_BODY = 16 * 2**20
 READ_CHUNK = 64 * 1024
 
 _TOKEN_RE = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# Every control character except HTAB (RFC 9110 §5.5: field-vchar is VCHAR or obs-text; HTAB and SP
+# appear only between them). CR, LF and NUL are the ones that can split or end a header.
+_CONTROL_RE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+MAX_INTERIM_RESPONSES = 16  # 1xx responses accepted before the final one (an endless 103 stream)
 
 
 class HttpError(Exception):
@@ -41,11 +45,13 @@ class HttpError(Exception):
 
 
 class OriginError(Exception):
-    """The origin could not be reached or answered garbage. `timeout` tells 504 from 502."""
+    """The origin could not be reached or answered garbage. `timeout` tells 504 from 502;
+    `unanswered` means the connection ended before any byte of a response (safe to retry)."""
 
-    def __init__(self, message: str, timeout: bool = False):
+    def __init__(self, message: str, timeout: bool = False, unanswered: bool = False):
         super().__init__(message)
         self.timeout = timeout
+        self.unanswered = unanswered
 
 
 @dataclass
@@ -74,14 +80,9 @@ async def read_request(reader: asyncio.StreamReader,
     With `writer`, a client that sent `Expect: 100-continue` is told to send its body (RFC 9110
     §10.1.1) instead of waiting a second for a 100 that never comes (curl does this for POSTs).
     """
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as exc:
-        if not exc.partial.strip():
-            return None
-        raise HttpError(400, "the connection closed in the middle of the request head") from None
-    except asyncio.LimitOverrunError:
-        raise HttpError(431, f"request head larger than {MAX_HEAD_BYTES} bytes") from None
+    head = await _read_head(reader)
+    if head is None:
+        return None
     method, target, version, headers = parse_head(head)
     hosts = header_values(headers, "host")
     if len(hosts) > 1 or (version == "HTTP/1.1" and not hosts):
@@ -94,7 +95,7 @@ async def read_request(reader: asyncio.StreamReader,
         raise HttpError(400, "Transfer-Encoding in an HTTP/1.0 request: the body's framing is faulty")
     expect = get_header(headers, "expect")
     if expect is not None:
-        if expect.strip().lower() != "100-continue":
+        if expect.lower() != "100-continue":
             raise HttpError(417, f"unsupported Expect: {expect!r} (only 100-continue is)")
         if writer is not None and version == "HTTP/1.1":
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -102,13 +103,49 @@ async def read_request(reader: asyncio.StreamReader,
     return Request(method, target, version, headers, body)
 
 
+async def _read_head(reader: asyncio.StreamReader) -> bytes | None:
+    """The request line and header lines, each ending in CRLF, up to and including the blank line.
+
+    Read line by line so that a line ending in a bare LF is refused (400) the moment it arrives:
+    waiting for CRLF CRLF would leave an LF-only client hanging until the idle timeout. RFC 9112
+    §2.2 lets a recipient accept a bare LF as a line end; this edge refuses it, because a front end
+    and a back end that disagree about where a line ends can be made to disagree about where a
+    request ends (request smuggling). None: the client closed cleanly between requests.
+    """
+    lines: list[bytes] = []
+    size = 0
+    while True:
+        try:
+            line = await reader.readuntil(b"\n")
+        except asyncio.IncompleteReadError as exc:
+            if not lines and not exc.partial.strip(b"\r\n"):
+                return None
+            raise HttpError(400, "the connection closed in the middle of the request head") from None
+        except asyncio.LimitOverrunError:
+            raise HttpError(431, f"request head larger than {MAX_HEAD_BYTES} bytes") from None
+        size += len(line)
+        if size > MAX_HEAD_BYTES:
+            raise HttpError(431, f"request head larger than {MAX_HEAD_BYTES} bytes")
+        if len(line) < 2 or line[-2] != 0x0D or b"\r" in line[:-2]:
+            raise HttpError(400, "a line of the request head does not end in CRLF (bare LF or CR)")
+        if line == b"\r\n":
+            if lines:
+                return b"".join(lines) + b"\r\n"
+            continue  # §2.2: a server SHOULD ignore empty lines received before the request line
+        if len(lines) > MAX_HEADER_COUNT:
+            raise HttpError(431, f"more than {MAX_HEADER_COUNT} header fields")
+        lines.append(line)
+
+
 def parse_head(head: bytes) -> tuple[str, str, str, Headers]:
-    """Parse the request line and header fields strictly (RFC 9112 §3, §5)."""
+    """Parse the request line and header fields strictly (RFC 9112 §3, §5; RFC 9110 §5.5)."""
     lines = head[:-4].split(b"\r\n")
     while lines and lines[0] == b"":  # §2.2: a server SHOULD ignore empty lines before the request
         lines.pop(0)
     if not lines:
         raise HttpError(400, "empty request")
+    if _CONTROL_RE.search(lines[0]):
+        raise HttpError(400, "control characters in the request line")
     parts = lines[0].split(b" ")
     if len(parts) != 3:
         raise HttpError(400, "malformed request line: expected 'METHOD target HTTP/1.1'")
@@ -128,7 +165,9 @@ def parse_head(head: bytes) -> tuple[str, str, str, Headers]:
         name, colon, value = line.partition(b":")
         if not colon or not _TOKEN_RE.match(name):
             raise HttpError(400, "malformed header field (expected 'Name: value')")
-        if b"\r" in value or b"\n" in value or b"\0" in value:
+        if _CONTROL_RE.search(value):
+            # RFC 9110 §5.5: CR, LF and NUL in a field value MUST be rejected (or replaced by SP);
+            # the other controls make a value invalid too. "Content-Length: 0\x0b" is one of them.
             raise HttpError(400, "control characters in a header value")
         headers.append((name.decode("ascii"), value.strip(b" \t").decode("latin-1")))
     return method.decode("ascii"), target.decode("latin-1"), version.decode("ascii"), headers
@@ -159,7 +198,7 @@ async def _read_request_body(reader: asyncio.StreamReader, headers: Headers) -> 
 
 def parse_content_length(value: str) -> int | None:
     """Content-Length, allowing identical repeats ('5, 5'); None if invalid or inconsistent."""
-    values = {part.strip() for part in value.split(",")}
+    values = {strip_ows(part) for part in value.split(",")}
     if len(values) != 1:
         return None
     (single,) = values
@@ -185,12 +224,18 @@ async def _chunks(reader: asyncio.StreamReader, limit: int | None = None) -> Asy
     while True:
         size_line = await _read_line(reader, "malformed chunked body")
         size_text = size_line.split(b";", 1)[0].rstrip(b" \t\r\n")
+        if _CONTROL_RE.search(size_line, 0, len(size_line) - 2):
+            # A bare LF inside a chunk extension ends the line for a lenient parser and not for a
+            # strict one: the two then read different bodies (RFC 9112 §7.1.1 allows no controls).
+            raise HttpError(400, "control characters in a chunk size line")
         if not size_text or len(size_text) > 16 or not re.match(rb"^[0-9A-Fa-f]+$", size_text):
             raise HttpError(400, "malformed chunk size")
         size = int(size_text, 16)
         if size == 0:
-            while (await _read_line(reader, "malformed trailer section")) != b"\r\n":
-                pass  # trailer fields: not forwarded
+            while (line := await _read_line(reader, "malformed trailer section")) != b"\r\n":
+                if _CONTROL_RE.search(line, 0, len(line) - 2):
+                    raise HttpError(400, "control characters in a trailer field")
+                # trailer fields are read and dropped: not forwarded
             return
         total += size
         if limit is not None and total > limit:
@@ -257,12 +302,30 @@ class OriginResponse:
         self.reusable = "close" not in tokens
         te = get_header(headers, "transfer-encoding")
         self.content_length: int | None = None
-        if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+        self.transfer_codings: str | None = None  # codings other than chunked, to pass on
+        if method == "HEAD" or status in (204, 304):
             self._mode = "none"
             cl = get_header(headers, "content-length")
             self.content_length = parse_content_length(cl) if cl else None
         elif te is not None:
-            self._mode = "chunked"
+            codings = [coding.lower() for coding in split_list(te)]
+            if codings == ["chunked"]:
+                self._mode = "chunked"
+            elif "chunked" in codings:
+                # chunked after another coding this edge cannot decode, or chunked twice (a sender
+                # MUST NOT, RFC 9112 §7): its framing cannot be trusted.
+                raise OriginError(f"the origin sent transfer codings this edge cannot decode: {te!r}")
+            else:
+                # RFC 9112 §6.3 (4): chunked is not the final coding, so the body ends when the
+                # connection closes. The codings are passed on for the client to decode.
+                self._mode = "close"
+                self.reusable = False
+                self.transfer_codings = te
+            if get_header(headers, "content-length") is not None:
+                # RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, and the message "ought
+                # to be handled as an error": the origin and a parser that trusted Content-Length
+                # now disagree about where this response ends, so the connection is never reused.
+                self.reusable = False
         elif get_header(headers, "content-length") is not None:
             self._mode = "length"
             self.content_length = parse_content_length(get_header(headers, "content-length") or "")
@@ -316,10 +379,16 @@ class OriginResponse:
         return b"".join([piece async for piece in self.pieces()])
 
     def release(self) -> None:
-        """Return the connection to the pool if the response was read to the end, else close it."""
+        """Return the connection to the pool if exactly this response was read, else close it.
+
+        Bytes already waiting after the framed end of the response are not the next response's:
+        the next request has not been sent yet. Reusing the connection would hand them to the next
+        request, for any URL, and the cache would store them under that URL. So: close it.
+        """
         if self.connection.pool is None:
             return
-        if (self._done or self._mode == "none") and self.reusable:
+        if (self._done or self._mode == "none") and self.reusable and not unread_bytes(
+                self.connection.reader):
             self.connection.pool.give_back(self.connection)
         else:
             self.connection.close()
@@ -332,6 +401,9 @@ class OriginResponse:
             raise OriginError(f"the origin sent nothing for {self._timeout:g}s", timeout=True) from None
         except (ConnectionError, OSError) as exc:
             raise OriginError(f"the origin connection failed: {exc}") from None
+
+
+InterimHandler = Callable[[int, str, Headers], None]
 
 
 class OriginConnection:
@@ -368,23 +440,25 @@ class OriginPool:
         self._ssl = ssl.create_default_context(cafile=cafile) if parts.scheme == "https" else None
 
     async def request(self, method: str, target: str, headers: Sequence[tuple[str, str]],
-                      body: bytes = b"") -> OriginResponse:
-        """Send one request and read the response head. Raises OriginError (502/504) on failure.
+                      body: bytes = b"", on_interim: InterimHandler | None = None) -> OriginResponse:
+        """Send one request and read the final response's head. Raises OriginError (502/504).
 
+        Interim (1xx) responses before it are passed to `on_interim` (the edge relays them to the
+        client, RFC 9110 §15.2) and are never returned: they are not the answer to the request.
         A pooled connection may have been closed by the origin while idle; for a request that is
         safe to repeat we then retry once on a fresh connection (RFC 9112 §9.3.1).
         """
         reused = bool(self._idle)
         try:
-            return await self._attempt(method, target, headers, body)
+            return await self._attempt(method, target, headers, body, on_interim)
         except OriginError as exc:
-            if reused and not exc.timeout and method in ("GET", "HEAD", "PURGE", "OPTIONS"):
+            if reused and exc.unanswered and method in ("GET", "HEAD", "PURGE", "OPTIONS"):
                 self.close_idle()
-                return await self._attempt(method, target, headers, body)
+                return await self._attempt(method, target, headers, body, on_interim)
             raise
 
     async def _attempt(self, method: str, target: str, headers: Sequence[tuple[str, str]],
-                       body: bytes) -> OriginResponse:
+                       body: bytes, on_interim: InterimHandler | None) -> OriginResponse:
         connection = await self._connection()
         lines = [f"{method} {self.base_path}{target} HTTP/1.1", f"Host: {self.host_header}"]
         lines += [f"{name}: {value}" for name, value in headers]
@@ -392,18 +466,14 @@ class OriginPool:
             lines.append(f"Content-Length: {len(body)}")
         try:
             connection.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
-            head = await asyncio.wait_for(connection.reader.readuntil(b"\r\n\r\n"), self.timeout)
-        except TimeoutError:
+            status, reason, response_headers = await self._final_head(connection, on_interim)
+        except (ConnectionError, OSError) as exc:
             connection.close()
-            raise OriginError(f"the origin did not answer within {self.timeout:g}s", timeout=True) from None
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, OSError) as exc:
+            raise OriginError(f"the origin connection failed: {type(exc).__name__}",
+                              unanswered=True) from None
+        except OriginError:
             connection.close()
-            raise OriginError(f"the origin connection failed: {type(exc).__name__}") from None
-        try:
-            status, reason, response_headers = _parse_response_head(head)
-        except ValueError as exc:
-            connection.close()
-            raise OriginError(f"the origin sent a malformed response: {exc}") from None
+            raise
         if get_header(response_headers, "date") is None:
             # RFC 9110 §6.6.1: a recipient with a clock MUST add the time it received a Date-less
             # response before caching or forwarding it (and RFC 9111's age calculation needs one).
@@ -414,10 +484,43 @@ class OriginPool:
             connection.close()  # its framing is unknown, so it can neither be reused nor left open
             raise
 
+    async def _final_head(self, connection: OriginConnection,
+                          on_interim: InterimHandler | None) -> tuple[int, str, Headers]:
+        """Read response heads until the final (non-1xx) one; relay or skip the 1xx before it.
+
+        An origin that sends 103 Early Hints before its 200 is normal (RFC 8297). Taking the 103
+        for the answer would leave the real 200 unread on the connection, to be read as the answer
+        to the *next* request on it — for another URL, and cached under that URL.
+        """
+        for count in range(MAX_INTERIM_RESPONSES + 1):
+            try:
+                head = await asyncio.wait_for(connection.reader.readuntil(b"\r\n\r\n"), self.timeout)
+            except TimeoutError:
+                raise OriginError(f"the origin did not answer within {self.timeout:g}s",
+                                  timeout=True) from None
+            except asyncio.IncompleteReadError as exc:
+                raise OriginError("the origin closed the connection without a complete response",
+                                  unanswered=count == 0 and not exc.partial) from None
+            except (asyncio.LimitOverrunError, ConnectionError, OSError) as exc:
+                raise OriginError(f"the origin connection failed: {type(exc).__name__}",
+                                  unanswered=count == 0 and isinstance(exc, ConnectionError)) from None
+            try:
+                status, reason, headers = parse_response_head(head)
+            except ValueError as exc:
+                raise OriginError(f"the origin sent a malformed response: {exc}") from None
+            if status >= 200:
+                return status, reason, headers
+            if status == 101:  # this edge never asks to switch protocols (RFC 9110 §15.2.2)
+                raise OriginError("the origin switched protocols (101) although nobody asked it to")
+            if on_interim is not None:
+                on_interim(status, reason, headers)
+        raise OriginError(f"the origin sent more than {MAX_INTERIM_RESPONSES} interim (1xx) responses")
+
     async def _connection(self) -> OriginConnection:
         while self._idle:
             connection = self._idle.pop()
-            if not connection.reader.at_eof() and not connection.writer.is_closing():
+            if (not connection.reader.at_eof() and not connection.writer.is_closing()
+                    and not unread_bytes(connection.reader)):  # bytes sent while idle: not ours
                 connection.pool = self
                 return connection
             connection.close()
@@ -432,7 +535,7 @@ class OriginPool:
                               f"{exc.reason or exc}") from None
         except OSError as exc:
             raise OriginError(f"cannot connect to the origin {self.host}:{self.port}: "
-                              f"{exc.strerror or exc}") from None
+                              f"{exc.strerror or exc}", unanswered=True) from None
         return OriginConnection(reader, writer, self)
 
     def give_back(self, connection: OriginConnection) -> None:
@@ -447,17 +550,41 @@ class OriginPool:
         self._idle.clear()
 
 
-def _parse_response_head(head: bytes) -> tuple[int, str, Headers]:
+def parse_response_head(head: bytes) -> tuple[int, str, Headers]:
+    """Status line and fields of an origin response, strictly. ValueError -> the edge answers 502.
+
+    Refused: a status outside 100-599 (RFC 9110 §15: "invalid"; a client treats it as a 5xx), line
+    folding (RFC 9112 §5.2: a proxy MUST answer 502 or unfold), and any control character in the
+    reason phrase or a field value — a bare LF there would otherwise be replayed to every client
+    as a header line of its own (`X-A: a<LF>Set-Cookie: ...`), from the cache (RFC 9110 §5.5).
+    """
     lines = head[:-4].split(b"\r\n")
     status_line = lines[0].split(b" ", 2)
-    if len(status_line) < 2 or not status_line[0].startswith(b"HTTP/1.") or not re.fullmatch(
-            rb"[0-9]{3}", status_line[1]):
-        raise ValueError("bad status line")
+    if len(status_line) < 2 or not re.fullmatch(rb"HTTP/1\.[01]", status_line[0]) or not re.fullmatch(
+            rb"[1-5][0-9][0-9]", status_line[1]):
+        raise ValueError(f"bad status line {lines[0][:60]!r}")
+    reason = status_line[2] if len(status_line) > 2 else b""
+    if _CONTROL_RE.search(reason):
+        raise ValueError("control characters in the reason phrase")
     headers: Headers = []
     for line in lines[1:]:
+        if line[:1] in (b" ", b"\t"):
+            raise ValueError("obsolete line folding in a header field")
         name, colon, value = line.partition(b":")
-        if not colon:
-            raise ValueError("bad header line")
-        headers.append((name.strip().decode("latin-1"), value.strip().decode("latin-1")))
-    reason = status_line[2].decode("latin-1") if len(status_line) > 2 else ""
-    return int(status_line[1]), reason, headers
+        # RFC 9112 §5.1: whitespace before the colon is not allowed; a proxy MUST remove it.
+        name = name.rstrip(b" \t")
+        if not colon or not _TOKEN_RE.match(name):
+            raise ValueError(f"bad header line {line[:60]!r}")
+        if _CONTROL_RE.search(value):
+            raise ValueError(f"control characters (CR, LF, NUL ...) in the value of {name.decode()}")
+        headers.append((name.decode("ascii"), value.strip(b" \t").decode("latin-1")))
+    return int(status_line[1]), reason.decode("latin-1"), headers
+
+
+def unread_bytes(reader: asyncio.StreamReader) -> int:
+    """How many received bytes the reader holds that nobody has read yet.
+
+    StreamReader offers no public way to ask, so this looks at its buffer (`_buffer`, the same name
+    since asyncio's first release; the tests of leftover bytes would catch a rename).
+    """
+    return len(reader._buffer)  # noqa: SLF001

@@ -11,11 +11,12 @@ these processes at once so the client is not limited to one core.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import sys
 import time
+
+from common import cli
 
 
 async def one_connection(port: int, request: bytes, deadline: float, latencies: list[float],
@@ -65,22 +66,19 @@ async def run(port: int, path: str, connections: int, seconds: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m SimpleCDN.loadgen", description=__doc__.split("\n")[0])
-    parser.add_argument("--port", type=int, required=True)
+    parser = cli.ArgumentParser(prog="python -m SimpleCDN.loadgen", description=__doc__.split("\n")[0])
+    parser.add_argument("--port", type=cli.port, default=8000, help="the server to load (default 8000)")
     parser.add_argument("--path", default="/bench/10k")
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--connections", type=cli.positive_int, default=32)
+    parser.add_argument("--seconds", type=cli.positive_float, default=3.0)
     args = parser.parse_args(argv)
     try:
         result = asyncio.run(run(args.port, args.path, args.connections, args.seconds))
-    except KeyboardInterrupt:
-        return 130
     except OSError as exc:
-        print(f"error: cannot reach 127.0.0.1:{args.port}: {exc}", file=sys.stderr)
-        return 1
+        raise cli.UsageError(f"cannot reach 127.0.0.1:{args.port}: {exc.strerror or exc}") from None
     print(json.dumps(result))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -41,6 +41,14 @@ class StoredResponse:
     # serialised status line + headers, so a hit does not re-parse or re-serialise them.
     freshness: Any = field(default=None, compare=False, repr=False)
     head_prefix: bytes | None = field(default=None, compare=False, repr=False)
+    # The fields the cache's decisions read, when a targeted field (CDN-Cache-Control, RFC 9213)
+    # replaced Cache-Control and Expires for this cache; None: the stored headers themselves.
+    policy_view: Headers | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def rules(self) -> Headers:
+        """The fields freshness and staleness are judged by (see policy_view)."""
+        return self.headers if self.policy_view is None else self.policy_view
 
     @property
     def size(self) -> int:
@@ -52,10 +60,11 @@ class StoredResponse:
 class LRUStore:
     """Byte-bounded LRU of StoredResponse, keyed by (primary key, variant key)."""
 
-    def __init__(self, max_bytes: int):
+    def __init__(self, max_bytes: int, normalise_vary: bool = False):
         if max_bytes <= 0:
             raise ValueError("max_bytes must be positive, e.g. 64 * 2**20 for 64 MB")
         self.max_bytes = max_bytes
+        self.normalise_vary = normalise_vary  # Accept-Encoding/-Language compared by meaning
         self.bytes_used = 0
         self.evictions = 0
         self._entries: OrderedDict[tuple[str, tuple[str, ...]], StoredResponse] = OrderedDict()
@@ -70,7 +79,7 @@ class LRUStore:
         names = self._vary_by_primary.get(primary)
         if names is None:
             return None
-        key = (primary, variant_key(names, request_headers))
+        key = (primary, variant_key(names, request_headers, self.normalise_vary))
         entry = self._entries.get(key)
         if entry is not None:
             self._entries.move_to_end(key)
@@ -85,7 +94,8 @@ class LRUStore:
         secondary keys were computed from other field names and can no longer be selected.
         """
         names = entry.vary
-        entry.variant = variant_key(names, request_headers)  # set even if not stored: callers compare it
+        # Set even if not stored: callers compare it.
+        entry.variant = variant_key(names, request_headers, self.normalise_vary)
         if entry.size > self.max_bytes:
             if (primary, entry.variant) in self._entries:
                 # The origin sent a newer response we cannot keep: the older copy must not outlive it.

@@ -26,7 +26,6 @@ purpose (--latency-ms), and the edge in front of it is what is being measured.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import json
@@ -38,6 +37,8 @@ from collections import Counter
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+from common import cli
 
 LARGE_FILE_BYTES = 12 * 2**20
 STARTED = time.time()
@@ -106,6 +107,13 @@ class OriginHandler(BaseHTTPRequestHandler):
     def do_PATCH(self) -> None:
         self._dispatch()
 
+    def __getattr__(self, name: str):
+        """Any other method (M-SEARCH, BREW ...) is dispatched too: the edge forwards methods it
+        does not know, and the tests need an origin that answers them."""
+        if name.startswith("do_"):
+            return self._dispatch
+        raise AttributeError(name)
+
     def _dispatch(self) -> None:
         request_body = self._read_request_body()
         path = urlsplit(self.path).path
@@ -120,7 +128,7 @@ class OriginHandler(BaseHTTPRequestHandler):
             self._send_script(script, hits)
             return
         time.sleep(delay)
-        if self.command in ("POST", "PUT", "DELETE", "PATCH"):
+        if self.command not in ("GET", "HEAD"):
             self._send(200, [("Content-Type", "text/plain")], f"{self.command} {self.path} ok\n".encode())
             return
         self._send_site_resource(path, hits)
@@ -296,37 +304,38 @@ def make_server(host: str, port: int, latency_ms: float) -> ThreadingHTTPServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m SimpleCDN.origin", description=__doc__.split("\n")[0])
+    parser = cli.ArgumentParser(prog="python -m SimpleCDN.origin", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9000)
-    parser.add_argument("--latency-ms", type=float, default=100.0,
+    parser.add_argument("--port", type=cli.port, default=9000)
+    parser.add_argument("--latency-ms", type=cli.non_negative_float, default=100.0,
                         help="added to every response: the origin is far away and slow")
     parser.add_argument("--tls-cert", help="PEM certificate: serve https instead of http")
     parser.add_argument("--tls-key", help="PEM private key for --tls-cert")
     args = parser.parse_args(argv)
+    context = None
+    if args.tls_cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise cli.UsageError(f"--tls-cert/--tls-key: cannot load {args.tls_cert}: "
+                                 f"{getattr(exc, 'strerror', None) or exc}") from None
     try:
         server = make_server(args.host, args.port, args.latency_ms)
-        if args.tls_cert:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(args.tls_cert, args.tls_key)
-            server.socket = context.wrap_socket(server.socket, server_side=True)
-    except (OSError, OverflowError, ssl.SSLError) as exc:  # OverflowError: a port outside 0-65535
-        print(f"error: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 1
+    except OSError as exc:
+        raise cli.bind_error(exc, args.host, args.port) from None
+    if context is not None:
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     scheme = "https" if args.tls_cert else "http"
     print(f"[origin] serving on {scheme}://{args.host}:{args.port} (latency {args.latency_ms:g} ms)",
           flush=True)
-    import signal
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     try:
         server.serve_forever(poll_interval=0.2)
-    except KeyboardInterrupt:
-        pass
-    finally:
+    finally:  # Ctrl-C and SIGTERM arrive here as KeyboardInterrupt (cli.run)
         server.server_close()
-    print("[origin] stopped", flush=True)
+        print("[origin] stopped", flush=True)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
+from common import cli
+
 
 class NoHealthyEdge(RuntimeError):
     """Every edge failed its health check: the router answers 503 until one recovers."""
@@ -47,17 +49,19 @@ def choose_edge(edges: Sequence[EdgeInfo]) -> EdgeInfo:
 
 
 def parse_edge(spec: str) -> EdgeInfo:
-    """'name=http://host:port@distance_ms' -> EdgeInfo."""
+    """An argparse type: 'name=http://host:port@distance_ms' -> EdgeInfo."""
     try:
         name, rest = spec.split("=", 1)
-        url, distance = rest.rsplit("@", 1)
+        url, distance_text = rest.rsplit("@", 1)
         parts = urlsplit(url)
-        if not name or parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("not an http(s) URL")
-        return EdgeInfo(name, url.rstrip("/"), float(distance))
+        distance = float(distance_text)
+        if not name or parts.scheme not in ("http", "https") or not parts.hostname or not (
+                0 <= distance < float("inf")):
+            raise ValueError("not an http(s) URL and a distance >= 0")
+        return EdgeInfo(name, url.rstrip("/"), distance)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"bad edge {spec!r}: expected name=http://127.0.0.1:8001@25 (distance in ms)") from None
+            f"expected name=http://127.0.0.1:8001@25 (distance in ms, >= 0), got {spec!r}") from None
 
 
 class HealthChecker:
@@ -142,37 +146,36 @@ def make_server(host: str, port: int, edges: Sequence[EdgeInfo]) -> ThreadingHTT
     return server
 
 
+DEFAULT_EDGE = "edge=http://127.0.0.1:8000@5"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m SimpleCDN.router", description=__doc__.split("\n")[0])
+    parser = cli.ArgumentParser(prog="python -m SimpleCDN.router", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--edge", type=parse_edge, action="append", required=True,
-                        help="name=http://127.0.0.1:8001@DISTANCE_MS (repeat for each edge)")
-    parser.add_argument("--check-interval", type=float, default=0.5, help="seconds between health checks")
+    parser.add_argument("--port", type=cli.port, default=8080)
+    parser.add_argument("--edge", type=parse_edge, action="append",
+                        help="name=http://127.0.0.1:8001@DISTANCE_MS (repeat for each edge; "
+                             f"default: {DEFAULT_EDGE}, the edge's own default port)")
+    parser.add_argument("--check-interval", type=cli.positive_float, default=0.5,
+                        help="seconds between health checks")
     args = parser.parse_args(argv)
+    args.edge = args.edge or [parse_edge(DEFAULT_EDGE)]
+    try:
+        server = make_server(args.host, args.port, args.edge)
+    except OSError as exc:
+        raise cli.bind_error(exc, args.host, args.port) from None
     checker = HealthChecker(args.edge, interval=args.check_interval)
     checker.check_once()
     checker.start()
-    try:
-        server = make_server(args.host, args.port, args.edge)
-    except (OSError, OverflowError) as exc:  # OverflowError: a port outside 0-65535
-        checker.stop()
-        print(f"error: cannot listen on {args.host}:{args.port}: {getattr(exc, 'strerror', None) or exc}",
-              file=sys.stderr)
-        return 1
     print(f"[router] on http://{args.host}:{args.port}: " + ", ".join(
         f"{e.name}@{e.distance_ms:g}ms" for e in args.edge), flush=True)
-    import signal
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     try:
         server.serve_forever(poll_interval=0.2)
-    except KeyboardInterrupt:
-        pass
-    finally:
+    finally:  # Ctrl-C and SIGTERM arrive here as KeyboardInterrupt (cli.run)
         checker.stop()
         server.server_close()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

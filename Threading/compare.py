@@ -1,7 +1,7 @@
 """Threads vs processes on CPU-bound and I/O-bound work: a measured table and a speed-up plot.
 
-    python -m Threading.compare                       workers 1 2 4 8, table only
-    python -m Threading.compare --plot Threading/images/speedup.png
+    python -m Threading.compare                       workers 1 2 4 8: the table, and a plot in out/Threading/
+    python -m Threading.compare --experiment cpu --workers 1 2 --repeat 3 --no-plot
 
 What it shows. In CPython one thread at a time executes Python bytecode: the Global Interpreter Lock
 (GIL) serialises it. So W threads counting primes take as long as one thread doing all of it
@@ -19,14 +19,22 @@ work. Every run must produce the same prime count / number of answered requests.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import platform
 import statistics
 import sys
 from collections import defaultdict
+from pathlib import Path
+
+from common import cli
 
 from .experiments import MODES, Run, run_cpu, run_io
 from .io_server import slow_http_server
+
+DEFAULT_PLOT = cli.output_path("Threading", "threads_vs_processes.png")
+# Both make the workers our children, so "cores used" counts their CPU time (forkserver would not).
+START_METHODS = [m for m in ("fork", "spawn") if m in multiprocessing.get_all_start_methods()]
 
 
 def gil_status() -> str:
@@ -38,21 +46,20 @@ def gil_status() -> str:
 
 
 def measure(workers: list[int], n: int, requests: int, delay: float, repeat: int,
-            experiments: tuple[str, ...] = ("cpu", "io"), progress: bool = True) -> list[Run]:
+            experiments: tuple[str, ...] = ("cpu", "io"), progress: bool = True,
+            start_method: str | None = None) -> list[Run]:
     """Run every cell `repeat` times, interleaved; return every Run (the caller takes medians)."""
     runs: list[Run] = []
     with slow_http_server(delay) as url:
-        for rep in range(repeat):
+        for rep in (cli.progress(range(repeat), label="rounds") if progress else range(repeat)):
             for experiment in experiments:
                 for w in workers:
                     shift = (rep + w) % len(MODES)
                     for mode in MODES[shift:] + MODES[:shift]:
                         if experiment == "cpu":
-                            runs.append(run_cpu(mode, w, n))
+                            runs.append(run_cpu(mode, w, n, start_method))
                         else:
-                            runs.append(run_io(mode, w, url, requests))
-            if progress:
-                print(f"  round {rep + 1}/{repeat} done", flush=True)
+                            runs.append(run_io(mode, w, url, requests, start_method))
     return runs
 
 
@@ -98,7 +105,7 @@ def best(rows: list[dict], experiment: str, mode: str) -> float:
     return max(r["speedup"] for r in rows if r["experiment"] == experiment and r["mode"] == mode)
 
 
-def plot(rows: list[dict], labels: dict[str, str], path: str) -> None:
+def plot(rows: list[dict], labels: dict[str, str], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -124,32 +131,36 @@ def plot(rows: list[dict], labels: dict[str, str], path: str) -> None:
         ax.legend(fontsize=8)
     fig.suptitle(f"Python {platform.python_version()}, {cpus} CPUs (median of repeated, interleaved runs)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(cli.ensure_parent(path), dpi=110)
     plt.close(fig)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m Threading.compare",
         description="CPU-bound (count primes) and I/O-bound (HTTP requests to a slow local server) work, "
                     "run sequentially, on threads and in processes; prints a table, optionally plots.")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8],
+    parser.add_argument("--workers", type=cli.positive_int, nargs="+", default=[1, 2, 4, 8],
                         help="worker counts to try (default 1 2 4 8)")
-    parser.add_argument("--n", type=int, default=600_000, help="count primes in [2, N] (default 600000)")
-    parser.add_argument("--requests", type=int, default=16,
+    parser.add_argument("--n", type=cli.int_range(2), default=600_000,
+                        help="count primes in [2, N] (default 600000)")
+    parser.add_argument("--requests", type=cli.positive_int, default=16,
                         help="HTTP requests in the I/O-bound experiment (default 16)")
-    parser.add_argument("--delay-ms", type=float, default=50.0,
+    parser.add_argument("--delay-ms", type=cli.non_negative_float, default=50.0,
                         help="the local server's delay before each answer, ms (default 50)")
-    parser.add_argument("--repeat", type=int, default=5,
+    parser.add_argument("--repeat", type=cli.positive_int, default=5,
                         help="repetitions per cell, median taken (default 5)")
     parser.add_argument("--experiment", choices=["cpu", "io", "both"], default="both",
                         help="which experiment to run (default both)")
-    parser.add_argument("--plot", metavar="PATH", help="save a PNG of speed-up vs workers")
-    args = parser.parse_args(argv)
-    if any(w < 1 for w in args.workers) or args.n < 2 or args.requests < 1 or args.repeat < 1 \
-            or args.delay_ms < 0:
-        parser.error("--workers, --requests and --repeat must be >= 1, --n >= 2, --delay-ms >= 0")
-    return args
+    parser.add_argument("--plot", metavar="PATH", type=cli.writable_path, default=DEFAULT_PLOT,
+                        help="where to save the PNG of speed-up vs workers (default out/Threading/"
+                             "threads_vs_processes.png)")
+    parser.add_argument("--no-plot", action="store_true", help="print the table only")
+    parser.add_argument("--start-method", choices=START_METHODS, default=None,
+                        help="how worker processes start: fork (copy this process) or spawn (a fresh "
+                             f"interpreter per worker); default: this platform's, here "
+                             f"{multiprocessing.get_start_method()}")
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,25 +169,24 @@ def main(argv: list[str] | None = None) -> int:
     labels = {"cpu": "CPU-bound", "io": "I/O-bound"}
     print(f"Python {platform.python_version()} ({platform.python_implementation()}), "
           f"{os.cpu_count()} CPUs; {gil_status()}")
+    # fork is the default on Linux up to Python 3.13 (forkserver from 3.14); macOS and Windows spawn,
+    # which starts a fresh interpreter per worker and costs more at start-up.
+    print(f"worker processes are started with {args.start_method or multiprocessing.get_start_method()!r}")
     print(f"CPU-bound: count primes in [2, {args.n:,}] split into W contiguous chunks")
     print(f"I/O-bound: {args.requests} HTTP GETs to a local server that answers after "
           f"{args.delay_ms:.0f} ms, split into W tasks")
     print(f"workers {args.workers}; median of {args.repeat} interleaved repetitions; load average before: "
           f"{os.getloadavg()[0]:.1f}")
-    try:
-        runs = measure(sorted(set(args.workers)), args.n, args.requests, args.delay_ms / 1000, args.repeat,
-                       experiments)
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
+    runs = measure(sorted(set(args.workers)), args.n, args.requests, args.delay_ms / 1000, args.repeat,
+                   experiments, start_method=args.start_method)
     results = check_agreement(runs)
     rows = summarise(runs)
     print_table(rows, labels)
     agreed = ", ".join(f"{e}: {v:,}" for e, v in results.items())
     print(f"\nevery mode produced the same result ({agreed}); load average after: {os.getloadavg()[0]:.1f}")
-    if args.plot:
+    if not args.no_plot:
         plot(rows, labels, args.plot)
-        print(f"plot saved to {args.plot}")
+        print(f"plot saved to {os.path.relpath(args.plot)}")
     parts = [f"{labels[e]} best speed-up: threads {best(rows, e, 'threads'):.2f}x, "
              f"processes {best(rows, e, 'processes'):.2f}x" for e in experiments]
     print(f"result: {'; '.join(parts)} ({os.cpu_count()} CPUs)")
@@ -184,4 +194,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

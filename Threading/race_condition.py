@@ -26,38 +26,33 @@ from __future__ import annotations
 import argparse
 import sys
 
+from common import cli
+
 from .race import describe, run_race
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m Threading.race_condition",
         description="Threads doing read-modify-write on a shared counter lose updates unless they "
                     "hold a lock.")
-    parser.add_argument("--threads", type=int, default=8, help="threads (default 8)")
-    parser.add_argument("--iterations", type=int, default=100_000,
+    parser.add_argument("--threads", type=cli.positive_int, default=8, help="threads (default 8)")
+    parser.add_argument("--iterations", type=cli.positive_int, default=100_000,
                         help="increments per thread (default 100000)")
     parser.add_argument("--safe", action="store_true", help="hold a threading.Lock around each increment")
     parser.add_argument("--workload", choices=["counter", "append"], default="counter",
                         help="counter: read-modify-write (races); append: list.append (atomic under the GIL)")
-    parser.add_argument("--switch-interval", type=float, default=1e-6,
+    parser.add_argument("--switch-interval", type=cli.positive_float, default=1e-6,
                         help="sys.setswitchinterval during the run, seconds "
                              "(default 1e-6; CPython's is 0.005)")
-    args = parser.parse_args(argv)
-    if args.threads < 1 or args.iterations < 1 or not args.switch_interval > 0:
-        parser.error("--threads and --iterations must be >= 1 and --switch-interval > 0")
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     print(f"Python {sys.version.split()[0]}: {args.threads} threads x {args.iterations:,} updates, "
           f"switch interval {args.switch_interval:g}s")
-    try:
-        result = run_race(args.threads, args.iterations, args.safe, args.workload, args.switch_interval)
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
+    result = run_race(args.threads, args.iterations, args.safe, args.workload, args.switch_interval)
     print(f"expected {result.expected:,}")
     print(f"actual   {result.actual:,}")
     print(f"lost     {result.lost:,}")
@@ -66,4 +61,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -101,7 +101,8 @@ def audit_states(coordinator: Mapping[str, dict], states: Mapping[str, dict],
                f"{len(coordinator)} transactions: " + ", ".join(
                    f"{n} {phase}" for phase, n in sorted(Counter(
                        tx["phase"] for tx in coordinator.values()).items())))
-    report.add("participants agree with the coordinator", _disagreements(decisions, by_participant),
+    phase2 = {txid: tx.get("participants", list(states)) for txid, tx in coordinator.items()}
+    report.add("participants agree with the coordinator", _disagreements(decisions, by_participant, phase2),
                "one outcome per transaction everywhere")
     inventory = [s for s in states.values() if s["kind"] == "inventory"]
     delivery = [s for s in states.values() if s["kind"] == "delivery"]
@@ -110,22 +111,24 @@ def audit_states(coordinator: Mapping[str, dict], states: Mapping[str, dict],
     for state in delivery:
         _check_couriers(report, state)
     if answers is not None:
-        _check_answers(report, answers, decisions, by_participant)
+        _check_answers(report, answers, decisions, by_participant, phase2)
     return report
 
 
-def _disagreements(decisions: Mapping[str, str | None], by_participant: Mapping[str, dict]) -> list[str]:
+def _disagreements(decisions: Mapping[str, str | None], by_participant: Mapping[str, dict],
+                   phase2: Mapping[str, list[str]]) -> list[str]:
     problems = []
     for name, txs in by_participant.items():
         for txid, tx in txs.items():
-            # presumed abort: a txid the coordinator never logged can only have been aborted
+            # a txid the coordinator never logged can only have been aborted
             expected = {"commit": "committed", "abort": "aborted"}.get(decisions.get(txid) or "abort")
             if tx["state"] != expected:
                 problems.append(f"{name} has {txid} {tx['state']}, coordinator decided {decisions.get(txid)}")
     for txid, decision in decisions.items():
-        if decision == "commit":
+        if decision == "commit":  # every participant that voted yes must know (read-only voters need not)
             problems += [f"{txid} committed by the coordinator but unknown to {name}"
-                         for name, txs in by_participant.items() if txid not in txs]
+                         for name, txs in by_participant.items()
+                         if txid not in txs and name in phase2[txid]]
     return problems
 
 
@@ -159,12 +162,13 @@ def _check_couriers(report: AuditReport, state: dict) -> None:
 
 
 def _check_answers(report: AuditReport, answers: Mapping[str, str], decisions: Mapping[str, str | None],
-                   by_participant: Mapping[str, dict]) -> None:
+                   by_participant: Mapping[str, dict], phase2: Mapping[str, list[str]]) -> None:
     problems = []
     for txid, outcome in answers.items():
         states = {name: txs.get(txid, {}).get("state") for name, txs in by_participant.items()}
         if outcome == "committed":
-            if decisions.get(txid) != "commit" or any(s != "committed" for s in states.values()):
+            voters = {name: state for name, state in states.items() if name in phase2.get(txid, states)}
+            if decisions.get(txid) != "commit" or any(s != "committed" for s in voters.values()):
                 problems.append(f"{txid} answered committed but is {states}")
         elif outcome == "aborted" and any(s in ("prepared", "committed") for s in states.values()):
             problems.append(f"{txid} answered aborted but holds {states}")

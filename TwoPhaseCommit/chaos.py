@@ -15,7 +15,6 @@ courier carries two orders and every answer a client got is true. Exit status 1 
 
 from __future__ import annotations
 
-import argparse
 import random
 import sys
 import tempfile
@@ -24,7 +23,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from common import SpawnError, wait_for_port
+from common import SpawnError, cli, wait_for_port
 
 from .audit import AuditReport, audit, settle
 from .cluster import PARTICIPANTS, Cluster
@@ -45,7 +44,9 @@ class ChaosConfig:
     couriers: int = 6
     rpc_timeout: float = 1.0
     decision_timeout: float = 3.0
+    protocol: str = "pa"
     verbose: bool = True
+    progress: bool = False  # one progress line on stderr (the CLI turns it on)
 
 
 @dataclass
@@ -72,6 +73,7 @@ class Chaos:
         extra = {"spawner": spawner} if spawner else {}
         self.cluster = Cluster(workdir, stock=CHAOS_STOCK, couriers=couriers, rpc_timeout=config.rpc_timeout,
                                retry_interval=0.2, decision_timeout=config.decision_timeout,
+                               protocol=config.protocol,
                                resolve_interval=0.3, **extra)
         self.result = ChaosResult()
         self.armed: dict[str, str | None] = dict.fromkeys(NODES)
@@ -148,6 +150,18 @@ class Chaos:
                 pass  # delivery is down: its couriers wait
             time.sleep(0.2)
 
+    def answered_ticks(self, workers: list[threading.Thread]):
+        """Yield once per order answered (or given up on), until the client threads are done."""
+        seen = 0
+        while seen < self.config.orders:
+            now = self.answered()
+            while seen < now:
+                seen += 1
+                yield seen
+            if not any(thread.is_alive() for thread in workers):
+                return
+            time.sleep(0.1)
+
     def answered(self) -> int:
         with self.lock:
             return len(self.result.answers) + self.result.no_answer
@@ -219,8 +233,9 @@ class Chaos:
         supervisor: threading.Thread | None = None
         try:
             cluster.start_all()
-            self.say(f"chaos: {self.config.orders} orders from {self.config.workers} clients, "
-                     f"{self.config.crashes} SIGKILLs, seed {self.config.seed}")
+            config = self.config
+            self.say(f"chaos: {config.orders} orders from {config.workers} clients, {config.crashes} kills,"
+                     f" protocol {config.protocol}, seed {config.seed}")
             supervisor = threading.Thread(target=self.supervisor, name="supervisor", daemon=True)
             supervisor.start()
             couriers = threading.Thread(target=self.couriers, name="couriers", daemon=True)
@@ -229,6 +244,9 @@ class Chaos:
                        for i in range(self.config.workers)]
             for thread in workers:
                 thread.start()
+            if self.config.progress:
+                for _ in cli.progress(self.answered_ticks(workers), total=self.config.orders, label="orders"):
+                    pass
             for thread in workers:
                 thread.join()
             self.orders_done.set()
@@ -278,33 +296,34 @@ def summary_lines(config: ChaosConfig, result: ChaosResult) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m TwoPhaseCommit.chaos",
-                                     description="Concurrent orders under random SIGKILLs, then the audit.")
-    parser.add_argument("--orders", type=int, default=200, help="orders to place (default 200)")
-    parser.add_argument("--crashes", type=int, default=20, help="external SIGKILLs to inflict (default 20)")
+    parser = cli.ArgumentParser(prog="python -m TwoPhaseCommit.chaos",
+                                description="Concurrent orders under random SIGKILLs, then the audit.")
+    parser.add_argument("--orders", type=cli.positive_int, default=200, help="orders to place (default 200)")
+    parser.add_argument("--crashes", type=cli.non_negative_int, default=20,
+                        help="external SIGKILLs to inflict (default 20)")
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    parser.add_argument("--workers", type=int, default=4, help="concurrent clients (default 4)")
-    parser.add_argument("--couriers", type=int, default=6, help="couriers on the roster (default 6)")
-    parser.add_argument("--rpc-timeout", type=float, default=1.0, help="timeout of each call (default 1.0 s)")
-    parser.add_argument("--quiet", action="store_true", help="print only the summary")
+    parser.add_argument("--protocol", choices=("basic", "pa", "pc"), default="pa",
+                        help="the coordinator's variant (default pa)")
+    parser.add_argument("--workers", type=cli.positive_int, default=4, help="concurrent clients (default 4)")
+    parser.add_argument("--couriers", type=cli.positive_int, default=6,
+                        help="couriers on the roster (default 6)")
+    parser.add_argument("--rpc-timeout", type=cli.positive_float, default=1.0,
+                        help="timeout of each call (default 1.0 s)")
+    parser.add_argument("--quiet", action="store_true", help="print only the summary (and the progress line)")
     args = parser.parse_args(argv)
-    if args.orders < 1 or args.crashes < 0 or args.workers < 1 or args.couriers < 1:
-        parser.error("--orders, --workers and --couriers must be >= 1 and --crashes >= 0")
     config = ChaosConfig(orders=args.orders, crashes=args.crashes, seed=args.seed, workers=args.workers,
-                         couriers=args.couriers, rpc_timeout=args.rpc_timeout, verbose=not args.quiet)
-    try:
-        with tempfile.TemporaryDirectory(prefix="twopc-chaos-") as workdir:
-            result = Chaos(config, workdir).run()
-    except KeyboardInterrupt:
-        print("\ninterrupted; every process started was stopped")
-        return 130
+                         couriers=args.couriers, rpc_timeout=args.rpc_timeout, protocol=args.protocol,
+                         verbose=not args.quiet, progress=True)
+    # Ctrl-C / SIGTERM: cli.run turns them into exit 130 / 143; Chaos.run's `finally` stops every process
+    with tempfile.TemporaryDirectory(prefix="twopc-chaos-") as workdir:
+        result = Chaos(config, workdir).run()
     for line in summary_lines(config, result):
         print(line)
     ok = result.report is not None and result.report.ok
-    print(f"result: {config.orders} orders, {result.crashes} crashes, "
+    print(f"result: {config.protocol}, {config.orders} orders, {result.crashes} crashes, "
           f"{Counter(result.answers.values())['committed']} committed, invariant {'ok' if ok else 'FAILED'}")
     return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

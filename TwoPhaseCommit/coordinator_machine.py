@@ -1,19 +1,27 @@
 """The coordinator's side of 2PC as a pure state machine: no sockets, no SQLite, no clock.
 
-    PREPARING --all voted yes--> COMMITTING --every participant acked--> COMMITTED
-        |                                                                  (done)
-        +--a "no", a refusal, a timeout, or the decision timeout--> ABORTING --all acked--> ABORTED
+    collecting --every vote in, all yes/read-only--> COMMITTING --acks (if wanted)--> COMMITTED
+        |
+        +--a "no", a refusal, a timeout, or no vote in time--> ABORTING --acks (if wanted)--> ABORTED
 
-The decision is the one fact that must never be lost or changed: it is logged durably *before* any
-phase-2 message leaves (if we sent "commit" first and crashed, a restarted coordinator could decide
-"abort" and split the transaction). It is set at most once: the first of the vote collector and the
-timeout sweeper to log a decision wins, the other reads it.
+Three variants of the protocol (variants.py has the table): basic 2PC, presumed abort and presumed
+commit, from Mohan, Lindsay & Obermarck's R* paper (1986). They differ only in *which log writes are
+forced* and *which messages are acknowledged*; the code asks `RULES[protocol]` instead of branching.
 
-Presumed abort: a transaction with no logged decision is aborted. A participant asking about a txid
-the coordinator has never heard of (it crashed before logging anything) is told "abort".
+- basic: both decisions are forced and acknowledged; the coordinator writes a lazy "end" record once
+  every ack is in, and until then re-sends the decision.
+- presumed abort (PA): a transaction the coordinator knows nothing about is aborted, so an abort need
+  not be forced, sent reliably or acknowledged - a participant that missed it will ask and be told
+  "abort" by the presumption. Commits cost what they cost in basic 2PC.
+- presumed commit (PC): "no information" means commit, so commits need no acks (nor an end record).
+  For that to be safe the coordinator must never forget a transaction that could still abort, so it
+  forces a "collecting" record naming the participants *before* any prepare; aborts are forced and acked.
 
-Phase 2 is retried until every participant has acknowledged; the I/O layer asks `pending_acks` what
-is left to send, both right after deciding and after a restart (recovery re-drives decisions).
+The decision is the one fact that must never be lost or changed: it is written before any phase-2
+message leaves, and it is set at most once.
+
+Read-only participants (R*'s read-only vote): a participant with nothing to change votes read-only and
+leaves the protocol - no phase 2 for it, and it writes nothing.
 """
 
 from __future__ import annotations
@@ -22,24 +30,22 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-
-class Decision(StrEnum):
-    COMMIT = "commit"
-    ABORT = "abort"
+from .variants import RULES, Decision, Protocol
 
 
 class Phase(StrEnum):
-    PREPARING = "preparing"      # votes being collected; no decision yet
-    COMMITTING = "committing"    # decision commit logged; some participant has not acked yet
-    ABORTING = "aborting"        # decision abort logged; some participant has not acked yet
-    COMMITTED = "committed"      # commit logged and acked by everyone: finished
-    ABORTED = "aborted"          # abort logged and acked by everyone it was sent to: finished
+    COLLECTING = "collecting"    # votes being collected; no decision yet
+    COMMITTING = "committing"    # decision commit written; some acknowledgement still due
+    ABORTING = "aborting"        # decision abort written; some acknowledgement still due
+    COMMITTED = "committed"      # finished: every ack the variant needs is in (or none is needed)
+    ABORTED = "aborted"
 
 
 class VoteKind(StrEnum):
     YES = "yes"
+    READ_ONLY = "read-only"      # nothing to change here: no phase 2 for this participant
     NO = "no"                    # the participant refused (no stock, no courier)
-    UNREACHABLE = "unreachable"  # refused connection or no answer within the timeout
+    UNREACHABLE = "unreachable"  # refused connection, no answer within the timeout, or no vote in time
     REJECTED = "rejected"        # the participant said the order itself is invalid (HTTP 400)
 
 
@@ -52,19 +58,21 @@ class VoteResult:
 
 @dataclass(frozen=True)
 class TxRecord:
-    """What the coordinator's log holds about one transaction."""
+    """What the coordinator knows about one transaction (its log row plus the acks seen in memory)."""
     txid: str
-    participants: tuple[str, ...]  # the participants phase 2 must reach (those sent a prepare)
+    participants: tuple[str, ...]  # who phase 2 must reach (PC's collecting record: everyone asked)
     created_at: float
+    protocol: Protocol = Protocol.BASIC
     decision: Decision | None = None
     reason: str = ""
     acked: frozenset[str] = field(default_factory=frozenset)
+    ended: bool = False            # the end record is written: every ack is in
     decided_at: float | None = None
 
 
 def phase(record: TxRecord) -> Phase:
     if record.decision is None:
-        return Phase.PREPARING
+        return Phase.COLLECTING
     done = not pending_acks(record)
     if record.decision is Decision.COMMIT:
         return Phase.COMMITTED if done else Phase.COMMITTING
@@ -72,42 +80,61 @@ def phase(record: TxRecord) -> Phase:
 
 
 def decide(participants: Sequence[str], votes: Iterable[VoteResult]) -> tuple[Decision, str]:
-    """Commit only if every participant voted yes; otherwise abort, saying why."""
+    """Commit only if every participant voted yes or read-only; otherwise abort, saying why."""
     by_participant = {vote.participant: vote for vote in votes}
-    for name in participants:
+    for name in participants:  # an explicit refusal explains the abort better than a missing vote
         vote = by_participant.get(name)
-        if vote is None:
-            return Decision.ABORT, f"{name}: no vote"
-        if vote.kind is not VoteKind.YES:
+        if vote is not None and vote.kind not in (VoteKind.YES, VoteKind.READ_ONLY):
             return Decision.ABORT, f"{name}: {vote.reason}"
-    return Decision.COMMIT, "all participants voted yes"
+    for name in participants:
+        if name not in by_participant:
+            return Decision.ABORT, f"{name}: no vote"
+    return Decision.COMMIT, "all participants voted yes" + (
+        "" if all(v.kind is VoteKind.YES for v in by_participant.values()) else " or read-only")
 
 
-def keep_preparing(vote: VoteResult) -> bool:
-    """After this vote, is it worth asking the next participant? One "no" already decides abort."""
-    return vote.kind is VoteKind.YES
+def decided_early(vote: VoteResult) -> bool:
+    """Does this vote alone decide the outcome? Any vote but yes/read-only means abort: stop waiting."""
+    return vote.kind not in (VoteKind.YES, VoteKind.READ_ONLY)
+
+
+def phase2_targets(decision: Decision, asked: Sequence[str], votes: Iterable[VoteResult]) -> tuple[str, ...]:
+    """Who must be told the decision: everyone asked, except read-only voters (they left the protocol)
+    and, for an abort, those who voted no (they aborted on their own). A participant whose vote never
+    arrived is told: it may have voted yes."""
+    by_participant = {vote.participant: vote for vote in votes}
+    skip = {VoteKind.READ_ONLY} | ({VoteKind.NO, VoteKind.REJECTED} if decision is Decision.ABORT else set())
+    return tuple(name for name in asked
+                 if name not in by_participant or by_participant[name].kind not in skip)
 
 
 def pending_acks(record: TxRecord) -> list[str]:
-    """The participants that still need the phase-2 message (empty before a decision)."""
-    if record.decision is None:
+    """The participants whose acknowledgement is still due (empty before a decision, once the end
+    record is written, and always for a decision the variant does not acknowledge)."""
+    if record.decision is None or record.ended or not RULES[record.protocol].acked[record.decision]:
         return []
     return [name for name in record.participants if name not in record.acked]
 
 
-def answer_query(record: TxRecord | None) -> str:
-    """What to tell an in-doubt participant: "commit", "abort" or "pending" (still collecting votes)."""
-    if record is None:
-        return Decision.ABORT.value  # presumed abort: nothing logged means no commit was ever possible
-    if record.decision is None:
+def answer_query(record: TxRecord | None, in_flight: bool, protocol: Protocol) -> str:
+    """What to tell an in-doubt participant: "commit", "abort" or "pending" (still collecting votes).
+
+    `in_flight` must be read *before* the log (see Coordinator.decision_for): the collector writes the
+    decision before it stops being in flight, so one of the two reads always sees it.
+    """
+    if in_flight:
         return "pending"
+    if record is None:
+        return RULES[protocol].presumption.value  # the presumption that names the variant
+    if record.decision is None:
+        return "pending"  # PC's collecting record of a live transaction (recovery aborts stale ones)
     return record.decision.value
 
 
 def should_abort_undecided(record: TxRecord, now: float, decision_timeout: float,
                            incarnation_started: float) -> bool:
-    """Abort an undecided transaction that a previous run of the coordinator left behind (its vote
-    collector died with it, so nobody else will ever decide it) or that has waited too long."""
+    """Abort an undecided (PC collecting) transaction that a previous run of the coordinator left behind
+    (its vote collector died with it, so nobody else will ever decide it) or that has waited too long."""
     if record.decision is not None:
         return False
     return record.created_at < incarnation_started or now - record.created_at >= decision_timeout
@@ -127,7 +154,7 @@ class AbortUndecided:
 
 def recovery_plan(records: Iterable[TxRecord], now: float, decision_timeout: float,
                   incarnation_started: float, redrive_after: float = 0.0) -> list[Redrive | AbortUndecided]:
-    """What the recovery loop must do: finish unacknowledged decisions, abort expired undecided ones.
+    """What the recovery loop must do: re-send decisions whose acks are due, abort stale undecided ones.
 
     `redrive_after` leaves a decision alone for that many seconds after it was logged, so the request
     that made it can send phase 2 itself first (duplicates would be harmless, only noisy).

@@ -35,6 +35,7 @@ class CrashPlan:
     def __init__(self, point: str | None = None, occurrence: int = 1):
         self.point = point
         self.occurrence = occurrence
+        self.tracer = None  # set by a process that traces: its crash is drawn on the diagram
         self._seen = 0
         self._lock = threading.Lock()
 
@@ -72,5 +73,7 @@ class CrashPlan:
             if self._seen != self.occurrence:
                 return
         print(f"CRASH: SIGKILL at {point} (occurrence {self.occurrence})", flush=True)
+        if self.tracer is not None:
+            self.tracer.crash(f"SIGKILL at {point}")
         sys.stderr.flush()
         os.kill(os.getpid(), signal.SIGKILL)

@@ -4,13 +4,18 @@
 
 1. Start the coordinator, the inventory (burger 5, fries 10, drink 8, pizza 3) and the delivery service
    (one courier, John, so that "no courier" is easy to show).
-2. Three orders: one commits, one aborts for lack of stock, one aborts for lack of a courier (and the
+2. Three orders: one aborts for lack of stock, one commits, one aborts for lack of a courier (and the
    inventory gives back exactly what it had reserved).
 3. John delivers. A fourth order, with the coordinator armed to SIGKILL itself right after logging
    "commit" and before phase 2: both participants voted yes and now hold in-doubt reservations they may
-   neither commit nor release. That is the blocking problem.
-4. Restart the coordinator: recovery re-drives the logged decision, the reservations commit, and the
-   invariant audit passes.
+   neither commit nor release. They ask each other (cooperative termination), but each is as uncertain
+   as the other: still blocked. That is the blocking problem.
+4. Restart the coordinator: recovery re-drives the logged decision and the reservations commit.
+5. Cooperative termination that works: a fifth order while John is out (delivery votes no), the
+   coordinator dies before deciding; inventory, in doubt, asks delivery, learns it voted no, and
+   aborts without the coordinator. Then the invariant audit.
+
+The coordinator runs presumed abort (--protocol pa, the default).
 """
 
 from __future__ import annotations
@@ -20,20 +25,23 @@ import sys
 import tempfile
 import time
 
+from common import cli
+
 from .audit import audit, settle
 from .cluster import Cluster
 from .httpjson import Unreachable, call_json
 
-ORDERS = [
-    ("a normal order", {"item": "burger", "quantity": 2, "address": "1 Main St"}),
+ORDERS = [  # both participants are asked at once, so each abort is set up to have one reason only
     ("more pizza than the shop has", {"item": "pizza", "quantity": 4, "address": "2 Oak Ave"}),
-    ("John is out delivering order 1", {"item": "drink", "quantity": 1, "address": "3 Elm Rd"}),
+    ("a normal order", {"item": "burger", "quantity": 2, "address": "1 Main St"}),
+    ("John is out delivering order 2", {"item": "drink", "quantity": 1, "address": "3 Elm Rd"}),
 ]
 BLOCKING_PARAGRAPH = """\
   This is 2PC's blocking problem. Each participant voted yes, so it promised to commit if told to;
   it may not abort on its own (the coordinator may have decided commit - it did), and it may not
-  commit on its own (another participant may have voted no). Until the coordinator comes back, the
-  fries unit and John stay locked: no other order can use them, however long the outage lasts."""
+  commit on its own (another participant may have voted no). Asking the other participant does not
+  help: it voted yes too and knows no more. Until the coordinator comes back, the fries unit and John
+  stay locked: no other order can use them, however long the outage lasts."""
 
 
 def say(text: str = "") -> None:
@@ -89,11 +97,13 @@ def run(workdir: str, args: argparse.Namespace) -> str:
             answers[answer["txid"]] = answer["outcome"]
             say(f"  order {i} ({why}): {body['quantity']} {body['item']} -> {answer['outcome']}"
                 f" [{answer['reason']}]")
+        # a presumed-abort abort is sent without waiting for it: let it arrive before looking
+        settle(cluster.coordinator_url, cluster.participant_urls, timeout=30)
         show_resources(cluster)
         say("  (order 3 had reserved 1 drink before the courier check failed; the abort gave it back)")
-        first = next(iter(answers))
-        call_json("POST", f"{cluster.url('delivery')}/deliver", {"txid": first}, timeout=5.0)
-        say(f"  John delivered order 1 ({first}) and is free again")
+        delivered = next(txid for txid, outcome in answers.items() if outcome == "committed")
+        call_json("POST", f"{cluster.url('delivery')}/deliver", {"txid": delivered}, timeout=5.0)
+        say(f"  John delivered order 2 ({delivered}) and is free again")
 
         say("\n== order 4, with the coordinator armed: --crash-at after-decision-logged")
         cluster.processes["coordinator"].stop()
@@ -108,11 +118,12 @@ def run(workdir: str, args: argparse.Namespace) -> str:
         say("  coordinator log: " + " | ".join(line for line in cluster.processes["coordinator"].output()
                                                .splitlines() if "decided" in line or "CRASH" in line))
         for name in ("inventory", "delivery"):
-            wait_for_line(cluster, name, "IN DOUBT", timeout=10)
+            wait_for_line(cluster, name, "BLOCKED", timeout=10)
         show_resources(cluster)
         say(BLOCKING_PARAGRAPH)
-        lines = [line for line in cluster.processes["inventory"].output().splitlines() if "IN DOUBT" in line]
-        say(f"  inventory log: {lines[-1] if lines else '(no line yet)'}")
+        for needle in ("IN DOUBT", "BLOCKED"):
+            lines = [line for line in cluster.processes["inventory"].output().splitlines() if needle in line]
+            say(f"  inventory log: {lines[-1] if lines else '(no line yet)'}")
 
         say("\n== restarting the coordinator: recovery re-drives the logged decision")
         restarted = time.monotonic()
@@ -128,34 +139,51 @@ def run(workdir: str, args: argparse.Namespace) -> str:
         answers[crashed["txid"]] = crashed["outcome"]
         say(f"  order 4 ({crashed['txid']}): {crashed['outcome']}, acked by {', '.join(crashed['acked'])}")
 
+        say("\n== order 5 while John is out (delivery votes no); the coordinator dies before deciding")
+        cluster.processes["coordinator"].stop()
+        cluster.start("coordinator", crash_at="before-decision-logged")
+        try:
+            order(cluster, {"item": "pizza", "quantity": 1, "address": "5 Birch Ct"})
+        except Unreachable:
+            say("  the client gets no answer; the coordinator died with both votes in its memory only")
+        cluster.wait_dead("coordinator", timeout=10)
+        wait_for_line(cluster, "inventory", "cooperative termination", timeout=15)
+        line = next(line for line in cluster.processes["inventory"].output().splitlines()
+                    if "cooperative termination" in line)
+        say(f"  inventory log: {line}")
+        say("  delivery voted no, so the decision can only be abort: inventory gave the pizza back without\n"
+            "  waiting for the coordinator (cooperative termination)")
+        show_resources(cluster)
+        cluster.start("coordinator")
+        settle(cluster.coordinator_url, cluster.participant_urls, timeout=30)
+
         say("\n== invariant audit")
         report = audit(cluster.coordinator_url, cluster.participant_urls, answers)
         for line in report.lines():
             say(line)
         outcomes = list(answers.values())
-        return (f"result: 4 orders, {outcomes.count('committed') - 1} committed, "
+        return (f"result: 5 orders, {outcomes.count('committed') - 1} committed, "
                 f"{outcomes.count('aborted')} aborted (stock, courier), 1 in doubt after the coordinator "
-                f"crash -> {crashed['outcome']} {recovered:.1f}s after its restart; "
-                f"invariant {'ok' if report.ok else 'FAILED'}")
+                f"crash -> {crashed['outcome']} {recovered:.1f}s after its restart, 1 aborted by "
+                f"cooperative termination; invariant {'ok' if report.ok else 'FAILED'}")
     finally:
         cluster.stop_all()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m TwoPhaseCommit.demo", description=__doc__.split("\n")[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--rpc-timeout", type=float, default=2.0, help="timeout of each call (default 2.0 s)")
+    parser = cli.ArgumentParser(prog="python -m TwoPhaseCommit.demo", description=__doc__.split("\n")[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--rpc-timeout", type=cli.positive_float, default=2.0,
+                        help="timeout of each call (default 2.0 s)")
     args = parser.parse_args(argv)
-    try:
-        with tempfile.TemporaryDirectory(prefix="twopc-demo-") as workdir:
-            result = run(workdir, args)
-    except KeyboardInterrupt:
-        say("\ninterrupted; every process started was stopped")
-        return 130
+    # Ctrl-C / SIGTERM: cli.run turns them into exit 130 / 143; the cluster's `finally` stops every
+    # process and the temporary folder is removed on the way out
+    with tempfile.TemporaryDirectory(prefix="twopc-demo-") as workdir:
+        result = run(workdir, args)
     say("")
     say(result)
     return 0 if "invariant ok" in result else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -15,8 +15,11 @@ import http.client
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from common import cli
 
 
 class HttpError(Exception):
@@ -36,6 +39,31 @@ class JsonServer(ThreadingHTTPServer):
     daemon_threads = True       # a stuck request must not keep the process alive on shutdown
     allow_reuse_address = True  # restart on the same port right after a crash (TIME_WAIT)
     request_queue_size = 128    # chaos sends bursts of concurrent orders
+
+
+def bind(factory: Callable[[], JsonServer], host: str, port: int) -> JsonServer:
+    """Create a server, turning a failed bind (port in use, not allowed) into one `error:` line."""
+    try:
+        return factory()
+    except OSError as exc:
+        raise cli.bind_error(exc, host, port) from None
+
+
+def serve(server: JsonServer, say: Callable[[str], None], stop_threads: Iterable = ()) -> None:
+    """Serve until Ctrl-C or SIGTERM (`cli.run` raises both as KeyboardInterrupt in the main thread),
+    then stop the background threads (each has a `stopping` event) and close the socket.
+
+    The coordinator and the participants share this ending; `cli.run` turns the interrupt into the
+    exit status (130 or 143)."""
+    try:
+        server.serve_forever(poll_interval=0.1)
+    except KeyboardInterrupt:
+        say("stopping")
+        raise
+    finally:
+        for thread in stop_threads:
+            thread.stopping.set()
+        server.server_close()
 
 
 class JsonHandler(BaseHTTPRequestHandler):

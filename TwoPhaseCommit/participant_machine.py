@@ -14,8 +14,14 @@ The rules that make duplicated and reordered messages harmless:
 - commit of an ABORTED (or unknown) transaction, or abort of a COMMITTED one, is a protocol violation
   and is refused loudly: a correct coordinator never sends it.
 
-Once the participant has voted yes it may not decide alone: only the coordinator's decision moves a
-PREPARED transaction. That is the blocking problem of 2PC, and it is the point of the `PREPARED` state.
+Once the participant has voted yes it may not decide alone: only the decision moves a PREPARED
+transaction. Usually the coordinator tells it; when the coordinator is unreachable, *cooperative
+termination* lets it ask the other participants (`peer_status`, `cooperative_decision`): one that voted
+no, or already knows the decision, settles it. If every other participant is in doubt too, nobody but
+the coordinator knows - that is the blocking problem of 2PC, and it is the point of the `PREPARED` state.
+
+A participant with nothing to change for a transaction (a pick-up order needs no courier) votes
+*read-only*: it records nothing and takes no part in phase 2.
 
 The resource rules are here too: stock is reserved only if `available >= quantity` (so the last unit
 can be sold), and a courier is free if they hold no prepared or undelivered committed order.
@@ -81,6 +87,32 @@ def on_abort(state: TxState | None) -> Step:
     return Step.CONFLICT  # abort after commit: never valid
 
 
+def peer_status(state: TxState | None) -> str:
+    """What this participant tells an in-doubt peer about a transaction (cooperative termination).
+
+    "unknown" teaches the peer nothing: it may mean "never prepared" - but also "voted read-only and
+    forgot", so it must not be read as "abort" (the textbook lets an un-voted participant abort on the
+    spot; a read-only voter cannot, because the transaction may have committed without it).
+    """
+    if state is TxState.COMMITTED:
+        return "commit"
+    if state is TxState.ABORTED:
+        return "abort"  # it voted no, or was told abort: either way the decision can only be abort
+    if state is TxState.PREPARED:
+        return "uncertain"
+    return "unknown"
+
+
+def cooperative_decision(peer_answers: Iterable[str]) -> str | None:
+    """The decision an in-doubt participant may take from its peers' answers, or None: still blocked."""
+    answers = set(peer_answers)
+    if "commit" in answers:
+        return "commit"
+    if "abort" in answers:
+        return "abort"
+    return None  # everyone reachable is uncertain (or knows nothing): only the coordinator knows
+
+
 def on_decision_answer(state: TxState | None, answer: str) -> Step:
     """An in-doubt participant asked the coordinator and got "commit", "abort" or "pending"."""
     if answer == "commit":
@@ -99,9 +131,11 @@ class Order:
     item: str
     quantity: int
     address: str
+    pickup: bool = False  # the customer collects it: no courier, so delivery votes read-only
 
     def to_json(self) -> dict:
-        return {"item": self.item, "quantity": self.quantity, "address": self.address}
+        body = {"item": self.item, "quantity": self.quantity, "address": self.address}
+        return {**body, "pickup": True} if self.pickup else body
 
 
 def parse_order(value: object) -> Order:
@@ -121,13 +155,21 @@ def parse_order(value: object) -> Order:
         raise BadOrder(f"quantity must be at least 1, got {quantity}")
     if not isinstance(address, str) or not address.strip():
         raise BadOrder("address must be a non-empty string")
-    return Order(item.strip(), quantity, address.strip())
+    pickup = value.get("pickup", False)
+    if not isinstance(pickup, bool):
+        raise BadOrder(f"pickup must be true or false, got {pickup!r}")
+    return Order(item.strip(), quantity, address.strip(), pickup)
 
 
 @dataclass(frozen=True)
 class Vote:
     yes: bool
     reason: str
+    read_only: bool = False  # yes, and nothing to change here: no phase 2 for this participant
+
+    @property
+    def kind(self) -> str:
+        return "read-only" if self.read_only else ("yes" if self.yes else "no")
 
 
 def stock_vote(available: Mapping[str, int], order: Order) -> Vote:

@@ -1,11 +1,17 @@
 """A participant's durable state in SQLite: its resources and every transaction it has seen.
 
-The durable points of the participant, in order:
+The durable points of the participant, in order (forced or lazy as the variant's `Rules` say):
 1. prepare: one SQLite transaction (BEGIN IMMEDIATE) checks the resource, takes it (stock decremented,
-   courier marked) and records the transaction as PREPARED. Only after COMMIT returns does the
-   participant answer "yes" - a yes vote is a promise that must survive a crash.
+   courier marked) and records the transaction as PREPARED, *forced*. Only after COMMIT returns does
+   the participant answer "yes" - a yes vote is a promise that must survive a crash. A "no" is recorded
+   as ABORTED (forced unless the variant is presumed abort); a read-only vote records nothing.
 2. commit / abort: one SQLite transaction moves PREPARED to COMMITTED (the reservation becomes final)
-   or to ABORTED (exactly the reserved quantity is given back), and only then is the decision acked.
+   or to ABORTED (exactly the reserved quantity is given back). It is forced when the variant wants
+   it acknowledged (the ack promises it is durable), lazy otherwise.
+
+Forced = `synchronous=FULL` (SQLite fsyncs the WAL before COMMIT returns). Lazy = `synchronous=NORMAL`:
+in WAL mode that survives a crash of the process but may lose the last commits on power loss. SQLite
+refuses to change the setting inside a transaction, so a write's durability is chosen when it begins.
 
 Why BEGIN IMMEDIATE: it takes SQLite's write lock *before* reading the stock, so two concurrent prepares
 cannot both read "1 left" and both reserve it (a read-then-upgrade DEFERRED transaction could). The
@@ -16,12 +22,14 @@ The state machine (participant_machine) decides what each message means; this mo
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from .costs import Costs
 from .crash import CrashPlan
 from .participant_machine import (
     BadOrder,
@@ -35,8 +43,10 @@ from .participant_machine import (
     on_commit,
     on_decision_answer,
     on_prepare,
+    peer_status,
     stock_vote,
 )
+from .variants import RULES, Decision, Protocol
 
 KINDS = ("inventory", "delivery")
 
@@ -56,6 +66,8 @@ CREATE TABLE IF NOT EXISTS transactions (
     delivered INTEGER NOT NULL DEFAULT 0, -- delivery: the courier is free again after delivering
     reason TEXT NOT NULL DEFAULT '',
     coordinator TEXT,                     -- where to ask when in doubt
+    protocol TEXT NOT NULL DEFAULT 'basic', -- the variant named in the prepare
+    peers TEXT NOT NULL DEFAULT '{}',     -- the other participants (JSON name -> URL), to ask when in doubt
     prepared_at REAL,
     updated_at REAL NOT NULL
 );
@@ -66,12 +78,14 @@ class ParticipantStore:
     """The SQLite-backed participant. Thread-safe: every operation uses its own connection."""
 
     def __init__(self, path: str | Path, kind: str, stock: dict[str, int] | None = None,
-                 couriers: Sequence[str] | None = None, crash: CrashPlan | None = None):
+                 couriers: Sequence[str] | None = None, crash: CrashPlan | None = None,
+                 costs: Costs | None = None):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         self.path = str(path)
         self.kind = kind
         self.crash = crash or CrashPlan.none()
+        self.costs = costs or Costs()
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(SCHEMA)
@@ -80,20 +94,21 @@ class ParticipantStore:
     # --- connections --------------------------------------------------------------------------------
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
+    def _connect(self, forced: bool = True) -> Iterator[sqlite3.Connection]:
         conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         conn.row_factory = sqlite3.Row
-        # FULL: a COMMIT is on disk before we answer; a vote must survive power loss, not only SIGKILL
-        conn.execute("PRAGMA synchronous=FULL")
+        # FULL: a COMMIT is on disk before we answer (a yes vote must survive power loss, not only
+        # SIGKILL); NORMAL for the writes the variant lets us do lazily
+        conn.execute(f"PRAGMA synchronous={'FULL' if forced else 'NORMAL'}")
         try:
             yield conn
         finally:
             conn.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, forced: bool = True) -> Iterator[sqlite3.Connection]:
         """A write transaction holding SQLite's write lock from its first statement (BEGIN IMMEDIATE)."""
-        with self._connect() as conn:
+        with self._connect(forced) as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -121,46 +136,69 @@ class ParticipantStore:
 
     # --- phase 1 ------------------------------------------------------------------------------------
 
-    def prepare(self, txid: str, order: Order, coordinator: str | None = None) -> Vote:
-        """Vote on `order`. A yes is returned only after the reservation is committed to disk.
+    def prepare(self, txid: str, order: Order, coordinator: str | None = None,
+                protocol: Protocol = Protocol.BASIC, peers: dict[str, str] | None = None) -> Vote:
+        """Vote on `order`. A yes is returned only after the reservation is forced to disk.
 
         Raises BadOrder (nothing recorded) for an item this participant does not know.
         """
-        with self._write() as conn:
+        context = {"coordinator": coordinator, "protocol": protocol.value, "peers": json.dumps(peers or {})}
+        with self._write(forced=True) as conn:
             state = _state(conn, txid)
             step = on_prepare(state)
             if step is not Step.RESERVE:
                 conn.execute("COMMIT")
                 return self._repeat_vote(conn, txid, step)
-            vote = self._reserve(conn, txid, order, coordinator)
-            if vote.yes:
+            vote, courier = self._vote(conn, order)  # BadOrder for an unknown item: nothing written
+            if vote.yes and not vote.read_only:
+                self._reserve(conn, txid, order, vote, courier, context)
                 self.crash.reached("before-prepare-recorded")  # reserved, not yet committed: rolled back
-            conn.execute("COMMIT")
-        if vote.yes:
-            self.crash.reached("after-prepare-recorded")  # durable, but the coordinator never hears yes
+                conn.execute("COMMIT")
+                self.costs.write(txid, True, "prepared")
+                self.crash.reached("after-prepare-recorded")  # durable, but the coordinator never hears yes
+                return vote
+            conn.execute("ROLLBACK")  # read-only: nothing to record; no: recorded below, forced or not
+        if not vote.yes:
+            forced = RULES[protocol].participant_forces_no_vote()
+            with self._write(forced=forced) as conn:
+                conn.execute(
+                    "INSERT OR IGNORE INTO transactions (txid, state, item, quantity, reason, coordinator,"
+                    " protocol, peers, prepared_at, updated_at) VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?)",
+                    (txid, TxState.ABORTED.value, order.item if self.kind == "inventory" else None,
+                     vote.reason, coordinator, protocol.value, context["peers"], time.time(), time.time()))
+                conn.execute("COMMIT")
+            self.costs.write(txid, forced, "voted-no")
         return vote
 
-    def _reserve(self, conn: sqlite3.Connection, txid: str, order: Order, coordinator: str | None) -> Vote:
-        now = time.time()
+    def _vote(self, conn: sqlite3.Connection, order: Order) -> tuple[Vote, str | None]:
+        """The vote, and the courier it would hold (delivery only)."""
         if self.kind == "inventory":
             available = {row["item"]: row["available"] for row in conn.execute("SELECT * FROM stock")}
-            vote = stock_vote(available, order)  # raises BadOrder for an unknown item: nothing written
-            if vote.yes:
-                conn.execute("UPDATE stock SET available = available - ? WHERE item = ?",
-                             (order.quantity, order.item))
-            conn.execute(
-                "INSERT INTO transactions (txid, state, item, quantity, reason, coordinator, prepared_at,"
-                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (txid, _vote_state(vote), order.item, order.quantity if vote.yes else 0, vote.reason,
-                 coordinator, now, now))
-            return vote
+            return stock_vote(available, order), None
+        if order.pickup:
+            return Vote(True, "pick-up order: no courier needed", read_only=True), None
         courier = free_courier(self._roster(conn), self._busy(conn))
-        vote = Vote(True, f"courier {courier} assigned") if courier else Vote(False, "no courier available")
+        if courier is None:
+            return Vote(False, "no courier available"), None
+        return Vote(True, f"courier {courier} assigned"), courier
+
+    def _reserve(self, conn: sqlite3.Connection, txid: str, order: Order, vote: Vote, courier: str | None,
+                 context: dict) -> None:
+        now = time.time()
+        if self.kind == "inventory":
+            conn.execute("UPDATE stock SET available = available - ? WHERE item = ?",
+                         (order.quantity, order.item))
+            conn.execute(
+                "INSERT INTO transactions (txid, state, item, quantity, reason, coordinator, protocol, peers,"
+                " prepared_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (txid, TxState.PREPARED.value, order.item, order.quantity, vote.reason,
+                 context["coordinator"], context["protocol"], context["peers"], now, now))
+            return
         conn.execute(
-            "INSERT INTO transactions (txid, state, courier, reason, coordinator, prepared_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (txid, _vote_state(vote), courier, vote.reason, coordinator, now, now))
-        return vote
+            "INSERT INTO transactions (txid, state, courier, reason, coordinator, protocol, peers,"
+            " prepared_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (txid, TxState.PREPARED.value, courier, vote.reason, context["coordinator"], context["protocol"],
+             context["peers"], now, now))
 
     def _repeat_vote(self, conn: sqlite3.Connection, txid: str, step: Step) -> Vote:
         reason = conn.execute("SELECT reason FROM transactions WHERE txid=?", (txid,)).fetchone()["reason"]
@@ -172,7 +210,9 @@ class ParticipantStore:
 
     def commit(self, txid: str) -> TxState:
         """Make the reservation final. Idempotent; raises ProtocolViolation for an aborted/unknown txid."""
-        with self._write() as conn:
+        protocol = self._protocol(txid)
+        forced = RULES[protocol].participant_forces(Decision.COMMIT)
+        with self._write(forced) as conn:
             state = _state(conn, txid)
             step = on_commit(state)
             if step is Step.CONFLICT:
@@ -184,12 +224,18 @@ class ParticipantStore:
                 self.crash.reached("before-commit-applied")
             conn.execute("COMMIT")
         if step is Step.APPLY_COMMIT:
+            self.costs.write(txid, forced, "committed")
             self.crash.reached("after-commit-applied")  # applied, but the coordinator gets no ack
         return TxState.COMMITTED
 
-    def abort(self, txid: str) -> TxState:
-        """Give back exactly what was reserved. Idempotent; raises ProtocolViolation after a commit."""
-        with self._write() as conn:
+    def abort(self, txid: str, protocol: Protocol | None = None) -> TxState:
+        """Give back exactly what was reserved. Idempotent; raises ProtocolViolation after a commit.
+
+        `protocol` (from the abort message) decides how durable a tombstone for an unknown txid must be.
+        """
+        protocol = self._protocol(txid, default=protocol or Protocol.BASIC)
+        forced = RULES[protocol].participant_forces(Decision.ABORT)
+        with self._write(forced) as conn:
             state = _state(conn, txid)
             step = on_abort(state)
             if step is Step.CONFLICT:
@@ -201,17 +247,21 @@ class ParticipantStore:
                     conn.execute("UPDATE stock SET available = available + ? WHERE item = ?",
                                  (row["quantity"], row["item"]))
                 conn.execute("UPDATE transactions SET state=?, reason=?, updated_at=? WHERE txid=?",
-                             (TxState.ABORTED.value, "aborted by the coordinator", now, txid))
+                             (TxState.ABORTED.value, "aborted", now, txid))
             elif step is Step.TOMBSTONE:
                 # abort before prepare (reordered or timed-out messages): remember it so a late
                 # prepare votes no instead of reserving
-                conn.execute("INSERT INTO transactions (txid, state, reason, updated_at) VALUES (?, ?, ?, ?)",
-                             (txid, TxState.ABORTED.value, "aborted before prepare arrived", now))
+                conn.execute("INSERT INTO transactions (txid, state, reason, protocol, updated_at)"
+                             " VALUES (?, ?, ?, ?, ?)",
+                             (txid, TxState.ABORTED.value, "aborted before prepare arrived",
+                              protocol.value, now))
             conn.execute("COMMIT")
+        if step in (Step.RELEASE, Step.TOMBSTONE):
+            self.costs.write(txid, forced, "aborted")
         return TxState.ABORTED
 
     def apply_decision(self, txid: str, answer: str) -> Step:
-        """Apply the coordinator's answer to an in-doubt transaction; returns what was done."""
+        """Apply a decision learnt by asking (the coordinator, or a peer); returns what was done."""
         with self._connect() as conn:
             state = _state(conn, txid)
         step = on_decision_answer(state, answer)
@@ -220,6 +270,16 @@ class ParticipantStore:
         elif answer == "abort":
             self.abort(txid)
         return step
+
+    def peer_status(self, txid: str) -> str:
+        """What we tell an in-doubt peer (cooperative termination): commit, abort, uncertain or unknown."""
+        with self._connect() as conn:
+            return peer_status(_state(conn, txid))
+
+    def _protocol(self, txid: str, default: Protocol = Protocol.BASIC) -> Protocol:
+        with self._connect() as conn:
+            row = conn.execute("SELECT protocol FROM transactions WHERE txid=?", (txid,)).fetchone()
+        return Protocol(row["protocol"]) if row else default
 
     def deliver(self, txid: str) -> None:
         """Delivery only: the courier of a committed order has delivered it and is free again."""
@@ -281,14 +341,9 @@ def _state(conn: sqlite3.Connection, txid: str) -> TxState | None:
     return TxState(row["state"]) if row else None
 
 
-def _vote_state(vote: Vote) -> str:
-    # a "no" voter may abort alone at once: the coordinator can only decide abort
-    return (TxState.PREPARED if vote.yes else TxState.ABORTED).value
-
-
 def _tx_json(row: sqlite3.Row) -> dict:
     tx = {"txid": row["txid"], "state": row["state"], "reason": row["reason"],
-          "coordinator": row["coordinator"]}
+          "coordinator": row["coordinator"], "protocol": row["protocol"], "peers": json.loads(row["peers"])}
     if row["item"] is not None:
         tx.update(item=row["item"], quantity=row["quantity"])
     if row["courier"] is not None:

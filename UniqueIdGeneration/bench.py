@@ -31,6 +31,8 @@ from itertools import repeat
 
 import snowflake as snowflake_id_package
 
+from common import cli
+
 from .snowflake import IDS_PER_MS_PER_WORKER, SnowflakeGenerator
 
 LAYOUT_LIMIT_PER_SECOND = IDS_PER_MS_PER_WORKER * 1000     # 4,096,000
@@ -131,13 +133,13 @@ def print_table(contenders: list[Contender], calls: int, repeats: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--calls", type=int, default=300_000, help="calls per run (default 300000)")
-    parser.add_argument("--repeats", type=int, default=7, help="interleaved runs (default 7, minimum 5)")
+    parser = cli.ArgumentParser(prog="python -m UniqueIdGeneration.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=cli.int_range(1000), default=300_000,
+                        help="calls per run (default 300000, minimum 1000)")
+    parser.add_argument("--repeats", type=cli.int_range(5), default=7,
+                        help="interleaved runs (default 7, minimum 5)")
     args = parser.parse_args(argv)
-    if args.repeats < 5 or args.calls < 1000:
-        parser.error("--repeats must be >= 5 and --calls >= 1000")
 
     contenders = [
         Contender("ours (SnowflakeGenerator)", 1, ours),
@@ -148,20 +150,14 @@ def main(argv: list[str] | None = None) -> int:
         Contender("uuid.uuid4()", 4, uuid4),
     ]
     print(f"snowflake-id {snowflake_id_package.__version__}; {args.repeats} runs of {args.calls:,} calls")
-    for run in range(1, args.repeats + 1):
+    for run in cli.progress(range(1, args.repeats + 1), total=args.repeats, label="runs"):
         # Rotate the starting contender each run so none is always first (warm-up, turbo, load).
         order = contenders[run % len(contenders):] + contenders[:run % len(contenders)]
         for contender in order:
             measure(contender, args.calls)
-        print(f"  run {run}: " + ", ".join(f"{c.name.split(' ')[0]}/{c.threads}t "
-                                           f"{c.rates[-1] / 1e6:.2f}M" for c in contenders), flush=True)
     print_table(contenders, args.calls, args.repeats)
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted")
-        sys.exit(130)
+    sys.exit(cli.run(main))

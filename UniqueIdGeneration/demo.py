@@ -15,7 +15,9 @@ import tempfile
 import threading
 import time
 
-from common import redis_server
+import redis
+
+from common import cli, redis_server
 
 from .blog_service import BlogService
 from .snowflake import (
@@ -59,34 +61,56 @@ def show_ids(count: int) -> int:
         print(f"     decoded   {parts.datetime_utc.isoformat(timespec='milliseconds')}  "
               f"worker {parts.worker_id}  sequence {parts.sequence}")
     if not (unique and increasing):
-        raise SystemExit("error: the generator produced duplicate or out-of-order IDs")
+        raise AssertionError("the generator produced duplicate or out-of-order IDs")
     return len(every_id)
 
 
 def show_leasing(redis_url: str) -> list[int]:
-    """Three nodes lease worker ids; one leaves (its id stays taken for the skew margin); a newcomer joins."""
+    """Three nodes lease worker ids; one leaves (its id stays taken for the skew margin); newcomers join."""
     print("\n== 2. Worker-id leasing: SET worker:<id> <node> NX PX <ttl>, renewed in the background")
-    leases = [WorkerLease(redis_url, node_id=f"node-{name}", ttl_ms=2000).acquire() for name in "abc"]
+    ttl_ms = 2000
+    leases = [WorkerLease(redis_url, node_id=f"node-{name}", ttl_ms=ttl_ms).acquire() for name in "abc"]
+    client = redis.Redis.from_url(redis_url)
     try:
         for lease in leases:
             generator = lease.generator()
             print(f"   {lease.node_id} holds worker id {lease.worker_id} "
-                  f"(lease {lease.remaining_ms():.0f} ms left) -> first ID {generator.next_id()}")
+                  f"(ttl {ttl_ms} ms, trusted locally for {lease.remaining_ms():.0f} ms more) "
+                  f"-> first ID {generator.next_id()}")
         leaving = leases.pop(1)
         leaving.close()
-        print(f"   {leaving.node_id} closed: worker id {leaving.worker_id} released (compare-and-shorten: "
-              f"free again after the {leaving.max_clock_skew_ms} ms skew margin)")
-        newcomer = WorkerLease(redis_url, node_id="node-d", ttl_ms=2000).acquire()
-        leases.append(newcomer)
-        print(f"   {newcomer.node_id} joins and gets worker id {newcomer.worker_id}")
+        margin_ms = leaving.max_clock_skew_ms
+        print(f"   {leaving.node_id} closes: worker id {leaving.worker_id} is released, but stays taken for "
+              f"the {margin_ms} ms skew margin")
+        print("     (a newcomer whose clock runs behind could otherwise reuse node-b's last milliseconds)")
+        joining_now = WorkerLease(redis_url, node_id="node-d", ttl_ms=ttl_ms).acquire()
+        leases.append(joining_now)
+        print(f"   {joining_now.node_id} joins at once and gets worker id {joining_now.worker_id}, "
+              f"the lowest free one: id {leaving.worker_id} is still inside its margin")
+        waited_ms = wait_until_free(client, leaving.key(leaving.worker_id))
+        print(f"   {waited_ms:.0f} ms later {leaving.key(leaving.worker_id)} has expired in Redis")
+        joining_later = WorkerLease(redis_url, node_id="node-e", ttl_ms=ttl_ms).acquire()
+        leases.append(joining_later)
+        print(f"   {joining_later.node_id} joins and gets worker id {joining_later.worker_id}")
         try:
-            WorkerLease(redis_url, node_id="node-e", worker_ids=range(3)).acquire()
+            WorkerLease(redis_url, node_id="node-f", ttl_ms=ttl_ms, worker_ids=range(4)).acquire()
         except NoFreeWorkerIdError as exc:
-            print(f"   with only ids 0-2 in the pool, node-e is refused: {exc}")
+            print(f"   with only ids 0-3 in the pool, node-f is refused: {exc}")
         return sorted(lease.worker_id for lease in leases)
     finally:
         for lease in leases:
             lease.close()
+        client.close()
+
+
+def wait_until_free(client: redis.Redis, key: str, timeout: float = 10.0) -> float:
+    """Poll until `key` is gone from Redis; return the milliseconds waited."""
+    started = time.monotonic()
+    while client.exists(key):
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"{key} did not expire within {timeout:.0f} s")
+        time.sleep(0.01)
+    return (time.monotonic() - started) * 1000
 
 
 def show_blog(data_dir: str) -> tuple[int, int, bool]:
@@ -121,15 +145,15 @@ def show_blog(data_dir: str) -> tuple[int, int, bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ids", type=int, default=100_000, help="IDs to generate in part 1 (default 100000)")
+    parser = cli.ArgumentParser(prog="python -m UniqueIdGeneration.demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ids", type=cli.int_range(4), default=100_000,
+                        help="IDs to generate in part 1 (default 100000, at least 4)")
     args = parser.parse_args(argv)
-    if args.ids < 4:
-        parser.error("--ids must be at least 4")
 
-    id_count = show_ids(args.ids)
+    # Redis first: an unreachable $REDIS_URL is reported (one line, by cli.run) before any work.
     with redis_server() as url:
+        id_count = show_ids(args.ids)
         worker_ids = show_leasing(url)
     with tempfile.TemporaryDirectory(prefix="blog-shards-") as data_dir:
         posts, shards, newest_first = show_blog(data_dir)
@@ -142,8 +166,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted")
-        sys.exit(130)
+    sys.exit(cli.run(main))

@@ -8,18 +8,21 @@ It prints one line per event, which is what the fault-injection tests read:
     issued 123456789012345 worker_id=3            (every --interval-ms)
     refused: worker id 3 lease may have expired: ...        (then exits with status 3)
 
-Exit status: 0 stopped (Ctrl-C / SIGTERM, lease released), 1 Redis unreachable, 2 no free worker id,
-3 lease lost (the node refused to issue IDs).
+Exit status: 0 stopped (Ctrl-C / SIGTERM, lease released), 1 Redis unreachable, 2 no free worker id
+(or a mistake in the arguments), 3 lease lost (the node refused to issue IDs).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
 
 import redis
+
+from common import cli
 
 from .worker_lease import LeaseExpiredError, NoFreeWorkerIdError, WorkerLease
 
@@ -29,13 +32,19 @@ EXIT_LEASE_LOST = 3
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--redis-url", required=True, help="Redis holding the worker:<id> leases")
-    parser.add_argument("--ttl-ms", type=int, default=10_000, help="lease time to live (default 10000)")
-    parser.add_argument("--interval-ms", type=int, default=20, help="issue one ID this often (default 20)")
+    parser = cli.ArgumentParser(prog="python -m UniqueIdGeneration.lease_node", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--redis-url", type=cli.redis_url, default=os.environ.get("REDIS_URL"),
+                        help="Redis holding the worker:<id> leases, e.g. redis://127.0.0.1:6379/0 "
+                             "(default: $REDIS_URL)")
+    parser.add_argument("--ttl-ms", type=cli.positive_int, default=10_000,
+                        help="lease time to live (default 10000)")
+    parser.add_argument("--interval-ms", type=cli.positive_int, default=20,
+                        help="issue one ID this often (default 20)")
     parser.add_argument("--node-id", default=None, help="name stored in the lease (default host:pid:random)")
     args = parser.parse_args(argv)
+    if args.redis_url is None:
+        parser.error("--redis-url: required (or set REDIS_URL), e.g. --redis-url redis://127.0.0.1:6379/0")
 
     stopping = threading.Event()
     # SIGTERM (what the test fixtures and service managers send) ends the loop like Ctrl-C, so the
@@ -43,15 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     try:
         lease = WorkerLease(args.redis_url, node_id=args.node_id, ttl_ms=args.ttl_ms)
-    except ValueError as exc:       # a malformed --redis-url or a non-positive --ttl-ms
-        parser.error(str(exc))
+    except ValueError as exc:       # a --ttl-ms too short to renew within
+        parser.error(f"--ttl-ms: {exc}")
     try:
         lease.acquire()
     except NoFreeWorkerIdError as exc:
-        print(f"error: {exc}", flush=True)
+        print(f"error: {exc}", file=sys.stderr, flush=True)
         return EXIT_NO_FREE_ID
     except redis.RedisError as exc:
-        print(f"error: cannot lease a worker id from {args.redis_url}: {exc}", flush=True)
+        print(f"error: cannot lease a worker id from {args.redis_url}: {exc}", file=sys.stderr, flush=True)
         return EXIT_REDIS_UNAVAILABLE
     try:
         print(f"leased worker_id={lease.worker_id} node={lease.node_id} ttl_ms={lease.ttl_ms}", flush=True)
@@ -72,7 +81,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:   # Ctrl-C before the lease was taken: nothing to release
-        sys.exit(130)
+    sys.exit(cli.run(main))

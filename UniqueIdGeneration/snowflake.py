@@ -6,6 +6,10 @@ and *which one in that millisecond* (a sequence number) into one integer:
     bit 63 ........ 58 | 57 ........................... 17 | 16 .... 12 | 11 ........ 0
         6 unused (0)   |  41-bit timestamp (ms since epoch) | 5-bit worker | 12-bit sequence
 
+Only bit 63 must be 0 (it is the sign bit: the ID stays a positive signed 64-bit integer). The other 5
+unused bits are this layout's choice, and they cost workers: Twitter's layout gives 10 bits to the
+machine (5 datacenter + 5 worker, 1,024 machines) and leaves only the sign bit unused.
+
 Two IDs from different workers cannot collide (the worker bits differ); two from one worker cannot
 collide as long as that worker never reuses a (millisecond, sequence) pair. Everything in this
 module exists to keep that promise when reality misbehaves:

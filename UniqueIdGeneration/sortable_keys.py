@@ -1,6 +1,6 @@
 """The sortable-key experiment: are time-ordered keys really kinder to a B-tree than random UUIDs?
 
-    python -m UniqueIdGeneration.sortable_keys [--rows 1000000] [--plot PATH]
+    python -m UniqueIdGeneration.sortable_keys [--rows 1000000] [--plot PATH | --no-plot]
 
 Inserts the same rows into four SQLite tables that differ only in their primary key:
 
@@ -35,12 +35,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common import cli
+
 from .snowflake import SnowflakeGenerator
 from .uuidv7 import UUIDv7Generator
 
 DEFAULT_ROWS = 300_000
 DEFAULT_BATCH = 10_000
-DEFAULT_PLOT = Path(__file__).resolve().parent / "images" / "sortable_keys.png"
+DEFAULT_PLOT = cli.output_path("UniqueIdGeneration", "sortable_keys.png")
 PAYLOAD = b"p" * 100            # the same 100-byte payload in every row: only the key differs
 PAGE_CACHE_KIB = 8 * 1024       # 8 MiB of page cache: the tables outgrow it, as real tables outgrow RAM
 
@@ -52,12 +54,6 @@ class KeyKind:
     make_keys: Callable[[int, int], list]   # (rows, seed) -> keys in insertion order
     batch_seconds: list[float] = field(default_factory=list)
     file_bytes: int = 0
-
-    @property
-    def short_name(self) -> str:
-        """'uuid4 (16-byte blob)' -> 'uuid4-blob', for progress lines."""
-        base, _, detail = self.name.partition(" (")
-        return base if base == "snowflake" else f"{base}-{detail.rstrip(')').split()[-1]}"
 
     @property
     def total_seconds(self) -> float:
@@ -123,12 +119,9 @@ def run(rows: int, batch: int, seed: int, directory: Path) -> list[KeyKind]:
     connections = [open_table(directory / f"{i}.sqlite3", kind.column_type) for i, kind in enumerate(kinds)]
     batches = range(0, rows, batch)
     try:
-        for number, start in enumerate(batches, 1):
+        for start in cli.progress(batches, label=f"batches of {batch:,} rows"):
             for kind, keys, connection in zip(kinds, all_keys, connections, strict=True):
                 kind.batch_seconds.append(insert_batch(connection, keys[start:start + batch]))
-            if number % max(1, len(batches) // 10) == 0 or number == len(batches):
-                progress = "  ".join(f"{k.short_name} {k.batch_seconds[-1] * 1000:5.0f} ms" for k in kinds)
-                print(f"  {min(start + batch, rows):>9,} rows   last batch: {progress}", flush=True)
     finally:
         for i, connection in enumerate(connections):
             # Fold the WAL into the database file so the size we report is the table's size.
@@ -176,42 +169,55 @@ def plot(kinds: list[KeyKind], rows: int, batch: int, path: Path) -> None:
     axes.set_ylim(bottom=0)
     axes.grid(alpha=0.3)
     axes.legend()
-    path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(cli.ensure_parent(path), dpi=110)
     plt.close(figure)
-    print(f"plot saved to {path}")
+    print(f"plot saved to {os.path.relpath(path)}")
+
+
+def unusable_directory(directory: Path) -> str | None:
+    """Why `directory` cannot hold the experiment's databases (checked before any work), or None."""
+    existing = directory
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"expected a directory, got '{directory}' ({existing} is a file)"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"expected a directory you can write, got '{directory}'"
+    if directory.is_dir() and any(directory.glob("*.sqlite3")):
+        return f"{directory} already holds *.sqlite3 files; point it at an empty directory"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=DEFAULT_ROWS,
+    parser = cli.ArgumentParser(prog="python -m UniqueIdGeneration.sortable_keys", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=cli.positive_int, default=DEFAULT_ROWS,
                         help=f"rows per table (default {DEFAULT_ROWS:,})")
-    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH,
+    parser.add_argument("--batch", type=cli.positive_int, default=DEFAULT_BATCH,
                         help=f"rows per transaction (default {DEFAULT_BATCH:,})")
-    parser.add_argument("--seed", type=int, default=7, help="seed for the random UUIDv4 keys")
-    parser.add_argument("--plot", type=Path, default=DEFAULT_PLOT, help="where to save the PNG")
+    parser.add_argument("--seed", type=cli.int_range(), default=7, help="seed for the random UUIDv4 keys")
+    parser.add_argument("--plot", metavar="PATH", type=cli.writable_path, default=DEFAULT_PLOT,
+                        help="where to save the PNG (default out/UniqueIdGeneration/sortable_keys.png)")
+    parser.add_argument("--no-plot", action="store_true", help="print the table only")
     parser.add_argument("--dir", type=Path, default=None,
-                        help="directory for the database files (default: a temporary one, removed after)")
+                        help="an empty directory for the database files (default: a temporary one, "
+                             "removed after)")
     args = parser.parse_args(argv)
-    if args.rows < 1 or args.batch < 1:
-        parser.error("--rows and --batch must be positive")
+    if args.dir is not None:
+        problem = unusable_directory(args.dir)
+        if problem:
+            parser.error(f"--dir: {problem}")
 
     with tempfile.TemporaryDirectory(prefix="sortable-keys-") as temporary:
         directory = args.dir or Path(temporary)
         directory.mkdir(parents=True, exist_ok=True)
-        if any(directory.glob("*.sqlite3")):
-            parser.error(f"{directory} already holds *.sqlite3 files; point --dir at an empty directory")
         kinds = run(args.rows, args.batch, args.seed, directory)
     print_table(kinds, args.rows, args.batch)
-    plot(kinds, args.rows, args.batch, args.plot)
+    if not args.no_plot:
+        plot(kinds, args.rows, args.batch, args.plot)
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted")
-        sys.exit(130)
+    sys.exit(cli.run(main))

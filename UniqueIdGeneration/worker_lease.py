@@ -165,8 +165,8 @@ class WorkerLease:
         if index < 0:
             raise NoFreeWorkerIdError(
                 f"all {len(keys)} worker ids ({keys[0]} .. {keys[-1]}) are leased by live nodes; "
-                f"stop a node, wait up to {self.ttl_ms} ms for a crashed node's lease to expire, "
-                f"or give the layout more worker-id bits")
+                f"stop a node, wait {self._longest_lease_left_ms(keys)} for a crashed node's lease to "
+                f"expire, or give the layout more worker-id bits")
         self._worker_id = self.worker_ids[index]
         self._extend_local_deadline(sent_at)
         log.info("node %s leased worker id %d for %d ms", self.node_id, self._worker_id, self.ttl_ms)
@@ -174,6 +174,18 @@ class WorkerLease:
                                          daemon=True)
         self._renewer.start()
         return self
+
+    def _longest_lease_left_ms(self, keys: list[str]) -> str:
+        """'up to N ms', N = the longest time-to-live among the held leases (they are other nodes',
+        so their ttl, not ours, says how long a crashed holder keeps its id). Only for the message."""
+        try:
+            pipeline = self._redis.pipeline(transaction=False)
+            for key in keys:
+                pipeline.pttl(key)
+            longest = max(int(ttl) for ttl in pipeline.execute())
+        except redis.RedisError:
+            longest = -1
+        return f"up to {longest} ms" if longest > 0 else "a lease's time to live"
 
     def close(self) -> None:
         """Stop renewing and release the id: it is free again max_clock_skew_ms + 1 ms later (the same

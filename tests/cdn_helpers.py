@@ -1,16 +1,26 @@
-"""Helpers for the SimpleCDN tests: a scriptable origin process, an edge process, raw HTTP calls.
+"""Helpers for the SimpleCDN tests: a scriptable origin process, an edge process, raw HTTP calls,
+and a misbehaving origin.
 
 The origin is the real `python -m SimpleCDN.origin` on loopback; each test scripts the exact
 response headers of its own path (`Origin.script`) and reads the origin's per-path request counter
 (`Origin.count`) as the oracle for "did the edge go to the origin?".
+
+The misbehaving origin (`python -m tests.cdn_helpers --port N`, started by `start_rogue_origin`) is
+a raw-socket server that writes exactly the bytes a broken or hostile origin would: 1xx before the
+final response, bytes after it, CR/LF/NUL in header values, status 000, Content-Length together with
+Transfer-Encoding. See ROGUE_RESPONSES.
 """
 
 from __future__ import annotations
 
+import argparse
+import gzip
 import http.client
 import itertools
 import json
 import socket
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -135,3 +145,140 @@ class UniquePaths:
 
     def __call__(self, stem: str) -> str:
         return f"/t/{stem}-{next(_PATH_NUMBERS)}"
+
+
+# ------------------------------------------------------------------------- the misbehaving origin
+
+def _response(body: bytes, *fields: str, status: str = "200 OK") -> bytes:
+    head = [f"HTTP/1.1 {status}", *fields, f"Content-Length: {len(body)}"]
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+
+
+def own_body(path: str, n: int) -> bytes:
+    """What the rogue origin answers for an ordinary path: names the path and the fetch count."""
+    return f"own body of {path} (fetch {n})".encode()
+
+
+POISON = _response(b"POISON: not the answer to this request", "Cache-Control: max-age=300")
+CACHEABLE = "Cache-Control: max-age=300"
+
+# name (first path segment) -> (raw bytes of the answer, does the origin consider the connection
+# desynchronised afterwards?). A desynchronised connection answers every later request with POISON:
+# that is what a client that reused it would read.
+ROGUE_RESPONSES: dict[str, tuple[bytes, bool]] = {
+    # 1xx before the final response (RFC 9110 §15.2): the final 200 is the answer.
+    "interim": (b"HTTP/1.1 100 Continue\r\n\r\n"
+                b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n\r\n"
+                + _response(b"the final answer after two interim responses", CACHEABLE), False),
+    "switching": (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"
+                  + _response(b"after an unsolicited 101", CACHEABLE), True),
+    # More bytes than the framing says: a whole second response after a 5-byte body.
+    "extra": (_response(b"hello", CACHEABLE) + POISON, False),
+    # Both framings (RFC 9112 §6.3): chunked says "hello", Content-Length says 3 bytes.
+    "clte": (b"HTTP/1.1 200 OK\r\n" + CACHEABLE.encode() + b"\r\nContent-Length: 3\r\n"
+             b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", True),
+    # CR / LF / NUL inside a header value (RFC 9110 §5.5): a hidden Set-Cookie line.
+    "lf-in-value": (_response(b"x", CACHEABLE, "X-A: a\nSet-Cookie: pwned=1"), True),
+    "cr-in-value": (_response(b"x", CACHEABLE, "X-A: a\rSet-Cookie: pwned=1"), True),
+    "nul-in-value": (_response(b"x", CACHEABLE, "X-A: a\0b"), True),
+    "folded": (_response(b"x", CACHEABLE, "X-A: a", " Set-Cookie: pwned=1"), True),
+    "vt-length": (b"HTTP/1.1 200 OK\r\n" + CACHEABLE.encode() + b"\r\nContent-Length: 1\x0b\r\n\r\nx",
+                  True),
+    "status-000": (_response(b"x", CACHEABLE, status="000 Zero"), True),
+    "status-600": (_response(b"x", CACHEABLE, status="600 Beyond"), True),
+    "lf-in-reason": (_response(b"x", CACHEABLE, status="200 OK\nSet-Cookie: pwned=1"), True),
+    # Transfer codings (RFC 9112 §6.3): not chunked-final -> the body ends at the close; chunked
+    # after a coding the edge cannot decode -> untrustworthy framing.
+    "te-gzip": (b"HTTP/1.1 200 OK\r\n" + CACHEABLE.encode() + b"\r\nTransfer-Encoding: gzip\r\n\r\n"
+                + gzip.compress(b"coded body", mtime=0), True),
+    "te-gzip-chunked": (b"HTTP/1.1 200 OK\r\n" + CACHEABLE.encode() + b"\r\nTransfer-Encoding: gzip, chunked"
+                        b"\r\n\r\n0\r\n\r\n", True),
+    # A bare LF inside a chunk extension (RFC 9112 §7.1.1).
+    "chunk-ext-lf": (b"HTTP/1.1 200 OK\r\n" + CACHEABLE.encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"5;a=b\nc\r\nhello\r\n0\r\n\r\n", True),
+}
+
+
+def _serve_rogue_connection(connection: socket.socket, counts: dict[str, int], lock: threading.Lock):
+    desynchronised = False
+    buffer = b""
+    with connection:
+        while True:
+            while b"\r\n\r\n" not in buffer:
+                data = connection.recv(65536)
+                if not data:
+                    return
+                buffer += data
+            head, _, buffer = buffer.partition(b"\r\n\r\n")  # the edge sends no body with GET
+            path = head.split(b" ", 2)[1].decode("latin-1")
+            with lock:
+                counts[path] = counts.get(path, 0) + 1
+                n = counts[path]
+            if desynchronised:
+                connection.sendall(POISON)
+                continue
+            name = path.split("/")[1]
+            if name in ROGUE_RESPONSES:
+                wire, desynchronised = ROGUE_RESPONSES[name]
+            else:
+                wire = _response(own_body(path, n), CACHEABLE)
+            connection.sendall(wire)  # one send: the extra bytes arrive with the framed ones
+            if name == "te-gzip":
+                return  # its body ends when the connection closes
+
+
+def serve_rogue_origin(port: int) -> None:
+    listener = socket.create_server(("127.0.0.1", port))
+    counts: dict[str, int] = {}
+    lock = threading.Lock()
+    while True:
+        connection, _ = listener.accept()
+        threading.Thread(target=_serve_rogue_connection, args=(connection, counts, lock),
+                         daemon=True).start()
+
+
+def start_rogue_origin(spawn=None) -> tuple[object, str]:
+    """Start the misbehaving origin; returns (child, url)."""
+    port = free_port()
+    args = ("--port", str(port))
+    child = spawn("tests.cdn_helpers", *args, port=port) if spawn else \
+        spawn_module("tests.cdn_helpers", *args, port=port, timeout=30)
+    return child, f"http://127.0.0.1:{port}"
+
+
+def read_responses(sock: socket.socket) -> list[tuple[int, dict[str, str], bytes]]:
+    """Read 1xx responses and the final one (framed by Content-Length) from a raw socket."""
+    buffer = b""
+    responses = []
+    while True:
+        while b"\r\n\r\n" not in buffer:
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError(f"closed after {responses!r} + {buffer!r}")
+            buffer += data
+        head, _, buffer = buffer.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ")[1])
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if status < 200:
+            responses.append((status, headers, b""))
+            continue
+        length = int(headers.get("content-length", "0"))
+        while len(buffer) < length:
+            data = sock.recv(65536)
+            if not data:
+                break
+            buffer += data
+        responses.append((status, headers, buffer[:length]))
+        return responses
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m tests.cdn_helpers",
+                                     description="A misbehaving origin for the SimpleCDN tests.")
+    parser.add_argument("--port", type=int, required=True)
+    serve_rogue_origin(parser.parse_args().port)
+    sys.exit(0)

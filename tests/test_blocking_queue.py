@@ -512,7 +512,10 @@ def test_cli_blocking_enqueue_on_full_queue_and_end_of_input_cancels_waiters():
         shell.expect("dequeued 'a'")
         shell.expect("enqueued 'b' after waiting")  # the freed slot unblocked the waiting enqueue
         shell.send("enqueue c")
-        shell.expect("waiting in the background to enqueue 'c'")
+        # Full again (b took the slot), so c waits. If b's waiter thread has printed but not yet exited,
+        # the shell says "an earlier enqueue is still waiting: waiting behind it to enqueue 'c'"
+        # instead of "queue is full ...: waiting in the background to enqueue 'c'" (seen under load).
+        shell.expect("to enqueue 'c'")
         assert shell.finish() == 0
     finally:
         shell.proc.kill()
@@ -560,7 +563,8 @@ def test_cli_help_and_subcommand_help():
         assert "usage:" in result.stdout
     assert "--producers" in run_cli("demo", "--help").stdout
     bad = run_cli("demo", "--items", "0")
-    assert bad.returncode == 2 and "must be >= 1" in bad.stderr
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: --items: expected a whole number >= 1, got '0'"), bad.stderr
 
 
 def test_demo_runs_and_plots(tmp_path):
@@ -622,3 +626,35 @@ def test_a_huge_timeout_waits_instead_of_overflowing(timeout):
     assert q.get() == "y"
     putter.join(timeout=10)
     assert q.get_nowait() == "z"
+
+
+def test_demo_plot_defaults_to_the_ignored_out_folder_and_no_plot_writes_none(tmp_path):
+    from BlockingQueue import DEFAULT_PLOT
+    assert DEFAULT_PLOT.relative_to(ROOT / "out" / "BlockingQueue")
+    assert subprocess.run(["git", "check-ignore", "-q", str(DEFAULT_PLOT)], cwd=ROOT).returncode == 0
+    png = tmp_path / "never.png"
+    result = run_cli("demo", "--items", "6", "--plot", str(png), "--no-plot", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not png.exists() and "plot saved" not in result.stdout
+
+
+def test_capacity_typo_is_one_line_naming_the_flag():
+    result = run_cli("--capacity", "abc")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == ("error: --capacity: expected a whole number >= 1, got 'abc' "
+                             "(see python BlockingQueue.py --help)\n")
+
+
+def test_demo_refuses_an_unwritable_plot_before_the_demo_runs(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = run_cli("demo", "--plot", str(blocker / "dir" / "x.png"))
+    assert result.returncode == 2 and result.stderr.startswith("error: --plot: "), result.stderr
+    assert result.stdout == ""      # it once ran the whole demo, then failed with FileNotFoundError
+
+
+def test_demo_piped_into_head_ends_quietly():
+    done = subprocess.run(f"{sys.executable} {SCRIPT} demo --no-plot | head -2", shell=True, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert len(done.stdout.splitlines()) == 2
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr

@@ -135,20 +135,30 @@ def test_no_store_and_private_are_never_stored(origin, edge, fresh, cache_contro
     assert origin.count(path) == 3
 
 
-def test_status_codes_cacheable_by_default_and_not(origin, edge, fresh):
-    not_found = fresh("404")
-    origin.script(not_found, [("Cache-Control", "max-age=100")], status=404)
-    server_error = fresh("500")
-    origin.script(server_error, [("Cache-Control", "max-age=100")], status=500)
-    redirect_heuristic = fresh("302")
-    origin.script(redirect_heuristic, [("Location", "/elsewhere"), ("Last-Modified", http_date(-86400))],
-                  status=302)
-    for path in (not_found, server_error, redirect_heuristic):
-        get(edge, path)
-        get(edge, path)
-    assert origin.count(not_found) == 1        # 404 is heuristically cacheable
-    assert origin.count(server_error) == 2     # 500 is not understood as cacheable
-    assert origin.count(redirect_heuristic) == 2  # 302 only with explicit freshness
+@pytest.mark.parametrize("status, headers, origin_fetches", [
+    (404, [("Cache-Control", "max-age=100")], 1),
+    (500, [("Cache-Control", "max-age=100")], 1),        # RFC 9111 §3: any final status, if allowed
+    (599, [("Cache-Control", "max-age=100")], 1),        # ... even one this cache does not know
+    (299, [("Expires", http_date(100))], 1),
+    (404, [("Last-Modified", http_date(-86400))], 1),     # heuristically cacheable (RFC 9110 §15.1)
+    (418, [("Last-Modified", http_date(-86400))], 2),     # not: no heuristic for 418 ...
+    (418, [("Cache-Control", "public"), ("Last-Modified", http_date(-86400))], 1),  # ... unless public
+    (302, [("Location", "/elsewhere"), ("Last-Modified", http_date(-86400))], 2),
+    (302, [("Location", "/elsewhere"), ("Cache-Control", "max-age=100")], 1),
+    # must-understand (§5.2.2.3): a cache that understands the status ignores no-store ...
+    (200, [("Cache-Control", "must-understand, no-store, max-age=100")], 1),
+    # ... and one that does not, does not store it.
+    (599, [("Cache-Control", "must-understand, no-store, max-age=100")], 2),
+    (206, [("Cache-Control", "max-age=100"), ("Content-Range", "bytes 0-5/100")], 2),  # must understand
+])
+def test_which_statuses_are_stored(origin, edge, fresh, status, headers, origin_fetches):
+    path = fresh(f"status-{status}")
+    origin.script(path, headers, status=status)
+    replies = [get(edge, path) for _ in range(2)]
+    assert [r.status for r in replies] == [status, status]
+    assert origin.count(path) == origin_fetches
+    if origin_fetches == 1:
+        assert replies[1].x_cache == "HIT" and replies[1].body == replies[0].body
 
 
 def test_vary_star_is_never_served_from_cache(origin, edge, fresh):
@@ -346,6 +356,39 @@ def test_unsafe_methods_are_forwarded_and_invalidate_the_url(origin, edge, fresh
     assert origin.count(path) == 2
 
 
+def test_a_method_of_unknown_safety_is_forwarded_and_invalidates_like_an_unsafe_one(origin, edge, fresh):
+    """RFC 9111 §4.4: "including methods whose safety is unknown" — with Location and
+    Content-Location on the same origin (relative or absolute), never another origin's URIs."""
+    first, second, moved, described, foreign = (fresh("msearch") for _ in range(5))
+    origin.script(first, [("Cache-Control", "max-age=100"), ("Location", moved),
+                          ("Content-Location", f"http://elsewhere.example{foreign}")], body="read {n}")
+    origin.script(second, [("Cache-Control", "max-age=100"),
+                           ("Content-Location", f"{origin_base(edge)}{described}")], body="read {n}")
+    for path in (moved, described, foreign):
+        origin.script(path, [("Cache-Control", "max-age=100")], body="read {n}")
+    paths = (first, second, moved, described, foreign)
+    for path in paths:
+        get(edge, path)
+        assert get(edge, path).x_cache == "HIT"
+    for path in (first, second):
+        answer = request(edge, path, "M-SEARCH")
+        assert (answer.status, answer.x_cache) == (200, "BYPASS")
+        assert origin.count(path, "M-SEARCH") == 1
+    assert [get(edge, path).x_cache for path in paths] == ["MISS", "MISS", "MISS", "MISS", "HIT"]
+
+
+def test_an_error_answer_to_an_unknown_method_invalidates_nothing(origin, edge, fresh):
+    path = fresh("msearch-error")
+    origin.script(path, [("Cache-Control", "max-age=100")], status=500)  # a stored 500 (any status)
+    get(edge, path)
+    assert request(edge, path, "BREW").status == 500
+    assert get(edge, path).x_cache == "HIT"
+
+
+def origin_base(edge_port: int) -> str:
+    return edge_stats(edge_port)["origin"]
+
+
 def test_head_is_answered_from_a_stored_get(origin, edge, fresh):
     path = fresh("head")
     origin.script(path, [("Cache-Control", "max-age=100")], body="twelve bytes")
@@ -384,3 +427,20 @@ def test_purge_removes_every_variant(origin, edge, fresh):
     admin = request(edge, f"/__purge?url={path}", "POST")
     assert admin.status == 200
     assert get(edge, path, Accept_Language="en").x_cache == "MISS"
+
+
+@pytest.mark.parametrize("expires, origin_fetches", [
+    ("Sun, 06 Nov 2094 08:49:37 GMT", 1),      # IMF-fixdate, 68 years ahead: fresh, a HIT
+    ("Sun, 06 Nov 94 08:49:37 GMT", 2),        # two-digit year: invalid, so already expired
+    ("Sun 06 Nov 2094 08:49:37 GMT", 2),       # no comma
+    ("Sun, 06 Nov 2094 08:49:37 UTC", 2),      # not GMT
+    ("Sun, 06-Nov-2094 08:49:37 GMT", 2),      # dashes
+])
+def test_only_a_strict_http_date_makes_expires_fresh(origin, edge, fresh, expires, origin_fetches):
+    """RFC 9110 §5.6.7 and RFC 9111 §5.3: email.utils would read every one of these as 2094."""
+    path = fresh("expires")
+    origin.script(path, [("Expires", expires)])
+    get(edge, path)
+    second = get(edge, path)
+    assert origin.count(path) == origin_fetches
+    assert (second.x_cache == "HIT") is (origin_fetches == 1)

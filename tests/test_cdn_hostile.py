@@ -51,7 +51,7 @@ def assert_still_serving(port: int) -> None:
     (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
     (b"GET http://[bad/ HTTP/1.1\r\nConnection: close\r\n\r\n", 400),
     (b"GET /a#frag HTTP/1.1\r\n\r\n", 400),
-    (b"BREW /pot HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 405),
+    (b"TRACE /pot HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 405),
     (b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", 400),                # HTTP/1.1 without Host
     (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),    # no chunked in 1.0
     (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n", 400),  # two Hosts
@@ -59,10 +59,25 @@ def assert_still_serving(port: int) -> None:
     # A declared 4 GB chunk is refused before it is read (413), not buffered first:
     (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFF\r\nabc", 413),
     (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: " + b"a" * 40_000, 400),
+    # Line ends other than CRLF (RFC 9112 §2.2), answered at once, not after the idle timeout:
+    (b"GET / HTTP/1.1\nHost: x\n\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: x\n\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\n\r\n", 400),
+    # Controls in a field value (RFC 9110 §5.5), and only SP/HTAB are optional whitespace (§5.6.3):
+    # "0\x0b" is not a Content-Length, "\x0bchunked" is not chunked.
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\x0b\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: \x0c5\r\n\r\nhello", 400),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \x0bchunked\r\n\r\n0\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\x0c\r\n\r\n0\r\n\r\n", 400),
+    # A bare LF inside a chunk extension or a trailer field (RFC 9112 §7.1.1, §7.1.2):
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b\nc\r\nhello\r\n0\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: a\nb\r\n\r\n", 400),
 ])
 def test_malformed_requests_get_a_specific_error_and_the_edge_keeps_serving(edge, wire, expected):
     _, port = edge
-    assert status_of(raw_exchange(port, wire)) == expected
+    # Prompt: the edge answers and closes well before its 60 s idle timeout would.
+    assert status_of(raw_exchange(port, wire, timeout=10)) == expected
     assert_still_serving(port)
 
 
@@ -182,22 +197,3 @@ def test_keep_alive_serves_many_requests_on_one_connection(edge, origin):
     raw = raw_exchange(port, wire)
     assert raw.count(b"HTTP/1.1 200 OK") == 6
     assert origin.count("/ka") == 1
-
-
-def test_cli_rejects_a_bad_origin_and_a_bad_size():
-    import subprocess
-    import sys
-    bad_origin = subprocess.run([sys.executable, "-m", "SimpleCDN.cdn_server", "--origin", "ftp://x"],
-                                capture_output=True, text=True, timeout=60)
-    assert bad_origin.returncode == 2 and "http://" in bad_origin.stderr
-    bad_size = subprocess.run([sys.executable, "-m", "SimpleCDN.cdn_server", "--cache-size", "lots"],
-                              capture_output=True, text=True, timeout=60)
-    assert bad_size.returncode == 2 and "not a size" in bad_size.stderr
-    zero_size = subprocess.run([sys.executable, "-m", "SimpleCDN.cdn_server", "--cache-size", "0"],
-                               capture_output=True, text=True, timeout=60)
-    assert zero_size.returncode == 2 and "larger than 0" in zero_size.stderr
-    for module in ("SimpleCDN.cdn_server", "SimpleCDN.origin"):
-        bad_port = subprocess.run([sys.executable, "-m", module, "--port", "70000"],
-                                  capture_output=True, text=True, timeout=60)
-        assert bad_port.returncode == 1 and "Traceback" not in bad_port.stderr, bad_port.stderr
-        assert "0-65535" in bad_port.stderr

@@ -3,6 +3,7 @@ under seeded random garbage: every connection gets a 4xx/5xx or is closed, the e
 
 from __future__ import annotations
 
+import asyncio
 import random
 import socket
 import time
@@ -11,7 +12,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from SimpleCDN.http11 import HttpError, parse_content_length, parse_head
+from SimpleCDN.http11 import (
+    HttpError,
+    OriginPool,
+    parse_content_length,
+    parse_head,
+    parse_response_head,
+    unread_bytes,
+)
 from tests.cdn_helpers import raw_exchange, request, start_edge, start_origin
 
 
@@ -26,6 +34,32 @@ def test_parse_head_accepts_or_raises_http_error_only(data):
         assert version in ("HTTP/1.0", "HTTP/1.1") and method and target
 
 
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.binary(max_size=200))
+def test_parse_response_head_accepts_only_clean_heads_and_raises_value_error_otherwise(data):
+    try:
+        status, reason, headers = parse_response_head(b"HTTP/1.1 200 OK\r\n" + data + b"\r\n\r\n")
+    except ValueError:
+        return
+    assert status == 200
+    for name, value in headers:  # nothing that could split a header line downstream survives
+        assert not any(ord(char) < 0x20 and char != "\t" for char in name + value)
+
+
+@pytest.mark.parametrize("head", [b"HTTP/1.1 000 Zero", b"HTTP/1.1 600 X", b"HTTP/1.1 99 X",
+                                  b"HTTP/2 200 OK", b"HTTP/1.1 200 O\nK", b"HTTP/1.1 200 OK\r\nX: a\rb",
+                                  b"HTTP/1.1 200 OK\r\nX: a\x00b", b"HTTP/1.1 200 OK\r\nX: a\r\n folded",
+                                  b"HTTP/1.1 200 OK\r\nX y: z", b"HTTP/1.1 200 OK\r\nX: a\nSet-Cookie: b"])
+def test_parse_response_head_refuses(head):
+    with pytest.raises(ValueError):
+        parse_response_head(head + b"\r\n\r\n")
+
+
+def test_parse_response_head_removes_only_optional_whitespace():
+    _, _, headers = parse_response_head(b"HTTP/1.1 200 OK\r\nA : \t1 \r\nB:\x852\r\n\r\n")
+    assert headers == [("A", "1"), ("B", "\x852")]
+
+
 def test_parse_head_keeps_repeated_fields_in_order():
     _, _, _, headers = parse_head(b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\na: 3\r\n\r\n")
     assert headers == [("A", "1"), ("B", "2"), ("a", "3")]
@@ -33,7 +67,8 @@ def test_parse_head_keeps_repeated_fields_in_order():
 
 @pytest.mark.parametrize("value, expected", [("5", 5), ("5, 5", 5), ("5, 6", None), ("-1", None),
                                              ("0x10", None), ("", None), ("9" * 30, None),
-                                             ("\xb2", None)])
+                                             ("\xb2", None), ("0\x0b", None), ("\x0c5", None),
+                                             ("5\x85", None), (" 5\t", 5)])
 def test_content_length_parsing(value, expected):
     assert parse_content_length(value) == expected
 
@@ -77,3 +112,50 @@ def test_slow_loris_connection_is_closed_after_the_idle_timeout(spawn):
         assert sock.recv(100) == b""                      # the edge closed the connection
         assert time.monotonic() - started < 20
     assert request(port, "/__stats").status == 200
+
+
+def test_a_pooled_connection_on_which_bytes_arrived_while_idle_is_not_reused():
+    """The leftover check on release catches bytes that came with the response; this is the other
+    half: bytes that arrive after the connection went back to the pool are not the next answer."""
+
+    async def scenario() -> None:
+        connections = 0
+        released = asyncio.Event()
+        late_bytes_sent = asyncio.Event()
+
+        async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            number = connections
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError:
+                    break
+                path = head.split(b" ")[1]
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(path), path))
+                if number == 1:  # then, once it is back in the pool, an unasked second response
+                    await released.wait()
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nPOISON")
+                    await writer.drain()
+                    late_bytes_sent.set()
+            writer.close()
+
+        server = await asyncio.start_server(origin, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = OriginPool(f"http://127.0.0.1:{port}")
+        first = await pool.request("GET", "/first", [])
+        assert await first.read_body() == b"/first"
+        assert len(pool._idle) == 1  # clean: it went back to the pool
+        released.set()
+        await late_bytes_sent.wait()
+        while not unread_bytes(pool._idle[0].reader):  # until the late bytes have arrived
+            await asyncio.sleep(0.01)
+        second = await pool.request("GET", "/second", [])
+        assert await second.read_body() == b"/second"
+        assert connections == 2
+        pool.close_idle()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(scenario())

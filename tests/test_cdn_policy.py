@@ -32,6 +32,14 @@ def test_first_directive_wins_and_invalid_deltas_are_none():
     assert p.delta_seconds(p.parse_cache_control("max-age=99999999999999"), "max-age") == 2**31
 
 
+def test_only_sp_and_htab_are_optional_whitespace():
+    # RFC 9110 §5.6.3. str.strip() would also remove \x0b, \x0c and \x85 and accept these.
+    assert p.split_list(" gzip ,\tbr\t,, ") == ["gzip", "br"]
+    assert p.split_list("\x0bchunked") == ["\x0bchunked"]
+    assert p.delta_seconds(p.parse_cache_control("max-age=10\x0c"), "max-age") is None
+    assert p.freshness_lifetime(200, [("Cache-Control", "max-age=10\x0b")]) == 0.0
+
+
 # -------------------------------------------------------------------------------- storability
 
 @pytest.mark.parametrize("method, status, request_headers, response_headers, expected", [
@@ -43,7 +51,7 @@ def test_first_directive_wins_and_invalid_deltas_are_none():
     ("GET", 200, [], [("Cache-Control", "private, max-age=60")], False),
     ("GET", 200, [], [("Cache-Control", "no-cache"), ("ETag", '"x"')], True),
     ("GET", 404, [], [("Last-Modified", date(T0 - 1000)), ("Date", date(T0))], True),
-    ("GET", 500, [], [("Cache-Control", "max-age=60")], False),
+    ("GET", 500, [], [("Cache-Control", "max-age=60")], True),         # any final status (§3)
     ("GET", 302, [], [("Last-Modified", date(T0 - 1000)), ("Date", date(T0))], False),
     ("GET", 302, [], [("Cache-Control", "max-age=60")], True),
     ("GET", 206, [], [("Cache-Control", "max-age=60")], False),
@@ -54,6 +62,9 @@ def test_first_directive_wins_and_invalid_deltas_are_none():
     ("GET", 200, [("Authorization", "x")], [("Cache-Control", "max-age=60, must-revalidate")], True),
     ("GET", 200, [], [("Cache-Control", "max-age=60"), ("Set-Cookie", "a=b")], False),
     ("GET", 200, [], [("Cache-Control", "public, max-age=60"), ("Set-Cookie", "a=b")], True),
+    # RFC 9112 §6.3: both framings at once is an error to relay at most, never to keep.
+    ("GET", 200, [], [("Cache-Control", "max-age=60"), ("Content-Length", "3"),
+                      ("Transfer-Encoding", "chunked")], False),
 ])
 def test_is_storable(method, status, request_headers, response_headers, expected):
     assert p.is_storable(method, status, request_headers, response_headers)[0] is expected
@@ -275,3 +286,196 @@ def test_lru_byte_accounting_invariant(operations):
         assert store.bytes_used <= store.max_bytes
         assert store.bytes_used == sum(e.size for e in store._entries.values())
     assert all(e.size >= ENTRY_OVERHEAD_BYTES for e in store._entries.values())
+
+
+# ------------------------------------------------------------------ issue 16: strict HTTP-date (§5.6.7)
+
+@pytest.mark.parametrize("value", [
+    "Sun, 06 Nov 1994 08:49:37 GMT",      # IMF-fixdate
+    "Sunday, 06-Nov-94 08:49:37 GMT",     # obsolete RFC 850 form
+    "Sun Nov  6 08:49:37 1994",           # obsolete asctime form
+])
+def test_the_three_http_date_forms_are_accepted(value):
+    assert p.parse_http_date(value) == 784111777.0
+
+
+@pytest.mark.parametrize("value", [
+    "Sun, 06 Nov 94 08:49:37 GMT",        # two-digit year in the IMF form
+    "Sun 06 Nov 1994 08:49:37 GMT",       # missing comma
+    "Sun,  06 Nov 1994 08:49:37 GMT",     # extra space
+    "Sun, 06-Nov-1994 08:49:37 GMT",      # dashes in the IMF form
+    "Sun, 06 Nov 1994 08.49.37 GMT",      # periods
+    "Sun, 06 Nov 1994 8:49:37 GMT",       # one-digit hour
+    "Sun, 06 Nov 1994 08:49:37 UTC",      # a zone other than GMT
+    "Sun, 06 Nov 1994 08:49:37 +0000",
+    "sun, 06 nov 1994 08:49:37 gmt",      # names are case-sensitive
+    "Sun, 31 Feb 1994 08:49:37 GMT",      # no such day
+    "Sun, 06 Nov 1994 24:00:00 GMT",
+    "Sun, 06 Nov 1994 08:49:37 GMT, Sun, 06 Nov 1994 08:49:37 GMT",  # two field lines, joined
+    "0", "", "-1",
+])
+def test_anything_else_is_not_an_http_date(value):
+    assert p.parse_http_date(value) is None
+
+
+def test_an_rfc850_year_more_than_50_years_ahead_is_in_the_past():
+    now = p.parse_http_date("Sun, 06 Nov 2026 00:00:00 GMT")
+    assert p.parse_http_date("Monday, 01-Jan-80 00:00:00 GMT", now=now) == \
+        p.parse_http_date("Tue, 01 Jan 1980 00:00:00 GMT")
+    assert p.parse_http_date("Monday, 01-Jan-70 00:00:00 GMT", now=now) == \
+        p.parse_http_date("Tue, 01 Jan 2070 00:00:00 GMT")  # 44 years ahead: not more than 50
+    assert p.parse_http_date("Monday, 01-Jan-30 00:00:00 GMT", now=now) == \
+        p.parse_http_date("Tue, 01 Jan 2030 00:00:00 GMT")
+
+
+@pytest.mark.parametrize("expires", ["Sun, 06 Nov 94 08:49:37 GMT", "0", "tomorrow"])
+def test_an_invalid_expires_means_already_expired(expires):
+    headers = [("Date", date(T0)), ("Expires", expires)]
+    assert p.freshness_lifetime(200, headers) == 0.0
+
+
+def test_two_expires_field_lines_mean_already_expired():
+    headers = [("Date", date(T0)), ("Expires", date(T0 + 100)), ("Expires", date(T0 + 100))]
+    assert p.freshness_lifetime(200, headers) == 0.0
+
+
+# ------------------------------------------------------------- issue 16: any final status (§3, §4.2.2)
+
+def test_heuristic_freshness_only_for_heuristically_cacheable_statuses_or_public():
+    headers = [("Date", date(T0)), ("Last-Modified", date(T0 - 1000))]
+    assert p.heuristic_lifetime(404, headers) == 100.0
+    assert p.heuristic_lifetime(418, headers) == 0.0
+    assert p.heuristic_lifetime(418, [*headers, ("Cache-Control", "public")]) == 100.0
+
+
+@pytest.mark.parametrize("status, cache_control, expected", [
+    (500, "max-age=60", True), (599, "max-age=60", True), (418, "public", False),  # no freshness at all
+    (200, "must-understand, no-store, max-age=60", True),
+    (599, "must-understand, no-store, max-age=60", False),
+    (206, "max-age=60", False), (304, "max-age=60", False),
+])
+def test_storable_statuses(status, cache_control, expected):
+    assert p.is_storable("GET", status, [], [("Cache-Control", cache_control)])[0] is expected
+
+
+# --------------------------------------------------- issue 16: stale when the origin is unreachable
+
+@pytest.mark.parametrize("cache_control, age, expected", [
+    ("max-age=10", 1000, True),                       # RFC 9111 §4.2.4: no window given, any age
+    ("max-age=10, stale-if-error=60", 50, True),
+    ("max-age=10, stale-if-error=60", 100, False),    # the origin's window is honoured
+    ("max-age=10, must-revalidate", 11, False),
+    ("max-age=10, proxy-revalidate", 11, False),
+    ("s-maxage=10", 11, False),
+    ("no-cache, max-age=10", 11, False),
+])
+def test_stale_when_disconnected(cache_control, age, expected):
+    assert p.may_serve_stale_when_disconnected([("Cache-Control", cache_control)], age, 10) is expected
+
+
+def test_no_cache_forbids_stale_if_error_too():
+    assert not p.may_serve_stale_on_error([("Cache-Control", "no-cache, stale-if-error=60")], 11, 10)
+
+
+# ------------------------------------------------------------------------ issue 16: Set-Cookie policy
+
+def test_set_cookie_policy_default_and_rfc_mode():
+    headers = [("Cache-Control", "max-age=60"), ("Set-Cookie", "id=1")]
+    assert p.is_storable("GET", 200, [], headers)[0] is False
+    assert p.is_storable("GET", 200, [], headers, store_set_cookie=True)[0] is True
+    assert ("Set-Cookie", "id=1") not in p.headers_to_store(headers)
+    assert ("Set-Cookie", "id=1") in p.headers_to_store(headers, keep_set_cookie=True)
+
+
+# --------------------------------------------------------- issue 16: targeted Cache-Control (RFC 9213)
+
+@pytest.mark.parametrize("text, expected", [
+    ("max-age=60", {"max-age": 60}),
+    ("max-age=60, must-revalidate", {"max-age": 60, "must-revalidate": True}),
+    ("no-cache;x=1, s-maxage=3", {"no-cache": True, "s-maxage": 3}),   # parameters ignored
+    ('private="Set-Cookie"', {"private": "Set-Cookie"}),
+    ("none", {"none": True}),
+    ("", {}),
+    ("Max-Age=60", None),          # keys are lower case in Structured Fields
+    ("max-age=60,", None),         # trailing comma
+    ("max-age=60 no-store", None),
+    ("max-age=", None),
+])
+def test_structured_dictionary_parsing(text, expected):
+    assert p.parse_sf_dictionary(text) == expected
+
+
+TARGETS = ("SimpleCDN-Cache-Control", "CDN-Cache-Control")
+
+
+@pytest.mark.parametrize("headers, lifetime", [
+    ([("Cache-Control", "max-age=60"), ("CDN-Cache-Control", "max-age=600")], 600),
+    ([("Cache-Control", "no-store"), ("CDN-Cache-Control", "max-age=600")], 600),
+    ([("Expires", date(T0 + 5)), ("CDN-Cache-Control", "max-age=600")], 600),   # Expires ignored too
+    ([("CDN-Cache-Control", "max-age=600"), ("SimpleCDN-Cache-Control", "max-age=7")], 7),  # list order
+    ([("Cache-Control", "max-age=60"), ("CDN-Cache-Control", "Max-Age=600")], 60),  # invalid: ignored
+    ([("Cache-Control", "max-age=60"), ("CDN-Cache-Control", "")], 60),             # empty: ignored
+    ([("Cache-Control", "max-age=60"), ("CDN-Cache-Control", "max-age=1.5")], 0),   # wrong type: stale
+    ([("Cache-Control", "max-age=60"), ("Other-Cache-Control", "max-age=600")], 60),  # not targeted
+])
+def test_targeted_field_replaces_cache_control_and_expires(headers, lifetime):
+    view = p.policy_headers([("Date", date(T0)), *headers], TARGETS)
+    assert p.freshness_lifetime(200, view) == lifetime
+
+
+def test_targeted_no_store_and_private_are_honoured():
+    for directive in ("no-store", "private"):
+        view = p.policy_headers([("Cache-Control", "max-age=60"), ("CDN-Cache-Control", directive)],
+                                TARGETS)
+        assert p.is_storable("GET", 200, [], view)[0] is False
+
+
+
+# ---------------------------------------------------------------------- issue 16: Vary normalisation
+
+@pytest.mark.parametrize("a, b, same", [
+    ("gzip, br", "br,gzip", True),
+    ("gzip;q=1.0, br", "BR, GZIP", True),
+    ("en-US, de;q=0.8", "de;q=0.80,en-us", True),
+    ("gzip;q=0.5, br", "gzip, br", False),
+    ("gzip;q=0, br", "br", False),       # q=0 means "not acceptable": not the same as absent
+    ("gzip;q=2", "gzip", False),          # unparsable weights are kept as written
+])
+def test_normalised_accept_values(a, b, same):
+    names = ("accept-encoding",)
+    keys = [p.variant_key(names, [("Accept-Encoding", v)], normalise=True) for v in (a, b)]
+    assert (keys[0] == keys[1]) is same
+    assert p.variant_key(names, [("Accept-Encoding", "gzip, br")]) != \
+        p.variant_key(names, [("Accept-Encoding", "br, gzip")])  # off by default
+
+
+# ------------------------------------------------------------------------------ issue 16: Range (§14)
+
+@pytest.mark.parametrize("value, expected", [
+    ("bytes=0-99", [(0, 99)]), ("bytes=9500-", [(9500, None)]), ("bytes=-500", [(None, 500)]),
+    ("Bytes = 1-2, 4-5", [(1, 2), (4, 5)]),
+    ("bytes=5-1", None),            # last < first: the whole set is invalid
+    ("bytes=", None), ("bytes=a-b", None), ("items=0-1", None), ("bytes 0-1", None), (None, None),
+])
+def test_parse_byte_ranges(value, expected):
+    assert p.parse_byte_ranges(value) == expected
+
+
+@pytest.mark.parametrize("spec, length, expected", [
+    ((0, 99), 1000, (0, 99)), ((990, 2000), 1000, (990, 999)), ((None, 10), 1000, (990, 999)),
+    ((None, 5000), 1000, (0, 999)), ((500, None), 1000, (500, 999)),
+    ((1000, None), 1000, None), ((None, 0), 1000, None), ((0, 0), 0, None),
+])
+def test_resolve_byte_range(spec, length, expected):
+    assert p.resolve_byte_range(spec, length) == expected
+
+
+def test_if_range_needs_the_stored_strong_validator():
+    stored = [("ETag", '"v1"'), ("Last-Modified", date(T0 - 100)), ("Date", date(T0))]
+    assert p.if_range_matches(None, stored)
+    assert p.if_range_matches('"v1"', stored)
+    assert not p.if_range_matches('"v2"', stored)
+    assert not p.if_range_matches('W/"v1"', stored)                       # weak: never for Range
+    assert not p.if_range_matches('"v1"', [("ETag", 'W/"v1"')])
+    assert p.if_range_matches(date(T0 - 100), stored)
+    assert not p.if_range_matches(date(T0 - 100), [("Last-Modified", date(T0)), ("Date", date(T0))])

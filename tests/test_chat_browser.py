@@ -101,3 +101,40 @@ def test_browser_shows_server_errors(chromium, chat_url):
     finally:
         first_ctx.close()
         second_ctx.close()
+
+
+def test_a_message_typed_while_the_server_is_down_goes_from_sending_to_sent_once(chromium, spawn, data_dir):
+    from playwright.sync_api import expect
+
+    from common import free_port
+
+    port = free_port()
+    db = str(data_dir / "chat.sqlite3")
+    server = spawn("RealTimeChat.app", "--port", port, "--db", db, port=port)
+    context, page, errors = open_as(chromium, f"http://127.0.0.1:{port}", "alice")
+    try:
+        send(page, "before the outage")
+        expect(page.locator('#messages li[data-state="sent"]', has_text="before the outage")).to_be_visible(
+            timeout=15_000)
+        server.stop()
+        expect(page.locator("#status")).to_have_text("offline", timeout=15_000)
+        send(page, "typed during the outage")
+        pending = page.locator("#messages li", has_text="typed during the outage")
+        expect(pending).to_have_attribute("data-state", "sending")
+        expect(pending).to_contain_text("sending")
+        spawn("RealTimeChat.app", "--port", port, "--db", db, port=port)   # back, same history file
+        expect(pending).to_have_attribute("data-state", "sent", timeout=30_000)
+        expect(pending).to_have_count(1)                                   # shown once
+        expect(page.locator("#messages li", has_text="before the outage")).to_have_count(1)
+        assert errors == []
+    finally:
+        context.close()
+    # Stored once: a newcomer's history has it exactly once.
+    from RealTimeChat.client import ChatClient
+
+    bob = ChatClient(f"http://127.0.0.1:{port}", "bob").connect()
+    try:
+        texts = [m["text"] for m in bob.joined("lobby", "bob")]
+    finally:
+        bob.drop()
+    assert texts == ["before the outage", "typed during the outage"]

@@ -42,7 +42,7 @@ def test_messages_get_server_ids_and_utc_timestamps_per_room(chat_url):
     assert [m["id"] for m in lobby] == [1, 2, 3]   # increasing per room, in the sender's order
     assert dev["id"] == 1                          # each room counts on its own
     assert all(TS_FORMAT.fullmatch(m["ts"]) for m in [*lobby, dev])
-    assert set(lobby[0]) == {"id", "room", "username", "text", "ts"}
+    assert set(lobby[0]) == {"id", "room", "username", "text", "ts", "client_id"}
     assert lobby[0]["username"] == "alice"
 
 

@@ -20,11 +20,11 @@ class DisconnectDuringHistory(LocalStore):
 
     during_history = None
 
-    def history(self, room, limit=50):
+    def history(self, room, limit=50, since=None):
         hook, self.during_history = self.during_history, None
         if hook is not None:
             hook()
-        return super().history(room, limit)
+        return super().history(room, limit, since)
 
 
 def test_disconnect_during_join_never_frees_a_nickname_someone_else_now_holds(tmp_path):

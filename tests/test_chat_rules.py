@@ -86,6 +86,32 @@ def test_parse_join_rejects(payload, code):
     assert caught.value.payload() == {"code": code, "message": caught.value.message}
 
 
+@pytest.mark.parametrize("payload", [
+    {"room": "r", "text": "x", "client_id": ""},
+    {"room": "r", "text": "x", "client_id": "a" * 65},
+    {"room": "r", "text": "x", "client_id": 5},
+    {"room": "r", "text": "x", "client_id": "has space"},
+])
+def test_parse_message_rejects_bad_client_ids(payload):
+    with pytest.raises(ChatError) as caught:
+        parse_message((payload,))
+    assert caught.value.code == "bad_request"
+
+
+@pytest.mark.parametrize("since", [-1, True, "3", 1.5, [1]])
+def test_parse_join_rejects_bad_since(since):
+    with pytest.raises(ChatError) as caught:
+        parse_join(({"username": "alice", "since": since},))
+    assert caught.value.code == "bad_request"
+
+
+def test_parse_accepts_uuid_client_ids_and_since():
+    client_id = "0b6a4c6e-3f1d-4c1e-9f55-0d4bb1a7b9e2"
+    assert parse_message(({"room": "r", "text": "x", "client_id": client_id},)).client_id == client_id
+    assert parse_private_message(({"to": "bob", "text": "x", "client_id": client_id},)).client_id == client_id
+    assert parse_join(({"username": "alice", "since": 41},)).since == 41
+
+
 def test_parse_join_defaults_to_lobby():
     assert parse_join(({"username": "alice"},)).room == "lobby"
 
@@ -123,14 +149,14 @@ def test_local_store_ids_history_and_restart(tmp_path):
     store = LocalStore(db)
     for n in range(60):
         store.append_message("lobby", "alice", f"m{n}")
-    assert store.append_message("other", "bob", "hi").id == 1
+    assert store.append_message("other", "bob", "hi")[0].id == 1
     history = store.history("lobby")
     assert [m.id for m in history] == list(range(11, 61))
     store.close()
     reopened = LocalStore(db)
     assert reopened.history("lobby") == history
-    assert reopened.append_message("lobby", "alice", "again").id == 61
-    assert reopened.next_private_id() == 1 and reopened.next_private_id() == 2
+    assert reopened.append_message("lobby", "alice", "again")[0].id == 61
+    assert reopened.record_private("alice")[0] == 1 and reopened.record_private("alice")[0] == 2
     reopened.close()
 
 
@@ -140,7 +166,7 @@ def test_local_store_concurrent_appends_get_unique_consecutive_ids(tmp_path):
     lock = threading.Lock()
 
     def writer(name):
-        mine = [store.append_message("lobby", name, "x").id for _ in range(50)]
+        mine = [store.append_message("lobby", name, "x")[0].id for _ in range(50)]
         assert mine == sorted(mine)            # each writer's ids increase in its own order
         with lock:
             ids.extend(mine)
@@ -210,3 +236,57 @@ def test_redis_store_forgets_a_dead_instance(redis_url):
     finally:
         dead.close()
         alive.close()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def any_store(request, tmp_path):
+    if request.param == "redis":
+        store = RedisStore(request.getfixturevalue("redis_url"))
+    else:
+        store = LocalStore(tmp_path / "chat.sqlite3")
+    yield store
+    store.close()
+
+
+def test_a_resend_with_the_same_client_id_returns_the_original_and_stores_nothing(any_store):
+    first, new = any_store.append_message("lobby", "alice", "hello", client_id="c-1")
+    assert new and first.client_id == "c-1"
+    again, new = any_store.append_message("lobby", "ALICE", "hello", client_id="c-1")   # same sender
+    assert not new and again == first
+    # The same client_id from another sender, or in another room, is another message.
+    assert any_store.append_message("lobby", "bob", "hello", client_id="c-1")[1]
+    assert any_store.append_message("dev", "alice", "hello", client_id="c-1")[1]
+    # Without a client_id there is nothing to recognise: each send is stored.
+    assert all(any_store.append_message("lobby", "alice", "hi")[1] for _ in range(2))
+    assert [m.id for m in any_store.history("lobby")] == [1, 2, 3, 4]
+    # Private messages: the same id for a resend, a new one otherwise.
+    pm_id, ts, new = any_store.record_private("alice", "p-1")
+    assert new and any_store.record_private("Alice", "p-1") == (pm_id, ts, False)
+    assert any_store.record_private("alice", "p-2")[0] == pm_id + 1
+
+
+def test_history_since_returns_exactly_what_came_after(any_store):
+    for n in range(10):
+        any_store.append_message("lobby", "alice", f"m{n}")
+    assert [m.id for m in any_store.history("lobby", since=7)] == [8, 9, 10]
+    assert any_store.history("lobby", since=10) == []
+    assert [m.id for m in any_store.history("lobby", since=0)] == list(range(1, 11))
+    assert [m.id for m in any_store.history("lobby", limit=2, since=3)] == [9, 10]   # bounded: the latest
+
+
+def test_concurrent_resends_store_one_copy(any_store):
+    """Two instances (threads here) racing on the same resend: one message, one id for both."""
+    results = []
+    barrier = threading.Barrier(8)
+
+    def resend():
+        barrier.wait()
+        results.append(any_store.append_message("lobby", "alice", "once", client_id="race"))
+    threads = [threading.Thread(target=resend) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({message.id for message, _ in results}) == 1
+    assert sum(new for _, new in results) == 1
+    assert [m.text for m in any_store.history("lobby")] == ["once"]

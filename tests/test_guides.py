@@ -93,9 +93,11 @@ def test_every_command_a_guide_shows_exists_and_answers_help(command):
 # Scripts that write plots or data, run with their defaults (shortened where the defaults take minutes).
 PLOT_SCRIPTS = [
     ["BlockingQueue.py", "demo"],
-    ["-m", "Threading.compare", "--repeat", "1"],
+    ["-m", "Threading.compare", "--repeat", "1", "--n", "20000", "--workers", "1", "2",
+     "--requests", "4", "--delay-ms", "5"],
     ["-m", "ConsistentHashing.simulate"],
-    ["-m", "ConsistentHashing.compare", "--keys", "10000"],
+    ["-m", "ConsistentHashing.compare", "--shards", "100", "--keys", "5000", "--remove", "5",
+     "--add", "5"],
     ["-m", "UniqueIdGeneration.sortable_keys", "--rows", "2000"],
 ]
 
@@ -115,7 +117,7 @@ def scratch_clone(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("argv", PLOT_SCRIPTS, ids=lambda a: " ".join(a))
 def test_running_a_script_with_its_defaults_changes_no_tracked_file(argv, scratch_clone):
-    if not script_path(argv[1] if argv[0] == "-m" else argv[0]).exists():
+    if not script_path(f"-m {argv[1]}" if argv[0] == "-m" else argv[0]).exists():
         pytest.fail(f"{argv} no longer exists: update PLOT_SCRIPTS")
     env = {**os.environ, "MPLBACKEND": "Agg"}
     result = subprocess.run([sys.executable, *argv], cwd=scratch_clone, capture_output=True, text=True,

@@ -323,3 +323,34 @@ def test_docstring_example_and_hash_fn_contract():
         ConsistentHashRing(["a"], hash_fn=lambda data: -1)
     with pytest.raises(ValueError, match="unsigned 64-bit"):
         ConsistentHashRing(["a"], hash_fn=lambda data: 2**64)
+
+
+def test_incremental_changes_equal_a_fresh_build_and_the_lookup_index_is_exact():
+    """add_node/remove_node splice points in and out; the lookup index narrows each bisect.
+    Both must give exactly what a fresh build and a plain bisect over all points give."""
+    from bisect import bisect_left
+
+    rng = random.Random(7)
+    ring = ConsistentHashRing([f"n{i}" for i in range(50)], vnodes=40)
+    members = set(ring.nodes)
+    for step in range(40):
+        if members and rng.random() < 0.5:
+            leaver = rng.choice(sorted(members))
+            ring.remove_node(leaver)
+            members.discard(leaver)
+        else:
+            joiner = f"j{step}"
+            ring.add_node(joiner, weight=rng.choice([0.5, 1.0, 2.0]))
+            members.add(joiner)
+        fresh = ConsistentHashRing(vnodes=40)
+        for name in sorted(members):
+            fresh.add_node(name, weight=ring.weight(name))
+        rebuilt = ConsistentHashRing(sorted(members), vnodes=40)
+        assert ring._points == fresh._points and ring._owners == fresh._owners
+        if all(ring.weight(n) == 1.0 for n in members):
+            assert ring._owners == rebuilt._owners
+    edges = [b << ring._shift for b in range(len(ring._starts) - 1)]
+    probes = [rng.getrandbits(64) for _ in range(3000)] + edges + [e - 1 for e in edges if e] + \
+        [p for p in ring._points] + [2**64 - 1]
+    for position in probes:
+        assert ring.get_node_for_hash(position) == ring._owners[bisect_left(ring._points, position)]

@@ -200,3 +200,30 @@ def test_watchdog_renewal_racing_a_release_is_not_reported_as_a_lost_lease(redis
         _watchdog()._renew(lock, owner)          # the renewal that lost the race with release()
     assert "was lost" not in caplog.text
     assert watchdog_active_count() == 0
+
+
+def test_lock_delay_keeps_a_lost_holders_lock_closed_and_a_release_ends_it(redis_url):
+    """Chubby's lock-delay: a lease that expired without a release stays closed for the delay."""
+    client = redis.Redis.from_url(redis_url)
+    lost = RedisLock(client, "ld", ttl_ms=200, auto_renew=False, lock_delay_ms=1_500)
+    lost.acquire()                                          # ...and its holder never comes back
+    poll_until(lambda: not client.exists("lock:ld"))        # the lease has expired
+    rival = RedisLock(client, "ld", ttl_ms=5_000, auto_renew=False)
+    assert client.pttl("lock-delay:ld") > 0                 # the delay outlives the lease
+    assert rival.acquire(blocking=False) is None            # free in Redis, yet closed: lock-delay
+    token = rival.acquire(timeout=10)                       # a waiter gets in once the delay is over
+    assert token is not None and not client.exists("lock-delay:ld")
+    assert rival.release()
+    # A normal release ends the delay at once: the delay is only for holders that were lost.
+    polite = RedisLock(client, "ld", ttl_ms=5_000, auto_renew=False, lock_delay_ms=60_000)
+    polite.acquire()
+    assert client.pttl("lock-delay:ld") > 5_000             # shadows the lease by the delay
+    assert polite.release()
+    assert rival.acquire(blocking=False) is not None and rival.release()
+
+
+def test_lock_delay_is_bounded_like_chubbys():
+    offline = redis.Redis(host="127.0.0.1", port=1)
+    for bad in (-1, 60_001, 1.5, True):
+        with pytest.raises(ValueError, match="lock_delay_ms"):
+            RedisLock(offline, "x", lock_delay_ms=bad)

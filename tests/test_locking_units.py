@@ -9,7 +9,14 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from DistributedLocking import FencedResource, RedisLock, Redlock, TicketBookingSystem, backoff_delays
+from DistributedLocking import (
+    FencedResource,
+    RedisLock,
+    Redlock,
+    SeatStore,
+    TicketBookingSystem,
+    backoff_delays,
+)
 from DistributedLocking.ticket_booking import _glob_escape
 
 # Constructing a client does not connect: these tests never reach a server.
@@ -69,8 +76,9 @@ def test_fencing_tokens_must_be_positive_ints():
             resource.write(bad, "v")
 
 
-def test_booking_rejects_ids_that_would_break_the_key_layout():
-    system = TicketBookingSystem(OFFLINE)
+def test_booking_rejects_ids_that_would_break_the_key_layout(tmp_path):
+    store = SeatStore(tmp_path / "seats.sqlite3")
+    system = TicketBookingSystem(OFFLINE, store)
     with pytest.raises(ValueError, match="':'"):
         system.book_seat("e:1", "A1", "u")
     with pytest.raises(ValueError, match="non-empty"):
@@ -78,9 +86,9 @@ def test_booking_rejects_ids_that_would_break_the_key_layout():
     with pytest.raises(ValueError):
         system.book_seat("e1", "A1", "u", payment_seconds=-1)
     with pytest.raises(ValueError):
-        TicketBookingSystem(OFFLINE, hold_seconds=0)
+        TicketBookingSystem(OFFLINE, store, hold_seconds=0)
     with pytest.raises(ValueError):
-        TicketBookingSystem(OFFLINE, lock_ttl_ms=0)
+        TicketBookingSystem(OFFLINE, store, lock_ttl_ms=0)
 
 
 def test_glob_escape_makes_scan_match_literal():
@@ -95,6 +103,6 @@ def test_simulation_audit_catches_a_double_booking_and_a_lost_claim():
     assert audit(clean, {"S1": "u2"}) == []
     double = [("u1", "booked", "S1"), ("u2", "booked", "S1")]
     assert any("2 live bookings" in p for p in audit(double, {"S1": "u2"}))
-    assert any("Redis says None" in p for p in audit([("u1", "booked", "S2")], {}))
+    assert any("the store says None" in p for p in audit([("u1", "booked", "S2")], {}))
     assert any("holds 2 seats" in p for p in audit(
         [("u1", "booked", "S1"), ("u1", "booked", "S2")], {"S1": "u1", "S2": "u1"}))

@@ -159,15 +159,29 @@ def test_help(module):
     assert "usage:" in result.stdout
 
 
-def test_bad_arguments_get_a_clear_message():
-    result = run_module("Threading.race_condition", "--threads", "0")
-    assert result.returncode == 2 and "must be >= 1" in result.stderr
-    result = run_module("Threading.compare", "--workers", "0")
-    assert result.returncode == 2 and "must be >= 1" in result.stderr
+def test_bad_arguments_name_the_flag_that_is_wrong():
+    # The range error used to be one sentence for three flags ("--threads and --iterations must be
+    # >= 1 and --switch-interval > 0"); each flag is now checked, and named, on its own.
+    result = run_module("Threading.race_condition", "--threads", "4", "--switch-interval", "0")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: --switch-interval: expected a number > 0, got '0'"), result.stderr
+    result = run_module("Threading.compare", "--workers", "1", "0")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: --workers: expected a whole number >= 1, got '0'"), result.stderr
     for args in (("--repeat", "0"), ("--n", "-5")):  # were tracebacks (median of nothing, empty range)
         result = run_module("Threading.demo", *args)
-        assert result.returncode == 2 and "demo: error:" in result.stderr, result.stderr
+        assert result.returncode == 2 and result.stderr.startswith(f"error: {args[0]}: "), result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_compare_refuses_an_unwritable_plot_before_the_work(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    started = time.monotonic()
+    result = run_module("Threading.compare", "--plot", str(blocker / "x.png"))
+    assert result.returncode == 2 and result.stderr.startswith("error: --plot: "), result.stderr
+    assert result.stdout == ""                       # not a single cell was measured
+    assert time.monotonic() - started < 60           # the defaults take minutes
 
 
 def test_race_condition_cli_prints_expected_actual_lost():
@@ -197,3 +211,68 @@ def test_demo_runs_and_ends_with_a_result_line():
     assert result.returncode == 0, result.stderr
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith("result: CPU-bound") and "0 with one" in last
+
+
+# ---------------------------------------------------------------------------- the demo's method
+
+def test_every_mode_runs_first_once_in_three_rounds():
+    from Threading.demo import rotated
+    firsts = [rotated(MODES, round_number)[0] for round_number in range(3)]
+    assert sorted(firsts) == sorted(MODES)
+    assert all(sorted(rotated(MODES, k)) == sorted(MODES) for k in range(5))
+
+
+def test_speedups_are_ratios_within_a_round():
+    # Each round's speed-up is taken against the sequential run of the same round, then the median of
+    # those. Round 2 is slowed 3x for every mode (load that hits both sides of the ratio); in round 3
+    # only the processes run is slowed (a burst during that one run). The processes' speed-up is 2x
+    # in two rounds of three, so the median says 2x. Medians of the raw times instead (the old
+    # method) would compare 1.0 s with 1.5 s and report 0.67x.
+    from Threading.demo import median_speedups
+    from Threading.experiments import Run
+
+    seconds = {"sequential": [1.0, 3.0, 1.0], "threads": [1.0, 3.0, 1.0], "processes": [0.5, 1.5, 1.5]}
+    calls = {mode: 0 for mode in seconds}
+
+    def fake_run(mode: str) -> Run:
+        calls[mode] += 1
+        return Run("cpu", mode, 2, seconds[mode][calls[mode] - 1], 42, 1.0)
+
+    summary = median_speedups(fake_run, 3)
+    assert summary["processes"][0] == pytest.approx(2.0)
+    assert summary["threads"][0] == pytest.approx(1.0)
+
+
+def test_busy_machine_note_only_when_the_processes_got_too_few_cores(monkeypatch):
+    from Threading import demo
+    monkeypatch.setattr(demo.os, "cpu_count", lambda: 2)
+    assert demo.busy_machine_note(1.9, workers=2) is None
+    note = demo.busy_machine_note(0.8, workers=2)
+    assert note is not None and "kept only 0.80 cores busy, not 2" in note
+    monkeypatch.setattr(demo.os, "cpu_count", lambda: 1)
+    assert demo.busy_machine_note(0.8, workers=2) is None     # one CPU: nothing more to expect
+
+
+# ---------------------------------------------------------------------------- outputs stay out of git
+
+def test_compare_writes_its_plot_under_the_ignored_out_folder():
+    from Threading.compare import DEFAULT_PLOT
+    assert DEFAULT_PLOT.relative_to(ROOT / "out" / "Threading")
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(DEFAULT_PLOT)], cwd=ROOT)
+    assert ignored.returncode == 0, f"{DEFAULT_PLOT} is not git-ignored"
+
+
+def test_compare_no_plot_writes_nothing(tmp_path):
+    png = tmp_path / "never.png"
+    result = run_module("Threading.compare", "--experiment", "cpu", "--workers", "1", "--n", "2000",
+                        "--repeat", "1", "--plot", str(png), "--no-plot")
+    assert result.returncode == 0, result.stderr
+    assert not png.exists() and "plot saved" not in result.stdout
+    assert "worker processes are started with" in result.stdout
+
+
+def test_spawned_workers_compute_the_same_as_forked_ones():
+    # `compare --start-method spawn`: a fresh interpreter per worker must import and run the same code.
+    assert run_cpu("processes", 2, 5000, start_method="spawn").result == 669   # pi(5000)
+    with slow_http_server(0.005) as url:
+        assert run_io("processes", 2, url, 4, start_method="spawn").result == 4

@@ -7,18 +7,21 @@ import threading
 import pytest
 
 from TwoPhaseCommit.coordinator_machine import (
+    RULES,
     AbortUndecided,
     Decision,
     Phase,
+    Protocol,
     Redrive,
     TxRecord,
     VoteKind,
     VoteResult,
     answer_query,
     decide,
-    keep_preparing,
+    decided_early,
     pending_acks,
     phase,
+    phase2_targets,
     recovery_plan,
 )
 from TwoPhaseCommit.crash import ALL_POINTS, COORDINATOR_POINTS, PARTICIPANT_POINTS, BadCrashPoint, CrashPlan
@@ -28,6 +31,7 @@ from TwoPhaseCommit.participant_machine import (
     ProtocolViolation,
     Step,
     TxState,
+    cooperative_decision,
     free_courier,
     on_abort,
     on_commit,
@@ -36,6 +40,7 @@ from TwoPhaseCommit.participant_machine import (
     parse_couriers,
     parse_order,
     parse_stock,
+    peer_status,
     stock_vote,
 )
 from TwoPhaseCommit.participant_store import ParticipantStore
@@ -123,40 +128,104 @@ def test_parse_config():
 
 # --- coordinator state machine ---------------------------------------------------------------------
 
-def test_commit_only_if_everyone_votes_yes():
+def test_commit_only_if_everyone_votes_yes_or_read_only():
     assert decide(P, [yes("inventory"), yes("delivery")])[0] is Decision.COMMIT
+    read_only = VoteResult("delivery", VoteKind.READ_ONLY, "pick-up")
+    assert decide(P, [yes("inventory"), read_only])[0] is Decision.COMMIT
     no = VoteResult("delivery", VoteKind.NO, "no courier available")
     assert decide(P, [yes("inventory"), no]) == (Decision.ABORT, "delivery: no courier available")
+    # parallel prepare: the refusal explains the abort even when an earlier participant has not voted
+    assert decide(P, [no]) == (Decision.ABORT, "delivery: no courier available")
     down = VoteResult("inventory", VoteKind.UNREACHABLE, "timed out")
     assert decide(P, [down])[0] is Decision.ABORT
     assert decide(P, [yes("inventory")])[0] is Decision.ABORT  # a missing vote is not a yes
-    assert keep_preparing(yes("inventory")) and not keep_preparing(no)
+    assert not decided_early(yes("inventory")) and not decided_early(read_only) and decided_early(no)
+
+
+# The R* paper's table (Mohan, Lindsay & Obermarck 1986), written out here independently of
+# variants.py: for each variant, which records are forced, which decisions are acknowledged, and
+# what "no information" means on an inquiry.
+PAPER = {
+    #                 collecting forced, commit forced, abort forced, commit acked, abort acked, no info
+    Protocol.BASIC: (False, True, True, True, True, "abort"),
+    Protocol.PA: (False, True, False, True, False, "abort"),
+    Protocol.PC: (True, True, True, False, True, "commit"),
+}
+
+
+@pytest.mark.parametrize("protocol", list(Protocol))
+def test_each_variant_forces_and_acks_what_the_paper_says(protocol):
+    collecting, commit_forced, abort_forced, commit_acked, abort_acked, no_info = PAPER[protocol]
+    rules = RULES[protocol]
+    assert rules.forces_collecting is collecting
+    assert (rules.forces[Decision.COMMIT], rules.forces[Decision.ABORT]) == (commit_forced, abort_forced)
+    assert (rules.acked[Decision.COMMIT], rules.acked[Decision.ABORT]) == (commit_acked, abort_acked)
+    # a participant forces its decision record exactly when it must acknowledge it
+    assert rules.participant_forces(Decision.COMMIT) is commit_acked
+    assert rules.participant_forces(Decision.ABORT) is abort_acked
+    assert answer_query(None, in_flight=False, protocol=protocol) == no_info
+
+
+@pytest.mark.parametrize("protocol", list(Protocol))
+def test_acks_due_and_phases_per_variant(protocol):
+    for decision in Decision:
+        record = TxRecord("t", P, 0.0, protocol, decision, acked=frozenset({"inventory"}))
+        wants_acks = RULES[protocol].acked[decision]
+        assert pending_acks(record) == (["delivery"] if wants_acks else [])
+        finished = Phase.COMMITTED if decision is Decision.COMMIT else Phase.ABORTED
+        assert (phase(record) is finished) is not wants_acks
+        assert phase(TxRecord("t", P, 0.0, protocol, decision, ended=True)) is finished
+
+
+def test_phase2_skips_read_only_and_no_voters_but_not_missing_votes():
+    read_only = VoteResult("delivery", VoteKind.READ_ONLY, "pick-up")
+    assert phase2_targets(Decision.COMMIT, P, [yes("inventory"), read_only]) == ("inventory",)
+    no = VoteResult("delivery", VoteKind.NO, "no courier")
+    assert phase2_targets(Decision.ABORT, P, [yes("inventory"), no]) == ("inventory",)
+    # inventory's vote never arrived (the "no" came first): it may have voted yes, so it is told
+    assert phase2_targets(Decision.ABORT, P, [no]) == ("inventory",)
 
 
 def test_phases_and_pending_acks():
     record = TxRecord("t", P, created_at=0.0)
-    assert phase(record) is Phase.PREPARING and pending_acks(record) == []
-    committing = TxRecord("t", P, 0.0, Decision.COMMIT, acked=frozenset({"inventory"}))
+    assert phase(record) is Phase.COLLECTING and pending_acks(record) == []
+    committing = TxRecord("t", P, 0.0, Protocol.BASIC, Decision.COMMIT, acked=frozenset({"inventory"}))
     assert phase(committing) is Phase.COMMITTING and pending_acks(committing) == ["delivery"]
-    done = TxRecord("t", P, 0.0, Decision.ABORT, acked=frozenset(P))
+    done = TxRecord("t", P, 0.0, Protocol.BASIC, Decision.ABORT, acked=frozenset(P))
     assert phase(done) is Phase.ABORTED and pending_acks(done) == []
 
 
-def test_presumed_abort_answers():
-    assert answer_query(None) == "abort"
-    assert answer_query(TxRecord("t", P, 0.0)) == "pending"
-    assert answer_query(TxRecord("t", P, 0.0, Decision.COMMIT)) == "commit"
+def test_inquiry_answers():
+    for protocol in Protocol:
+        # still collecting votes (in flight): never the presumption, whatever the variant
+        assert answer_query(None, in_flight=True, protocol=protocol) == "pending"
+        assert answer_query(TxRecord("t", P, 0.0, protocol), False, protocol) == "pending"
+        assert answer_query(TxRecord("t", P, 0.0, protocol, Decision.COMMIT), False, protocol) == "commit"
+        assert answer_query(TxRecord("t", P, 0.0, protocol, Decision.ABORT), False, protocol) == "abort"
+
+
+def test_cooperative_termination_rules():
+    assert [peer_status(s) for s in (TxState.COMMITTED, TxState.ABORTED, TxState.PREPARED, None)] == [
+        "commit", "abort", "uncertain", "unknown"]
+    assert cooperative_decision(["abort"]) == "abort"            # the peer voted no (or was told abort)
+    assert cooperative_decision(["uncertain", "commit"]) == "commit"
+    # everyone uncertain, or knowing nothing (a read-only voter forgets): still blocked
+    assert cooperative_decision(["uncertain"]) is None
+    assert cooperative_decision(["unknown", "unreachable"]) is None
 
 
 def test_recovery_plan():
     started = 100.0
+    basic = Protocol.BASIC
     old_undecided = TxRecord("old", P, created_at=50.0)                  # left by a previous run
     young_undecided = TxRecord("young", P, created_at=101.0)             # votes still being collected
     expired = TxRecord("expired", P, created_at=101.0)
-    unacked = TxRecord("unacked", P, 101.0, Decision.COMMIT, acked=frozenset({"inventory"}), decided_at=101.0)
-    fresh = TxRecord("fresh", P, 104.9, Decision.ABORT, decided_at=104.9)  # its request is sending phase 2
-    finished = TxRecord("done", P, 101.0, Decision.COMMIT, acked=frozenset(P), decided_at=101.0)
-    plan = recovery_plan([old_undecided, young_undecided, unacked, fresh, finished], now=105.0,
+    unacked = TxRecord("unacked", P, 101.0, basic, Decision.COMMIT, acked=frozenset({"inventory"}),
+                       decided_at=101.0)
+    fresh = TxRecord("fresh", P, 104.9, basic, Decision.ABORT, decided_at=104.9)  # its request is sending
+    finished = TxRecord("done", P, 101.0, basic, Decision.COMMIT, acked=frozenset(P), decided_at=101.0)
+    pa_abort = TxRecord("pa-abort", P, 101.0, Protocol.PA, Decision.ABORT, decided_at=101.0)  # never acked
+    plan = recovery_plan([old_undecided, young_undecided, unacked, fresh, finished, pa_abort], now=105.0,
                          decision_timeout=10.0, incarnation_started=started, redrive_after=0.5)
     assert plan == [AbortUndecided("old"), Redrive("unacked", Decision.COMMIT, ("delivery",))]
     assert recovery_plan([expired], now=112.0, decision_timeout=10.0,

@@ -1,6 +1,11 @@
 // The browser side of the chat: one Socket.IO connection, the event protocol from the README,
 // and a DOM built only with createElement + textContent. Nothing a user typed is ever parsed as
 // HTML, so a message like <img src=x onerror=...> is displayed, not executed.
+//
+// Sending is at-least-once: each message gets a client_id and waits in the outbox, shown as
+// "sending", until the server's acknowledgement marks it "sent". After a reconnect the page joins
+// its rooms again with `since` (the server fills the gap) and resends what is still unacknowledged;
+// the server stores a resend once, so every message is shown once. After MAX_TRIES: "failed".
 "use strict";
 
 (() => {
@@ -11,7 +16,11 @@
     conversations: new Map(), // key -> {messages: Map(id -> message), unread: bool}
     presence: new Map(),      // room -> [users]
     typing: new Map(),        // room -> Map(username -> timeout handle)
+    outbox: new Map(),        // client_id -> {key, event, payload, state, tries}
   };
+  const MAX_TRIES = 5;
+  const ACK_TIMEOUT_MS = 5000;
+  const RETRYABLE = new Set(["rate_limited", "internal_error", "not_joined", "not_in_room"]);
 
   // Same origin as the page; the server only accepts its own origin by default.
   const socket = io({ transports: ["websocket", "polling"] });
@@ -47,6 +56,9 @@
     // messages from several senders (or servers) are shown in id order whatever order they came.
     const conv = conversation(key);
     conv.messages.set(message.id, message);
+    // Our own message coming back (live or in a history) was stored: it is sent, ack or not.
+    const out = message.client_id && state.outbox.get(message.client_id);
+    if (out && out.state === "sending") out.state = "sent";
     if (key !== state.current) conv.unread = true;
   }
   function openConversation(key) {
@@ -85,6 +97,20 @@
       const item = el("li", m.private ? "private" : "");
       item.dataset.id = m.id;
       item.append(el("span", "meta", clockTime(m.ts)), el("span", "who", m.username), el("span", "text", m.text));
+      const mine = m.client_id && state.outbox.get(m.client_id);
+      if (mine) {  // our own message, acknowledged by the server
+        item.dataset.state = "sent";
+        item.append(el("span", "delivery", "sent"));
+      }
+      list.append(item);
+    }
+    // Not yet acknowledged: after the stored messages, in the order typed.
+    for (const out of state.outbox.values()) {
+      if (out.key !== state.current || out.state === "sent") continue;
+      const item = el("li", "pending");
+      item.dataset.state = out.state;
+      item.append(el("span", "meta", ""), el("span", "who", state.me), el("span", "text", out.payload.text),
+        el("span", "delivery", out.state === "failed" ? `failed (${out.error})` : "sending…"));
       list.append(item);
     }
     list.scrollTop = list.scrollHeight;
@@ -110,10 +136,15 @@
   socket.on("connect", () => {
     $("status").textContent = "online";
     $("status").className = "status online";
-    if (state.me) {  // reconnected: the server forgot us, so join our rooms again
+    if (state.me) {  // reconnected: the server forgot us, so join our rooms again, asking for
+      // what we missed; then resend the unacknowledged (one connection's events are handled in order)
       for (const key of state.conversations.keys()) {
-        if (key.startsWith("#")) socket.emit("join", { room: key.slice(1), username: state.me });
+        if (!key.startsWith("#")) continue;
+        const since = lastContiguousId(conversation(key));
+        socket.emit("join", since === null ? { room: key.slice(1), username: state.me }
+          : { room: key.slice(1), username: state.me, since });
       }
+      for (const out of state.outbox.values()) if (out.state === "sending") transmit(out);
     }
   });
   socket.on("disconnect", () => {
@@ -144,7 +175,8 @@
   socket.on("private_message", (pm) => {
     const other = pm.from === state.me ? pm.to : pm.from;
     // Private ids come from their own counter: keep them apart from room ids in the map.
-    addMessage("@" + other, { id: pm.id, username: pm.from, text: pm.text, ts: pm.ts, private: true });
+    addMessage("@" + other, { id: pm.id, username: pm.from, text: pm.text, ts: pm.ts, private: true,
+      client_id: pm.client_id });
     render();
   });
   socket.on("presence", ({ room, users }) => {
@@ -160,6 +192,58 @@
   });
   socket.on("error", ({ code, message }) => showError(`${message} (${code})`));
   socket.on("connect_error", () => showError("cannot reach the chat server; retrying…"));
+
+  // ---- the outbox -------------------------------------------------------------------------------
+  function newClientId() {
+    const bytes = crypto.getRandomValues(new Uint8Array(16));   // works on plain http too
+    return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+  }
+  function lastContiguousId(conv) {
+    // Not the highest id: messages from several senders can arrive out of id order, so holding 7
+    // does not mean holding 6. From the first hole on, the server refills exactly the gap.
+    const ids = [...conv.messages.keys()].filter((id) => typeof id === "number");
+    if (!ids.length) return null;
+    const held = new Set(ids);
+    let last = Math.min(...ids);
+    while (held.has(last + 1)) last += 1;
+    return last;
+  }
+  function queue(key, event, payload) {
+    const out = { key, event, payload: { ...payload, client_id: newClientId() }, state: "sending", tries: 0 };
+    state.outbox.set(out.payload.client_id, out);
+    transmit(out);
+    render();
+  }
+  function transmit(out) {
+    // Offline, Socket.IO would buffer the emit and flush it on reconnect *before* our re-join;
+    // instead it waits here and the "connect" handler resends it after the join.
+    if (out.state !== "sending" || !socket.connected) return;
+    if (out.tries >= MAX_TRIES) { fail(out, "no acknowledgement"); return; }
+    out.tries += 1;
+    socket.timeout(ACK_TIMEOUT_MS).emit(out.event, out.payload, (err, ack) => {
+      if (out.state !== "sending") return;
+      if (err) { transmit(out); return; }                       // no ack in time: send again
+      if (ack && ack.ok) {
+        out.state = "sent";
+        if (out.event === "message") {  // shown at once with its id; the broadcast copy merges in
+          addMessage(out.key, { id: ack.id, room: out.payload.room, username: state.me, text: out.payload.text,
+            ts: ack.ts, client_id: out.payload.client_id });
+        }
+      } else if (ack && RETRYABLE.has(ack.code)) {
+        setTimeout(() => transmit(out), 500 * out.tries);
+        return;
+      } else {
+        fail(out, (ack && ack.code) || "refused");
+        return;
+      }
+      render();
+    });
+  }
+  function fail(out, error) {
+    out.state = "failed";
+    out.error = error;
+    render();
+  }
 
   // ---- client -> server ------------------------------------------------------------------------
   let lastTyping = 0;
@@ -190,8 +274,8 @@
     const text = $("text").value;
     const key = state.current;
     if (!text.trim() || !key) return;
-    if (key.startsWith("#")) socket.emit("message", { room: key.slice(1), text });
-    else socket.emit("private_message", { to: key.slice(1), text });
+    if (key.startsWith("#")) queue(key, "message", { room: key.slice(1), text });
+    else queue(key, "private_message", { to: key.slice(1), text });
     $("text").value = "";
     lastTyping = 0;  // a sent message clears our indicator on the others' screens: allow a new one
   });
