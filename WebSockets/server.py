@@ -62,7 +62,10 @@ from .protocol import (
 DEFAULT_PORT = 8765
 HANDSHAKE_TIMEOUT = 5.0  # seconds a client gets to send a complete opening handshake
 CLOSE_TIMEOUT = 2.0  # seconds we wait for the peer to close TCP after the close handshake
-READ_SIZE = 256 * 1024
+# asyncio's StreamReader stops reading the socket once 2 x STREAM_LIMIT bytes wait in it; each
+# read() takes up to READ_SIZE of them: fewer, larger reads cost less per MiB (1 MiB messages).
+STREAM_LIMIT = 256 * 1024
+READ_SIZE = 1024 * 1024
 MiB = 1 << 20
 
 
@@ -357,7 +360,7 @@ async def serve(host: str, port: int, server: WebSocketServer,
     # itself must fit in MAX_HEADER_BYTES); the reader also pauses the socket at twice this much
     # unread data, so a small value would throttle large messages.
     try:
-        listener = await asyncio.start_server(server.handle, host, port, limit=READ_SIZE)
+        listener = await asyncio.start_server(server.handle, host, port, limit=STREAM_LIMIT)
     except OSError as error:  # port in use, not allowed, not an address here: one line, not a traceback
         raise cli.bind_error(error, host, port) from None
     log.info("listening on ws://%s:%d (mode=%s, max message %d bytes, ping every %ss, "
