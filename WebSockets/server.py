@@ -13,7 +13,7 @@ is that nothing may block the event loop, so every wait on a peer is an `await` 
 - a client that never finishes its handshake is dropped after `--handshake-timeout` seconds;
 - keepalive: every `--ping-interval` seconds we ping; no pong within `--ping-timeout` closes the
   connection with 1011 (a peer that vanished without a FIN, or stopped reading);
-- a client that stops in the middle of a frame is dropped after `--read-timeout` seconds;
+- a client that stops in the middle of a message is dropped after `--read-timeout` seconds;
 - a client that does not read its echoes only stalls its own coroutine (`await drain()`
   applies back-pressure to that one connection);
 - in broadcast mode a client whose unsent backlog passes `--max-send-queue` is disconnected
@@ -77,9 +77,10 @@ class Limits:
     handshake_timeout: float = HANDSHAKE_TIMEOUT
     ping_interval: float | None = 20.0  # None: no keepalive pings (websockets' defaults: 20 s, 20 s)
     ping_timeout: float = 20.0
-    read_timeout: float | None = 30.0  # a frame may stall this long between two reads
+    read_timeout: float | None = 30.0  # a half-received message may stall this long between reads
     max_buffered: int | None = 256 * MiB  # all connections together: incoming + queued outgoing
     max_send_queue: int = 8 * MiB  # broadcast: unsent bytes one client may have waiting
+
 
 DEFAULT_DEFLATE = ServerDeflateConfig()  # websockets' defaults: 12-bit windows, context takeover
 
@@ -227,7 +228,7 @@ class WebSocketServer:
     async def _read(self, client: Client, reader: asyncio.StreamReader) -> bytes | None:
         """The next bytes from the client; None once it is gone or was dropped for stalling.
 
-        Between frames a client may stay silent (keepalive watches it); in the middle of a frame
+        Between messages a client may stay silent (keepalive watches it); in the middle of one
         it has `read_timeout` seconds to send more, or it is holding our buffer hostage.
         """
         timeout = self.limits.read_timeout
