@@ -42,7 +42,7 @@ figures-RealTimeChat: $(VENV)/.dev-installed
 	$(VENV)/bin/python -m RealTimeChat.screenshot --out RealTimeChat/images/chat.png
 
 figures-TwoPhaseCommit: $(VENV)/.dev-installed
-	@true
+	$(BIN)/python -m TwoPhaseCommit.diagrams --out-dir TwoPhaseCommit/images
 
 figures-UniqueIdGeneration: $(VENV)/.dev-installed
 	$(BIN)/python -m UniqueIdGeneration.sortable_keys --rows 1000000 --seed 7 \

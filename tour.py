@@ -47,7 +47,7 @@ CONCEPTS = [
     Concept("WebSockets", ("-m", "WebSockets.demo"), ("-m", "WebSockets.bench")),
     Concept("RealTimeChat", ("-m", "RealTimeChat.demo"), ("-m", "RealTimeChat.bench")),
     Concept("TwoPhaseCommit", ("-m", "TwoPhaseCommit.demo"),
-            ("-m", "TwoPhaseCommit.chaos")),
+            ("-m", "TwoPhaseCommit.bench")),
     Concept("UniqueIdGeneration", ("-m", "UniqueIdGeneration.demo"),
             ("-m", "UniqueIdGeneration.bench")),
     Concept("SimpleCDN", ("-m", "SimpleCDN.demo"), ("-m", "SimpleCDN.bench")),

@@ -42,10 +42,10 @@ def find_nginx() -> str | None:
     return shutil.which("nginx")
 
 
-def nginx_config(prefix: Path, port: int, origin_port: int) -> str:
+def nginx_config(prefix: Path, port: int, origin_port: int, workers: int = 1) -> str:
     # Running as root, nginx workers would switch to "nobody", who cannot write our temp dir.
     user = "user root;\n" if os.geteuid() == 0 else ""
-    return f"""{user}worker_processes 1;
+    return f"""{user}worker_processes {workers};
 daemon off;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
@@ -79,9 +79,10 @@ http {{
 """
 
 
-def start_nginx(binary: str, prefix: Path, origin_port: int):
+def start_nginx(binary: str, prefix: Path, origin_port: int, workers: int = 1):
     port = free_port()
-    (prefix / "nginx.conf").write_text(nginx_config(prefix, port, origin_port))
+    prefix.mkdir(exist_ok=True)
+    (prefix / "nginx.conf").write_text(nginx_config(prefix, port, origin_port, workers))
     child = spawn_command([binary, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e",
                            str(prefix / "error.log")], port=port, timeout=20, log_dir=prefix,
                           description="nginx")
@@ -106,10 +107,33 @@ def get(port: int, path: str) -> tuple[int, str]:
         connection.close()
 
 
-def hit_load(port: int, seconds: float, connections: int, processes: int) -> dict:
-    """Run `processes` loadgen processes at once; requests/s, p50, p99 over all of them."""
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of process `pid` and its children (nginx's or our workers), from /proc.
+
+    Requests per CPU-second is the figure a busy machine distorts least: requests/s depends on how
+    much of the cores the server gets, the CPU it spends per request does not (much).
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(entry) == pid or int(fields[1]) == pid:  # fields[1] is the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def hit_load(port: int, seconds: float, connections: int, processes: int, pid: int | None = None) -> dict:
+    """Run `processes` loadgen processes at once; requests/s, p50, p99 over all of them, and the
+    server's requests per CPU-second when its `pid` is given (and /proc exists)."""
     command = [sys.executable, "-m", "SimpleCDN.loadgen", "--port", str(port), "--path", HIT_PATH,
                "--connections", str(connections), "--seconds", str(seconds)]
+    cpu_before = cpu_seconds(pid) if pid and os.path.isdir("/proc") else None
     procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(processes)]
     results = []
@@ -122,8 +146,9 @@ def hit_load(port: int, seconds: float, connections: int, processes: int) -> dic
     requests = sum(result["requests"] for result in results)
     errors = sum(result["errors"] for result in results)
     seconds_run = max(result["seconds"] for result in results)
+    cpu = cpu_seconds(pid) - cpu_before if cpu_before is not None and pid else 0.0
     return {"rps": requests / seconds_run, "p50": percentile(latencies, 50), "p99": percentile(latencies, 99),
-            "errors": errors}
+            "errors": errors, "per_cpu_s": requests / cpu if cpu > 0 else float("nan")}
 
 
 def percentile(sorted_values: list[float], pct: float) -> float:
@@ -199,6 +224,14 @@ def main(argv: list[str] | None = None) -> int:
                                      f"http://127.0.0.1:{origin_port}", port=edge_port, timeout=30,
                                      log_dir=prefix))
         servers = {"ours": edge_port}
+        if uvloop_available():
+            uvloop_port = free_port()
+            children.append(spawn_module("SimpleCDN.cdn_server", "--port", str(uvloop_port), "--origin",
+                                         f"http://127.0.0.1:{origin_port}", "--loop", "uvloop",
+                                         port=uvloop_port, timeout=30, log_dir=prefix))
+            servers["uvloop"] = uvloop_port
+        else:
+            print("uvloop not installed (pip install uvloop): the SimpleCDN --loop uvloop column is skipped")
         if nginx:
             nginx_child, nginx_port = start_nginx(nginx, prefix, origin_port)
             children.append(nginx_child)
@@ -207,25 +240,38 @@ def main(argv: list[str] | None = None) -> int:
                   f"(config in {prefix})")
         else:
             print("nginx not found (install Debian's `nginx` package): the nginx column is skipped")
+        # Two workers each (hits only): ours are two processes with a cache each, nginx's share one.
+        hit_only = {}
+        two_port = free_port()
+        children.append(spawn_module("SimpleCDN.cdn_server", "--port", str(two_port), "--origin",
+                                     f"http://127.0.0.1:{origin_port}", "--workers", "2",
+                                     port=two_port, timeout=30, log_dir=prefix))
+        hit_only["ours x2"] = two_port
+        if nginx:
+            nginx2_child, hit_only["nginx x2"] = start_nginx(nginx, prefix / "two", origin_port, workers=2)
+            children.append(nginx2_child)
         print(f"Python {platform.python_version()}, {os.cpu_count()} CPUs; "
               f"{args.repeats} interleaved repetitions, median reported")
 
-        for name, port in servers.items():
-            get(port, HIT_PATH)
-            status, label = get(port, HIT_PATH)
+        for name, port in {**servers, **hit_only}.items():
+            for _ in range(20):  # new connections reach every worker, so each one stores it
+                status, label = get(port, HIT_PATH)
             if (status, label) != (200, "HIT"):
                 raise RuntimeError(f"{name} did not cache {HIT_PATH}: {status} {label}")
 
-        runs: dict[str, list[dict]] = {name: [] for name in servers}
+        loaded = {**servers, **hit_only}
+        pids = {child.port: child.pid for child in children}
+        runs: dict[str, list[dict]] = {name: [] for name in loaded}
         misses: dict[str, list[float]] = {name: [] for name in ["direct", *servers]}
         print(f"\n1) cache hits on {HIT_PATH}: {args.loadgens} loadgen processes x {args.connections} "
               f"keep-alive connections, {args.seconds:g} s per run")
         for rep in cli.progress(range(args.repeats), label="repetitions"):
-            order = list(servers) if rep % 2 == 0 else list(reversed(servers))
+            order = list(loaded) if rep % 2 == 0 else list(reversed(loaded))
             for name in order:
-                result = hit_load(servers[name], args.seconds, args.connections, args.loadgens)
+                result = hit_load(loaded[name], args.seconds, args.connections, args.loadgens,
+                                  pid=pids.get(loaded[name]))
                 runs[name].append(result)
-                print(f"   run {rep + 1} {name:<5} {result['rps']:9.0f} req/s  p50 {result['p50']:6.2f} ms  "
+                print(f"   run {rep + 1} {name:<8} {result['rps']:9.0f} req/s  p50 {result['p50']:6.2f} ms  "
                       f"p99 {result['p99']:6.2f} ms  errors {result['errors']}")
             # The miss path, interleaved too: fresh objects every repetition, so every request misses.
             paths = {name: [f"/objects/{1_000_000 * (rep + 1) + 1000 * index + n}" for n in range(100)]
@@ -242,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"   {name:<5} {ok} x 200, origin requests: {count}")
 
         print_table(servers, runs, misses, coalesced, args)
+        print_workers_table(hit_only, runs)
     finally:  # also on Ctrl-C / SIGTERM (KeyboardInterrupt through cli.run)
         for child in reversed(children):
             child.stop()
@@ -249,34 +296,67 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def print_workers_table(hit_only: dict[str, int], runs: dict[str, list[dict]]) -> None:
+    if "nginx x2" not in hit_only:
+        return
+    def median(name: str, key: str) -> float:
+        return statistics.median(run[key] for run in runs[name])
+    print("\nTwo workers each (SimpleCDN --workers 2: a cache per worker; nginx worker_processes 2)")
+    print(f"| {'measure':<20} | {'SimpleCDN x2':>12} | {'nginx x2':>10} | {'ours/nginx':>10} |")
+    print(f"|{'-' * 22}|{'-' * 14}|{'-' * 12}|{'-' * 12}|")
+    for label, key, fmt in (("hit req/s (10 KB)", "rps", "{:.0f}"), ("hit p50 ms", "p50", "{:.2f}"),
+                            ("hit p99 ms", "p99", "{:.2f}"), ("hits per CPU-second", "per_cpu_s", "{:.0f}")):
+        ours, peer = median("ours x2", key), median("nginx x2", key)
+        print(f"| {label:<20} | {fmt.format(ours):>12} | {fmt.format(peer):>10} | {ours / peer:>10.2f} |")
+
+
+def uvloop_available() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def print_table(servers, runs, misses, coalesced, args) -> None:
+    """One column per server (ours, ours with uvloop, nginx) and each of ours as a ratio to nginx."""
     def median(name: str, key: str) -> float:
         return statistics.median(run[key] for run in runs[name])
 
-    has_nginx = "nginx" in servers
     direct = statistics.median(misses["direct"])
-    rows = [
-        ("hit req/s (10 KB)", median("ours", "rps"), median("nginx", "rps") if has_nginx else None, "{:.0f}"),
-        ("hit p50 ms", median("ours", "p50"), median("nginx", "p50") if has_nginx else None, "{:.2f}"),
-        ("hit p99 ms", median("ours", "p99"), median("nginx", "p99") if has_nginx else None, "{:.2f}"),
-        ("miss p50 ms", statistics.median(misses["ours"]),
-         statistics.median(misses["nginx"]) if has_nginx else None, "{:.2f}"),
-        ("miss overhead ms vs origin", statistics.median(misses["ours"]) - direct,
-         statistics.median(misses["nginx"]) - direct if has_nginx else None, "{:.2f}"),
-        ("origin reqs for 100 concurrent", coalesced["ours"], coalesced.get("nginx"), "{:.0f}"),
+    measures = [
+        ("hit req/s (10 KB)", lambda n: median(n, "rps"), "{:.0f}"),
+        ("hit p50 ms", lambda n: median(n, "p50"), "{:.2f}"),
+        ("hit p99 ms", lambda n: median(n, "p99"), "{:.2f}"),
+        ("hits per CPU-second", lambda n: median(n, "per_cpu_s"), "{:.0f}"),
+        ("miss p50 ms", lambda n: statistics.median(misses[n]), "{:.2f}"),
+        ("miss overhead ms vs origin", lambda n: statistics.median(misses[n]) - direct, "{:.2f}"),
+        ("origin reqs for 100 concurrent", lambda n: coalesced[n], "{:.0f}"),
     ]
+    names = list(servers)
+    titles = {"ours": "SimpleCDN", "uvloop": "+uvloop", "nginx": "nginx"}
+    ours = [name for name in names if name != "nginx"]
+    has_nginx = "nginx" in servers
     print(f"\nSimpleCDN vs nginx proxy_cache, median of {args.repeats}; "
-          f"straight to the origin: miss p50 {statistics.median(misses['direct']):.2f} ms")
-    print(f"| {'measure':<31} | {'SimpleCDN':>10} | {'nginx':>10} | {'ours/nginx':>10} |")
-    print(f"|{'-' * 33}|{'-' * 12}|{'-' * 12}|{'-' * 12}|")
-    for label, ours, peer, fmt in rows:
-        peer_text = fmt.format(peer) if peer is not None else "skipped"
-        # A ratio of two noise-level numbers (an overhead measured at or below zero) means nothing.
-        ratio = f"{ours / peer:.2f}" if peer is not None and peer > 0 and ours > 0 else "-"
-        print(f"| {label:<31} | {fmt.format(ours):>10} | {peer_text:>10} | {ratio:>10} |")
-    print(f"result: ours {median('ours', 'rps'):.0f} hit req/s"
-          + (f" = {median('ours', 'rps') / median('nginx', 'rps'):.2f}x nginx" if has_nginx else "")
-          + f", 100 concurrent misses -> {coalesced['ours']} origin request")
+          f"straight to the origin: miss p50 {direct:.2f} ms")
+    header = [f"{'measure':<31}"] + [f"{titles[n]:>10}" for n in names]
+    if has_nginx:
+        header += [f"{titles[n] + '/nginx':>15}" for n in ours]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("-" * (len(cell) + 2) for cell in header) + "|")
+    for label, value, fmt in measures:
+        values = {name: value(name) for name in names}
+        cells = [f"{label:<31}"] + [f"{fmt.format(values[n]):>10}" for n in names]
+        if has_nginx:
+            peer = values["nginx"]
+            # A ratio of two noise-level numbers (an overhead measured at or below zero) means nothing.
+            cells += [f"{(f'{values[n] / peer:.2f}' if peer > 0 and values[n] > 0 else '-'):>15}"
+                      for n in ours]
+        print("| " + " | ".join(cells) + " |")
+    summary = ", ".join(f"{titles[n]} {median(n, 'rps'):.0f} hit req/s"
+                        + (f" = {median(n, 'rps') / median('nginx', 'rps'):.2f}x nginx" if has_nginx else "")
+                        for n in ours)
+    print(f"result: {summary}; 100 concurrent misses -> {coalesced['ours']} origin request")
 
 
 if __name__ == "__main__":

@@ -705,14 +705,16 @@ CONDITIONAL_REQUEST_FIELDS = ("if-none-match", "if-modified-since", "if-match", 
                               "if-range")
 
 
-def merge_304_headers(stored: Sequence[tuple[str, str]], fresh: Sequence[tuple[str, str]]) -> Headers:
+def merge_304_headers(stored: Sequence[tuple[str, str]], fresh: Sequence[tuple[str, str]],
+                      keep_set_cookie: bool = False) -> Headers:
     """Update a stored response with the fields of a 304 (RFC 9111 §3.2 / §4.3.4).
 
     Every field in the 304 replaces the stored field of the same name, except those that describe
     the stored body's framing; everything else stored is kept. The old Date and Age never survive:
     the age of the refreshed response is measured from this 304 (§4.2.3), not from the first fetch.
     """
-    updates = [(k, v) for k, v in headers_to_store(fresh) if k.lower() not in NOT_UPDATED_BY_304]
+    updates = [(k, v) for k, v in headers_to_store(fresh, keep_set_cookie)
+               if k.lower() not in NOT_UPDATED_BY_304]
     replaced = {key.lower() for key, _ in updates} | {"age", "date"}
     return [(k, v) for k, v in stored if k.lower() not in replaced] + updates
 

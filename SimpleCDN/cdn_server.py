@@ -27,15 +27,17 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
+import socket
 import ssl
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
-from common import cli
+from common import cli, free_port
 
 from . import cache_policy as policy
 from .http11 import (
@@ -129,6 +131,7 @@ class Edge:
         self.store = LRUStore(config.cache_size, normalise_vary=config.normalise_vary)
         self.stats = EdgeStats()
         self.inflight: dict[str, asyncio.Future[Outcome]] = {}
+        self.peers: list[int] = []  # control ports of the other workers (--workers N)
         self._background: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------------------------- connections
@@ -176,12 +179,12 @@ class Edge:
             return False
         path = target.partition("?")[0]
         if request.method == "PURGE":
-            return self._purge(target, writer)
+            return await self._purge(target, writer, from_peer="x-simplecdn-peer" in request.fields)
         if path == ADMIN_STATS and request.method == "GET":
             return self._write_json(writer, self.stats_snapshot())
         if path == ADMIN_PURGE and request.method == "POST":  # never GET: a crawler must not purge
             query = dict(part.partition("=")[::2] for part in target.partition("?")[2].split("&") if part)
-            return self._purge(query.get("url", ""), writer)
+            return await self._purge(query.get("url", ""), writer)
         if request.method in REFUSED_METHODS:
             writer.write(simple_response(405, f"405 Method Not Allowed: {request.method} is not proxied",
                                          extra=[("Allow", ALLOWED)]))
@@ -191,13 +194,13 @@ class Edge:
             # POST, PUT, DELETE, PATCH — and any method whose safety this edge does not know
             # (M-SEARCH, LOCK ...): RFC 9111 §4.4 treats both alike.
             return await self._forward_unsafe(request, target, key, writer)
-        ranges = policy.parse_byte_ranges(policy.get_header(request.headers, "range"))
+        ranges = policy.parse_byte_ranges(request.get("range"))
         if request.method != "GET" or (ranges is not None and len(ranges) > 1):
             # HEAD misses, OPTIONS and requests for several ranges (a multipart/byteranges answer)
             # are forwarded untouched; HEAD hits are served. One range is served from the store.
             if request.method == "HEAD":
                 entry = self.store.lookup(key, request.headers)
-                if entry is not None and self._is_usable(entry, request.headers):
+                if entry is not None and self._is_usable(entry, request):
                     return await self._serve_entry(request, entry, "HIT", writer)
             return await self._bypass(request, target, writer)
         return await self._get(request, target, key, writer)
@@ -210,10 +213,10 @@ class Edge:
             now = time.time()
             facts = freshness(entry)
             age, lifetime = facts.age(now), facts.lifetime
-            if self._is_usable(entry, request.headers, now):
+            if self._is_usable(entry, request, now):
                 return await self._serve_entry(request, entry, "HIT", writer, now=now)
             forced = (facts.no_cache
-                      or policy.request_needs_revalidation(request.headers, age, lifetime))
+                      or self._request_needs_revalidation(request, age, lifetime))
             if not forced and policy.may_serve_stale_while_revalidate(entry.rules, age, lifetime):
                 self._revalidate_in_background(key, request, target, entry)
                 return await self._serve_entry(request, entry, "STALE", writer, now=now)
@@ -244,13 +247,19 @@ class Edge:
         label = "STALE" if outcome.label == "STALE" else "HIT"
         return await self._serve_entry(request, outcome.entry, label, writer)
 
-    def _is_usable(self, entry: StoredResponse, request_headers: Sequence[tuple[str, str]],
-                   now: float | None = None) -> bool:
+    def _is_usable(self, entry: StoredResponse, request: Request, now: float | None = None) -> bool:
         """Fresh, not no-cache, and the request accepts it: servable without asking the origin."""
         facts = freshness(entry)
         age = facts.age(time.time() if now is None else now)
         return (age < facts.lifetime and not facts.no_cache
-                and not policy.request_needs_revalidation(request_headers, age, facts.lifetime))
+                and not self._request_needs_revalidation(request, age, facts.lifetime))
+
+    @staticmethod
+    def _request_needs_revalidation(request: Request, age: float, lifetime: float) -> bool:
+        # Most requests carry neither field: skip the policy call (it parses Cache-Control) then.
+        if "cache-control" not in request.fields and "pragma" not in request.fields:
+            return False
+        return policy.request_needs_revalidation(request.headers, age, lifetime)
 
     async def _coalesced_fetch(self, key: str, request: Request, target: str,
                                stale: StoredResponse | None,
@@ -303,7 +312,8 @@ class Edge:
         response_time = time.time()
         if response.status == 304 and stale is not None:
             await self._drain(response)
-            merged = policy.merge_304_headers(stale.headers, response.headers)
+            merged = policy.merge_304_headers(stale.headers, response.headers,
+                                              keep_set_cookie=self.config.store_set_cookie)
             refreshed = StoredResponse(stale.status, stale.reason, merged, stale.body, request_time,
                                        response_time, stale.vary, policy_view=self._policy_view(merged))
             self.store.replace(key, stale, refreshed)
@@ -428,8 +438,10 @@ class Edge:
             return self._origin_failed(exc, writer)
         return await self._stream(request, response, [], "BYPASS", writer)
 
-    def _purge(self, url: str, writer: asyncio.StreamWriter) -> bool:
-        """PURGE /path (or GET /__purge?url=/path): drop every stored variant of that URL."""
+    async def _purge(self, url: str, writer: asyncio.StreamWriter, from_peer: bool = False) -> bool:
+        """PURGE /path (or POST /__purge?url=/path): drop every stored variant of that URL — in
+        every worker: with --workers N each worker has its own store, so the one the kernel handed
+        this connection to passes the PURGE on to the others (marked, so they do not pass it on)."""
         try:
             target = policy.normalise_target(url) if url else ""
         except policy.BadTarget as exc:
@@ -441,7 +453,10 @@ class Edge:
         removed = self.store.invalidate(policy.cache_key(self.origin_base, target))
         self.stats.purges += 1
         log(self.config.name, f"purged {target} ({removed} variant(s))")
-        return self._write_json(writer, {"purged": target, "variants": removed},
+        if not from_peer:
+            removed += sum(await asyncio.gather(*(purge_peer(port, target) for port in self.peers)))
+        return self._write_json(writer, {"purged": target, "variants": removed,
+                                         "workers": 1 + len(self.peers)},
                                 status=200 if removed else 404)
 
     # ---------------------------------------------------------------------------------- writing
@@ -455,11 +470,11 @@ class Edge:
         age = freshness(entry).age(now or time.time())
         tail = f"Age: {int(age)}\r\nX-Cache: {label}\r\nVia: 1.1 {SERVER_NAME}\r\n\r\n".encode()
         source = headers if headers is not None else entry.headers
-        if entry.status == 200 and has_conditional(request.headers) \
+        if entry.status == 200 and has_conditional(request) \
                 and policy.conditional_request_matches(request.headers, entry.headers):
             writer.write(response_head(304, "Not Modified", policy.response_304_headers(source))[:-2] + tail)
             return True
-        if entry.status == 200 and request.method == "GET" and has_range(request.headers):
+        if entry.status == 200 and request.method == "GET" and "range" in request.fields:
             partial = self._partial_response(request, entry, source, tail)
             if partial is not None:
                 writer.write(partial)
@@ -564,7 +579,8 @@ class Edge:
         reading would otherwise hold this handler, its buffers and an origin connection for good
         (nginx's send_timeout). The idle timeout is the bound."""
         try:
-            await asyncio.wait_for(writer.drain(), self.config.idle_timeout)
+            async with asyncio.timeout(self.config.idle_timeout):
+                await writer.drain()
         except TimeoutError:
             writer.transport.abort()
             raise ConnectionError(f"the client read nothing for {self.config.idle_timeout:g}s") from None
@@ -673,12 +689,8 @@ def freshness(entry: StoredResponse) -> policy.Freshness:
     return entry.freshness
 
 
-def has_conditional(headers: Sequence[tuple[str, str]]) -> bool:
-    return any(name.lower() in ("if-none-match", "if-modified-since") for name, _ in headers)
-
-
-def has_range(headers: Sequence[tuple[str, str]]) -> bool:
-    return any(name.lower() == "range" for name, _ in headers)
+def has_conditional(request: Request) -> bool:
+    return "if-none-match" in request.fields or "if-modified-since" in request.fields
 
 
 # ----------------------------------------------------------------------------------- entry point
@@ -700,11 +712,20 @@ def origin_url(text: str) -> str:
     return text
 
 
-async def run_edge(config: EdgeConfig, host: str, port: int, ready: asyncio.Event | None = None) -> None:
+async def run_edge(config: EdgeConfig, host: str, port: int, ready: asyncio.Event | None = None,
+                   worker: WorkerPlace | None = None) -> None:
+    """Serve until SIGTERM/SIGINT. As one of several workers (`worker`), the port is shared with
+    SO_REUSEPORT (the kernel spreads new connections over the workers) and a private control port
+    on 127.0.0.1 lets the others reach this worker's store (PURGE)."""
     edge = Edge(config)
     try:
         server = await asyncio.start_server(edge.serve_connection, host, port, limit=MAX_HEAD_BYTES,
-                                            backlog=1024)
+                                            backlog=1024, reuse_port=worker is not None)
+        servers = [server]
+        if worker is not None:
+            edge.peers = worker.peers
+            servers.append(await asyncio.start_server(edge.serve_connection, "127.0.0.1",
+                                                      worker.control_port, limit=MAX_HEAD_BYTES))
     except OSError as exc:
         raise cli.bind_error(exc, host, port) from None
     log(config.name, f"listening on http://{host}:{port} for origin {config.origin} "
@@ -716,9 +737,75 @@ async def run_edge(config: EdgeConfig, host: str, port: int, ready: asyncio.Even
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
-    async with server:
+    async with contextlib.AsyncExitStack() as stack:
+        for each in servers:
+            await stack.enter_async_context(each)
         await stop.wait()
     log(config.name, "stopped")
+
+
+@dataclass
+class WorkerPlace:
+    """Where one of N workers listens privately, and where its siblings do."""
+
+    control_port: int
+    peers: list[int]
+
+
+async def purge_peer(port: int, target: str) -> int:
+    """PURGE `target` in the worker whose control port is `port`; the variants it removed."""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return 0  # that worker is gone; its store went with it
+    try:
+        writer.write(f"PURGE {target} HTTP/1.1\r\nHost: peer\r\nX-SimpleCDN-Peer: 1\r\n"
+                     f"Connection: close\r\n\r\n".encode("latin-1"))
+        reply = await reader.read()
+        return int(json.loads(reply.partition(b"\r\n\r\n")[2] or b"{}").get("variants", 0))
+    except (OSError, ValueError):
+        return 0
+    finally:
+        writer.close()
+
+
+def run_workers(config: EdgeConfig, host: str, port: int, workers: int, runner) -> int:
+    """--workers N: N processes on one port (SO_REUSEPORT), each with its own event loop and cache,
+    the way nginx runs a worker per core. The parent only starts and stops them."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:  # a port someone else listens on (without SO_REUSEPORT) fails here, in one clear line
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        probe.bind((host, port))
+    except OSError as exc:
+        raise cli.bind_error(exc, host, port) from None
+    finally:
+        probe.close()
+    control_ports = [free_port() for _ in range(workers)]
+    sys.stdout.flush()  # or each child would print the parent's unflushed output again
+    children = []
+    for index, control_port in enumerate(control_ports):
+        pid = os.fork()
+        if pid == 0:  # the worker: serve, then leave without running the parent's clean-up
+            place = WorkerPlace(control_port, [p for p in control_ports if p != control_port])
+            named = replace(config, name=f"{config.name}/{index + 1}")
+            code = 0
+            try:
+                runner(run_edge(named, host, port, worker=place))
+            except BaseException as exc:  # noqa: BLE001 - report and exit; the parent notices
+                print(f"error: worker {index + 1}: {exc}", file=sys.stderr, flush=True)
+                code = 1
+            os._exit(code)
+        children.append(pid)
+    try:
+        _, status = os.wait()  # the first worker to end (a stop signal, or a failure) ends them all
+        return 0 if os.waitstatus_to_exitcode(status) == 0 else 1
+    finally:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for pid in children:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
 
 
 def build_parser() -> cli.ArgumentParser:
@@ -742,6 +829,11 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--origin-latency-ms", type=cli.non_negative_float, default=0.0,
                         help="simulated edge<->origin distance, added to every origin fetch")
     parser.add_argument("--name", default="edge", help="label used in logs and /__stats")
+    parser.add_argument("--workers", type=cli.positive_int, default=1,
+                        help="processes sharing the port (SO_REUSEPORT), each with its own cache (default 1)")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
+                        help="event loop: the standard library's (default) or uvloop (libuv, "
+                             "pip install uvloop), which makes each hit cheaper")
     parser.add_argument("--store-set-cookie", action="store_true",
                         help="store responses that carry Set-Cookie, cookie included, as RFC 9111 §3.1 "
                              "allows (default: not stored unless public, as nginx does)")
@@ -768,7 +860,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         origin_cafile=args.origin_cafile, store_set_cookie=args.store_set_cookie,
                         targets=tuple(args.targeted_cc or policy.DEFAULT_TARGETS),
                         normalise_vary=args.normalise_vary)
-    asyncio.run(run_edge(config, args.host, args.port))
+    runner = asyncio.run
+    if args.loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            raise cli.UsageError("--loop uvloop: uvloop is not installed (pip install uvloop)") from None
+        runner = uvloop.run
+    if args.workers > 1:
+        return run_workers(config, args.host, args.port, args.workers, runner)
+    runner(run_edge(config, args.host, args.port))
     return 0
 
 

@@ -8,6 +8,8 @@
 3. A Zipf workload: 2,000 requests over 200 objects (s = 1.0, seeded), hit ratio and origin offload.
 4. Three edges at simulated distances + the router: miss vs hit latency per edge, then the nearest
    edge is SIGKILLed and the router moves clients to the next one.
+5. The network between an edge and the origin breaks (common.faultproxy): a slow link, then a
+   connection cut in the middle of a response.
 Everything runs on 127.0.0.1 on free ports and is stopped at the end.
 """
 
@@ -22,6 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from common import cli, free_port, spawn_module
+from common.faultproxy import fault_proxy
 
 ORIGIN_LATENCY_MS = 150
 ZIPF_REQUESTS = 2000
@@ -186,6 +189,56 @@ def several_edges(origin_url: str, children: list) -> bool:
     return first.get("edge") == "tokyo" and second.get("edge") == "frankfurt"
 
 
+def network_faults(origin_port: int, children: list) -> bool:
+    """An edge whose origin link goes through a fault proxy: slow (longer than the edge waits), then
+    cut mid-response. Returns whether each fault ended as it must (504s shared, 502, nothing kept)."""
+    print("\n5) the link between an edge and the origin breaks (common.faultproxy, see common/README.md)")
+    with fault_proxy(upstream=("127.0.0.1", origin_port)) as proxy:
+        port = free_port()
+        children.append(spawn_module("SimpleCDN.cdn_server", "--port", str(port), "--name", "faulty",
+                                     "--origin", f"http://127.0.0.1:{proxy.address[1]}",
+                                     "--origin-timeout", "1", port=port, timeout=30))
+        proxy.delay(2000)
+        barrier = threading.Barrier(10)
+
+        def one(_):
+            barrier.wait()
+            return fetch(port, "/objects/500001")
+
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            slow = list(pool.map(one, range(10)))
+        connections = proxy.stats().connections_accepted
+        statuses = sorted({status for status, *_ in slow})
+        print(f"   link 2 s slow each way, edge waits 1 s: 10 clients at once -> status {statuses}, "
+              f"origin connections opened: {connections} (the ten were coalesced)")
+        proxy.heal()
+        status, label, ms, _ = fetch(port, "/objects/500001")
+        print(f"   healed: {status} {label} in {ms:.0f} ms")
+        proxy.cut_after(300)
+        cut_status, _, _, _ = fetch(port, "/objects/500002")
+        streamed = streamed_bytes(port, "/large.bin")
+        print(f"   link cut 300 bytes into each response: a storable object -> {cut_status} (it is read "
+              f"whole before the answer, so nothing half is stored)")
+        print(f"   ... /large.bin (streamed through) -> 200, then the connection closes after {streamed:,} "
+              f"of 12,582,912 bytes: the only honest signal once the status line is out")
+        proxy.heal()
+        status, label, _, size = fetch(port, "/objects/500002")
+        print(f"   healed: {status} {label}, {size:,} bytes")
+    return statuses == [504] and connections == 1 and cut_status == 502 and label == "MISS"
+
+
+def streamed_bytes(port: int, path: str) -> int:
+    """How much of a streamed body arrives before the edge closes the connection."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request("GET", path)
+        return len(connection.getresponse().read())
+    except http.client.IncompleteRead as exc:
+        return len(exc.partial)
+    finally:
+        connection.close()
+
+
 def wait_for_route(port: int, accept, timeout: float = 20.0) -> dict:
     deadline = time.monotonic() + timeout
     while True:
@@ -215,13 +268,15 @@ def main(argv: list[str] | None = None) -> int:
         coalesced = coalescing(edge_port, origin_port)
         hit_ratio, offload = zipf_workload(edge_port, origin_port)
         failover = several_edges(origin_url, children)
+        faults_ok = network_faults(origin_port, children)
     finally:  # also on Ctrl-C / SIGTERM (KeyboardInterrupt through cli.run): stop every child
         for child in reversed(children):
             child.stop()
     print(f"\nresult: Zipf hit ratio {hit_ratio:.1%}, origin offload {offload:.1%}, "
           f"100 concurrent misses -> {coalesced} origin fetch, "
-          f"router failover {'ok' if failover else 'FAILED'}")
-    return 0 if coalesced == 1 and failover else 1
+          f"router failover {'ok' if failover else 'FAILED'}, "
+          f"network faults {'handled' if faults_ok else 'MISHANDLED'}")
+    return 0 if coalesced == 1 and failover and faults_ok else 1
 
 
 if __name__ == "__main__":

@@ -29,12 +29,12 @@ from pathlib import Path
 
 from common import cli
 
-from .experiments import MODES, Run, run_cpu, run_io
+from .experiments import COUNTED_START_METHODS, MODES, Run, default_start_method, run_cpu, run_io
 from .io_server import slow_http_server
 
 DEFAULT_PLOT = cli.output_path("Threading", "threads_vs_processes.png")
 # Both make the workers our children, so "cores used" counts their CPU time (forkserver would not).
-START_METHODS = [m for m in ("fork", "spawn") if m in multiprocessing.get_all_start_methods()]
+START_METHODS = [m for m in COUNTED_START_METHODS if m in multiprocessing.get_all_start_methods()]
 
 
 def gil_status() -> str:
@@ -158,8 +158,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-plot", action="store_true", help="print the table only")
     parser.add_argument("--start-method", choices=START_METHODS, default=None,
                         help="how worker processes start: fork (copy this process) or spawn (a fresh "
-                             f"interpreter per worker); default: this platform's, here "
-                             f"{multiprocessing.get_start_method()}")
+                             f"interpreter per worker); default: this platform's if it is one of "
+                             f"those, else spawn; here {default_start_method()}")
     return parser.parse_args(argv)
 
 
@@ -169,9 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     labels = {"cpu": "CPU-bound", "io": "I/O-bound"}
     print(f"Python {platform.python_version()} ({platform.python_implementation()}), "
           f"{os.cpu_count()} CPUs; {gil_status()}")
-    # fork is the default on Linux up to Python 3.13 (forkserver from 3.14); macOS and Windows spawn,
-    # which starts a fresh interpreter per worker and costs more at start-up.
-    print(f"worker processes are started with {args.start_method or multiprocessing.get_start_method()!r}")
+    # fork is the default on Linux up to Python 3.13; macOS and Windows spawn, which starts a fresh
+    # interpreter per worker and costs more at start-up. (3.14's forkserver: see default_start_method.)
+    print(f"worker processes are started with {args.start_method or default_start_method()!r}")
     print(f"CPU-bound: count primes in [2, {args.n:,}] split into W contiguous chunks")
     print(f"I/O-bound: {args.requests} HTTP GETs to a local server that answers after "
           f"{args.delay_ms:.0f} ms, split into W tasks")

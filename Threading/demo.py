@@ -16,7 +16,6 @@ The full, repeated measurement over 1, 2, 4 and 8 workers, with a plot, is `pyth
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import statistics
 import sys
@@ -25,7 +24,7 @@ from collections.abc import Callable
 from common import cli
 
 from .compare import gil_status
-from .experiments import MODES, Run, run_cpu, run_io
+from .experiments import MODES, Run, default_start_method, run_cpu, run_io
 from .io_server import slow_http_server
 from .race import describe, run_race
 
@@ -94,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cpus = os.cpu_count() or 1
     print(f"Python {sys.version.split()[0]}, {cpus} CPUs; {gil_status()}; "
-          f"processes started with {multiprocessing.get_start_method()!r}")
+          f"processes started with {default_start_method()!r}")
     print(f"median of {args.repeat} rounds; on an idle 2-CPU machine expect threads 0.85-1.1x and processes "
           f"1.5-1.9x for the CPU-bound work (a busy machine pushes processes down, towards 1x)")
     print(f"\n1a. CPU-bound: count primes in [2, {args.n:,}] in 2 chunks, 2 workers")

@@ -23,6 +23,8 @@ from .io_server import fetch_many
 from .primes import chunk_bounds, count_primes
 
 MODES = ("sequential", "threads", "processes")
+# Start methods whose workers are children of this process, so RUSAGE_CHILDREN counts their CPU time.
+COUNTED_START_METHODS = ("fork", "spawn")
 
 
 @dataclass(frozen=True)
@@ -63,13 +65,24 @@ def _cpu_seconds() -> float:
     return time.process_time() + children.ru_utime + children.ru_stime
 
 
+def default_start_method() -> str:
+    """The start method used when none is asked for: the platform's default if its workers are our
+    children (fork on Linux up to Python 3.13, spawn on macOS and Windows), otherwise spawn.
+
+    Python 3.14 made forkserver the default on Linux. Its workers are children of the fork server,
+    not of this process, so their CPU time would be missing and "cores used" would read ~0 for
+    processes, which the demo would then blame on other programs using the CPUs.
+    """
+    method = multiprocessing.get_start_method()
+    return method if method in COUNTED_START_METHODS else "spawn"
+
+
 def _run_tasks(mode: str, workers: int, fn: Callable[..., int], tasks: list[tuple],
                start_method: str | None = None) -> tuple[int, float, float]:
     """Run fn(*task) for every task in the given mode; return (sum of results, wall s, CPU s).
 
-    start_method: how worker processes start ("fork", "spawn"; None = the platform's default). Both
-    make the workers children of this process, so their CPU time is counted. (With "forkserver"
-    they would be the server's children, and "cores used" would miss them.)
+    start_method: how worker processes start, "fork" or "spawn" (None: default_start_method()). Both
+    make the workers children of this process, so their CPU time is counted.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -78,7 +91,7 @@ def _run_tasks(mode: str, workers: int, fn: Callable[..., int], tasks: list[tupl
     if mode == "sequential":
         total = sum(fn(*task) for task in tasks)
     else:
-        context = multiprocessing.get_context(start_method) if start_method else None
+        context = multiprocessing.get_context(start_method or default_start_method())
         pool: Executor = (ThreadPoolExecutor(workers) if mode == "threads"
                           else ProcessPoolExecutor(workers, mp_context=context, initializer=_ignore_sigint))
         # The pool's start-up and shutdown are inside the timing: they are part of the real cost.

@@ -77,13 +77,19 @@ def settled_costs(cluster: Cluster, txid: str) -> dict[str, dict]:
 
 def count_one(cluster: Cluster, kind: str) -> dict:
     """Counts for one transaction of `kind`: commit, abort (inventory yes, delivery no) or read-only."""
-    if kind == "commit":
-        answer = order(cluster, "burger", 1)
-    elif kind == "abort":
-        answer = order(cluster, "pizza", 1)  # the bench's delivery participant has no courier: a "no"
-    else:
-        answer = order(cluster, "burger", 1, pickup=True)
-    counted = settled_costs(cluster, answer["txid"])
+    for _ in range(5):
+        if kind == "commit":
+            answer = order(cluster, "burger", 1)
+        elif kind == "abort":
+            answer = order(cluster, "pizza", 1)  # the bench's delivery participant has no courier: a "no"
+        else:
+            answer = order(cluster, "burger", 1, pickup=True)
+        counted = settled_costs(cluster, answer["txid"])
+        # Parallel prepare has one race: delivery's "no" can reach the coordinator, and the abort reach
+        # inventory, before inventory has handled its prepare - then inventory never votes yes (the
+        # late prepare meets the abort's tombstone). Correct, but not the case the paper counts: again.
+        if kind != "abort" or counted["inventory"]["writes"].get("forced:prepared"):
+            break
 
     def writes(name: str) -> tuple[int, int]:  # (total, forced)
         return counted[name]["forced"] + counted[name]["lazy"], counted[name]["forced"]

@@ -31,6 +31,7 @@ from .crash import COORDINATOR_POINTS, PARTICIPANT_POINTS
 from .httpjson import Unreachable, call_json
 
 NODES = ("coordinator", *PARTICIPANTS)
+PARTITIONABLE = tuple(f"coordinator->{name}" for name in PARTICIPANTS)
 CHAOS_STOCK = "burger=80,fries=100,drink=80,pizza=25"
 ITEMS = ("burger", "fries", "drink", "pizza")
 
@@ -45,6 +46,7 @@ class ChaosConfig:
     rpc_timeout: float = 1.0
     decision_timeout: float = 3.0
     protocol: str = "pa"
+    partitions: int = 0     # network partitions of a coordinator->participant link (common/faultproxy)
     verbose: bool = True
     progress: bool = False  # one progress line on stderr (the CLI turns it on)
 
@@ -55,6 +57,7 @@ class ChaosResult:
     no_answer: int = 0                                       # the coordinator died or timed out
     abort_reasons: Counter = field(default_factory=Counter)  # why the aborted orders aborted
     kills: Counter = field(default_factory=Counter)          # node -> external SIGKILLs
+    partitions: Counter = field(default_factory=Counter)     # "link mode" -> partitions
     crash_points: Counter = field(default_factory=Counter)   # "node:point" -> self-inflicted crashes
     elapsed: float = 0.0
     recovery_seconds: float = 0.0
@@ -73,7 +76,7 @@ class Chaos:
         extra = {"spawner": spawner} if spawner else {}
         self.cluster = Cluster(workdir, stock=CHAOS_STOCK, couriers=couriers, rpc_timeout=config.rpc_timeout,
                                retry_interval=0.2, decision_timeout=config.decision_timeout,
-                               protocol=config.protocol,
+                               protocol=config.protocol, links=PARTITIONABLE if config.partitions else (),
                                resolve_interval=0.3, **extra)
         self.result = ChaosResult()
         self.armed: dict[str, str | None] = dict.fromkeys(NODES)
@@ -168,6 +171,25 @@ class Chaos:
 
     # --- crashes ------------------------------------------------------------------------------------
 
+    def partitioner(self) -> None:
+        """Spread `partitions` network partitions over the orders: a random coordinator->participant
+        link goes dark (black hole or refused) for 0.3-1.2 s, then heals. The processes keep running."""
+        rng = random.Random(self.config.seed + 1)
+        planned = self.config.partitions
+        for k in range(1, planned + 1):
+            while self.answered() < k * self.config.orders / (planned + 1):
+                if self.orders_done.is_set() or self.stopping.is_set():
+                    return
+                time.sleep(0.02)
+            link, mode = rng.choice(PARTITIONABLE), rng.choice(("blackhole", "refuse"))
+            proxy = self.cluster.proxies[link]
+            proxy.partition(mode)
+            self.say(f"chaos: partition {link} ({mode})")
+            self.stopping.wait(rng.uniform(0.3, 1.2))
+            proxy.heal()
+            with self.lock:
+                self.result.partitions[f"{link} {mode}"] += 1
+
     def supervisor(self) -> None:
         """Spread `crashes` SIGKILLs over the orders; restart whatever is dead (armed half the time)."""
         planned = self.config.crashes
@@ -238,6 +260,8 @@ class Chaos:
                      f" protocol {config.protocol}, seed {config.seed}")
             supervisor = threading.Thread(target=self.supervisor, name="supervisor", daemon=True)
             supervisor.start()
+            partitioner = threading.Thread(target=self.partitioner, name="partitioner", daemon=True)
+            partitioner.start()
             couriers = threading.Thread(target=self.couriers, name="couriers", daemon=True)
             couriers.start()
             workers = [threading.Thread(target=self.worker, args=(self.config.seed * 1000 + i,), daemon=True)
@@ -251,6 +275,9 @@ class Chaos:
                 thread.join()
             self.orders_done.set()
             supervisor.join()
+            partitioner.join()
+            for proxy in cluster.proxies.values():
+                proxy.heal()
             couriers.join()
             self.say("chaos: orders finished; restarting every process unarmed and waiting for recovery")
             for name in NODES:
@@ -289,6 +316,8 @@ def summary_lines(config: ChaosConfig, result: ChaosResult) -> list[str]:
         f"({', '.join(f'{k} {v}' for k, v in sorted(result.kills.items()))}) + "
         f"{sum(result.crash_points.values())} at crash points "
         f"({', '.join(f'{k} {v}' for k, v in sorted(result.crash_points.items())) or 'none'})",
+        f"partitions: {sum(result.partitions.values())} "
+        f"({', '.join(f'{k} {v}' for k, v in sorted(result.partitions.items())) or 'none'})",
         f"recovery after the last restart: {result.recovery_seconds:.1f}s; whole run {result.elapsed:.1f}s",
         "invariant checks:",
     ]
@@ -304,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     parser.add_argument("--protocol", choices=("basic", "pa", "pc"), default="pa",
                         help="the coordinator's variant (default pa)")
+    parser.add_argument("--partitions", type=cli.non_negative_int, default=0,
+                        help="network partitions of a coordinator->participant link, through fault "
+                             "proxies (default 0)")
     parser.add_argument("--workers", type=cli.positive_int, default=4, help="concurrent clients (default 4)")
     parser.add_argument("--couriers", type=cli.positive_int, default=6,
                         help="couriers on the roster (default 6)")
@@ -313,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = ChaosConfig(orders=args.orders, crashes=args.crashes, seed=args.seed, workers=args.workers,
                          couriers=args.couriers, rpc_timeout=args.rpc_timeout, protocol=args.protocol,
+                         partitions=args.partitions,
                          verbose=not args.quiet, progress=True)
     # Ctrl-C / SIGTERM: cli.run turns them into exit 130 / 143; Chaos.run's `finally` stops every process
     with tempfile.TemporaryDirectory(prefix="twopc-chaos-") as workdir:
@@ -321,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     ok = result.report is not None and result.report.ok
     print(f"result: {config.protocol}, {config.orders} orders, {result.crashes} crashes, "
+          f"{sum(result.partitions.values())} partitions, "
           f"{Counter(result.answers.values())['committed']} committed, invariant {'ok' if ok else 'FAILED'}")
     return 0 if ok else 1
 

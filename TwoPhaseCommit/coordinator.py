@@ -89,6 +89,7 @@ class Coordinator:
         self._lock = threading.Lock()
         self._in_flight: set[str] = set()           # collecting votes: the answer to an inquiry is "pending"
         self._acked: dict[str, set[str]] = {}       # acks are kept in memory; the end record is logged
+        self._sending: set[str] = set()             # phase 2 under way in the request: recovery waits
 
     # --- one order ----------------------------------------------------------------------------------
 
@@ -119,7 +120,13 @@ class Coordinator:
         self.tracer.local(f"log {decision.value} ({forced})")
         log(f"{txid} decided {decision.value} ({self.protocol.value}, {forced}): {reason}")
         self.crash.reached("after-decision-logged")
-        self.send_phase2(self.log.get(txid))
+        with self._lock:
+            self._sending.add(txid)
+        try:
+            self.send_phase2(self.log.get(txid))
+        finally:
+            with self._lock:
+                self._sending.discard(txid)
         rejected = [vote for vote in votes if vote.kind is VoteKind.REJECTED]
         if rejected:  # the order itself was invalid (unknown item): a client error, nothing reserved
             raise HttpError(400, rejected[0].reason)
@@ -234,9 +241,9 @@ class Coordinator:
     def recover_once(self) -> None:
         """Finish what is unfinished: abort stale undecided (PC) transactions, re-send unacked decisions."""
         now = time.time()
-        with self._lock:
-            in_flight = set(self._in_flight)
-        records = [self._with_acks(r) for r in self.log.unfinished() if r.txid not in in_flight]
+        with self._lock:  # not what a request is still deciding or sending: duplicates would be noise
+            busy = self._in_flight | self._sending
+        records = [self._with_acks(r) for r in self.log.unfinished() if r.txid not in busy]
         for action in recovery_plan(records, now, self.decision_timeout, self.started_at,
                                     redrive_after=self.retry_interval):
             record = self.log.get(action.txid)

@@ -5,7 +5,7 @@ Hard-coding ids in config files fails the day two nodes are started with the sam
 node *leases* an id from Redis instead:
 
     SET worker:<id> <node> NX PX <ttl>         take the first free id (one atomic Lua call)
-    compare-and-extend every ttl/3             PEXPIRE only if the value is still <node>
+    compare-and-extend every (ttl - skew)/3    PEXPIRE only if the value is still <node>
     compare-and-shorten on close               PEXPIRE <skew + 1 ms> only if the value is still <node>
 
 A node that crashes stops renewing; Redis deletes its key after the ttl and the id is free again.
@@ -46,6 +46,7 @@ from .snowflake import MAX_WORKER_ID, SnowflakeGenerator
 log = logging.getLogger(__name__)
 
 DEFAULT_TTL_MS = 10_000
+DEFAULT_KEY_PREFIX = "worker:"
 
 
 def _stall_counting_clock() -> Callable[[], float]:
@@ -59,7 +60,7 @@ def _stall_counting_clock() -> Callable[[], float]:
         boottime = time.CLOCK_BOOTTIME
         return lambda: time.clock_gettime(boottime)
     return time.monotonic
-DEFAULT_KEY_PREFIX = "worker:"
+
 
 # KEYS = worker:0 .. worker:31, ARGV = node, ttl_ms. One round trip, atomic: two nodes starting at
 # the same instant cannot both see worker:3 free. Returns the index taken, or -1 if all are held.

@@ -51,9 +51,9 @@ class UsageError(Exception):
 
 
 class PortInUse(UsageError):
-    def __init__(self, host: str, port: int):
+    def __init__(self, host: str, port: int, flag: str = "--port"):
         super().__init__(f"port {port} on {host} is already in use by another program; "
-                         f"pick another with --port")
+                         f"pick another with {flag}")
         self.host, self.port = host, port
 
 
@@ -61,16 +61,21 @@ class Terminated(KeyboardInterrupt):
     """Raised in the main thread on SIGTERM, so the same clean-up as Ctrl-C runs."""
 
 
-def bind_error(exc: OSError, host: str, port: int) -> UsageError | OSError:
-    """The UsageError that explains a failed bind(), or `exc` itself when it is not the user's."""
+def bind_error(exc: OSError, host: str, port: int, *, port_flag: str = "--port",
+               host_flag: str = "--host") -> UsageError | OSError:
+    """The UsageError that explains a failed bind(), or `exc` itself when it is not the user's.
+
+    The message names the flag that fixes it: a script that takes one `--listen HOST:PORT`
+    passes port_flag=host_flag="--listen", so the user is never sent to a flag it does not have.
+    """
     if exc.errno == errno.EADDRINUSE:
-        return PortInUse(host, port)
+        return PortInUse(host, port, port_flag)
     if exc.errno == errno.EACCES:
         return UsageError(f"not allowed to listen on {host}:{port} (ports below 1024 need root); "
-                          f"pick another with --port")
+                          f"pick another with {port_flag}")
     if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) or isinstance(exc, socket.gaierror):
         return UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
-                          f"use an address of this machine with --host (e.g. 127.0.0.1)")
+                          f"use an address of this machine with {host_flag} (e.g. 127.0.0.1)")
     return exc
 
 
@@ -210,8 +215,10 @@ def writable_path(text: str) -> Path:
 
 
 def output_path(concept: str, name: str) -> Path:
-    """Default place for a script's plot or data: out/<concept>/<name> (git-ignored)."""
-    return OUT_DIR / concept / name
+    """Default place for a script's plot or data: out/<concept>/<name> (git-ignored; folder made)."""
+    path = OUT_DIR / concept / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def ensure_parent(path: Path) -> Path:

@@ -29,7 +29,9 @@ it: across a real partition the sender's kernel keeps retransmitting, so the byt
 the partition heals) or the connection dies (when someone times out and closes or resets it). The
 proxy behaves the same way: it stops reading the stopped direction, the bytes wait in the kernel's
 socket buffers, the sender's writes block once those fill, and on heal() everything flows in order.
-If you want the late bytes gone, close or reset the connection, as a client that times out does.
+A client that times out and closes its end does not take back what it sent: the proxy's kernel had
+already acknowledged those bytes, so heal() still delivers them (the demo's late request). To make
+held bytes disappear, call reset_all() before heal(), as when a partition outlasts TCP's retries.
 
 Design: one asyncio event loop in one background thread per proxy; each proxied connection is two
 asyncio transports (client side, server side) and two flows (one per direction). The healthy path
@@ -44,7 +46,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import errno
 import fcntl
 import random
 import socket
@@ -610,8 +611,12 @@ class _Flow:
 
     def _deliver_eof(self) -> None:
         self.eof_delivered = True
-        if self.dst.transport.can_write_eof():
-            self.dst.transport.write_eof()
+        transport = self.dst.transport
+        if not transport.is_closing() and transport.can_write_eof():
+            try:
+                transport.write_eof()
+            except OSError:
+                pass     # the other side is already gone (e.g. reset by a cut): nothing to half-close
         self.link.maybe_finished()
 
     def refresh(self) -> None:
@@ -928,10 +933,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         proxy.start()
     except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise cli.UsageError(f"port {args.listen[1]} on {args.listen[0]} is already in use by "
-                                 f"another program; pick another with --listen") from None
-        raise cli.bind_error(exc, *args.listen) from None
+        raise cli.bind_error(exc, *args.listen, port_flag="--listen", host_flag="--listen") from None
     try:
         host, port = proxy.address
         print(f"faultproxy: {host}:{port} -> {args.to[0]}:{args.to[1]}  (type help for commands)",

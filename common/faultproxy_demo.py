@@ -63,32 +63,36 @@ class Client:
         self.address = address
         self.tracer = tracer
         self.sock: socket.socket | None = None
+        self.replies = None   # one buffered reader per connection: a reader made per request
+                              # could read ahead past its line, and those bytes would be lost
 
     def request(self, msg_id: str, request: str) -> str:
         """One attempt: 'ok', 'timeout' or 'reset'. Traced either way."""
         try:
             if self.sock is None:
                 self.sock = socket.create_connection(self.address, timeout=CLIENT_TIMEOUT)
+                self.replies = self.sock.makefile("rb")
             self.tracer.send("server", msg_id, request)
             self.sock.sendall(f"{msg_id} {request}\n".encode())
-            reply = self.sock.makefile("rb").readline().decode().split()
+            reply = self.replies.readline().decode().split()
             if not reply:
                 raise ConnectionResetError("closed without a reply")
             self.tracer.recv("server", reply[0], reply[1])
             return "ok"
         except TimeoutError:
             self.tracer.timeout("server", f"timeout ({CLIENT_TIMEOUT * 1000:.0f} ms)", msg_id)
-            self._close()
+            self.close()
             return "timeout"
         except (ConnectionResetError, ConnectionRefusedError, BrokenPipeError):
             self.tracer.local("ECONNRESET")
-            self._close()
+            self.close()
             return "reset"
 
-    def _close(self) -> None:
+    def close(self) -> None:
         if self.sock is not None:
+            self.replies.close()
             self.sock.close()
-            self.sock = None
+            self.sock, self.replies = None, None
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -138,7 +142,7 @@ def run_scenes(trace_path: Path) -> list[str]:
             server = start_server(server_port, trace_path)
             Tracer(trace_path, process="server").restart()
             say(f"   server restarted, retry PUT y=1 -> {client.request('c4b', 'PUT y=1 (retry)')}")
-            client._close()
+            client.close()
     finally:
         stop_process(server)
     return transcript

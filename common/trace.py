@@ -20,8 +20,9 @@ The file is JSON lines, one event per line:
 
 kind is send | recv | local | crash | restart | timeout. A send and a recv with the same `msg` are
 one message; a send nobody received is a lost message, so give every message (and every re-send)
-its own id. `mono` is time.monotonic(), one clock for every process on the machine, so events
-from different processes are ordered by it; `wall` is for people.
+its own id. `mono` is time.monotonic(), one clock for every process on the machine; layout()
+orders events by happens-before (each process's own order, every receipt after its send) and uses
+`mono` only between events that order leaves unrelated. `wall` is for people.
 
 Several processes append to the same file at once. Each event is one os.write() of one line to a
 file opened with O_APPEND: the kernel moves to the end and writes in one step, so lines never
@@ -457,10 +458,15 @@ def main(argv: list[str] | None = None) -> int:
     processes = [name.strip() for name in args.processes.split(",")] if args.processes else None
     diagram = layout(events, processes, args.spacing)
     draw(diagram, args.out, title=args.title or Path(args.trace).name, spacing=args.spacing)
-    print(f"{args.out}: {len(diagram.processes)} processes, {diagram.count('message')} messages, "
-          f"{diagram.count('lost')} lost, {diagram.count('crash')} crashes, "
-          f"{diagram.count('timeout')} timeouts")
+    print(f"{args.out}: {_plural(len(diagram.processes), 'process', 'processes')}, "
+          f"{_plural(diagram.count('message'), 'message', 'messages')}, {diagram.count('lost')} lost, "
+          f"{_plural(diagram.count('crash'), 'crash', 'crashes')}, "
+          f"{_plural(diagram.count('timeout'), 'timeout', 'timeouts')}")
     return 0
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 if __name__ == "__main__":

@@ -479,3 +479,10 @@ def test_if_range_needs_the_stored_strong_validator():
     assert not p.if_range_matches('"v1"', [("ETag", 'W/"v1"')])
     assert p.if_range_matches(date(T0 - 100), stored)
     assert not p.if_range_matches(date(T0 - 100), [("Last-Modified", date(T0)), ("Date", date(T0))])
+
+
+def test_a_304_updates_a_stored_set_cookie_only_in_rfc_mode():
+    stored = [("ETag", '"v1"'), ("Set-Cookie", "id=1")]
+    fresh = [("ETag", '"v1"'), ("Set-Cookie", "id=2")]
+    assert ("Set-Cookie", "id=2") in p.merge_304_headers(stored, fresh, keep_set_cookie=True)
+    assert ("Set-Cookie", "id=2") not in p.merge_304_headers(stored, fresh)

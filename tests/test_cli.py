@@ -195,6 +195,7 @@ SCRIPTS: dict[str, list[Bad]] = {
         bad("--crashes", "-1", says="--crashes"),
         bad("--protocol", "xa", says="--protocol"),
         bad("--rpc-timeout", "0", says="--rpc-timeout"),
+        bad("--partitions", "-1", says="--partitions"),
     ],
     "TwoPhaseCommit.coordinator": [
         bad("--log", "{tmp}/c.db", "--participant", "inventory=http://127.0.0.1:1", "--port", "70000",
@@ -238,6 +239,9 @@ SCRIPTS: dict[str, list[Bad]] = {
             says="cannot use --dsn"),
     ],
     "TwoPhaseCommit.postgres_demo": [],
+    "TwoPhaseCommit.diagrams": [
+        bad("--out-dir", "{unwritable}", says="expected"),
+    ],
     "TwoPhaseCommit.network_demo": [
         bad("--scene", "d", says="--scene"),
         bad("--trace", "{unwritable}", says="--trace"),
@@ -254,6 +258,8 @@ SCRIPTS: dict[str, list[Bad]] = {
         bad("--cache-size", "lots", says="--cache-size"),
         bad("--cache-size", "0", says="--cache-size"),
         bad("--origin-timeout", "-1", says="--origin-timeout"),
+        bad("--workers", "0", says="--workers"),
+        bad("--workers", "2", "--port", "{busy_port}", says="already in use"),
         bad("--origin", "https://127.0.0.1:1", "--origin-cafile", "{tmp}/none.pem", says="--origin-cafile"),
     ],
     "SimpleCDN.demo": [],

@@ -109,6 +109,11 @@ def test_bind_error_names_the_port():
     assert isinstance(error, cli.PortInUse) and "5001" in str(error) and "--port" in str(error)
     other = OSError(errno.ENOMEM, "no memory")
     assert cli.bind_error(other, "127.0.0.1", 5001) is other
+    # A script whose address flag is --listen says so, for every bind error it explains.
+    for code in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+        message = str(cli.bind_error(OSError(code, "x"), "127.0.0.1", 80,
+                                     port_flag="--listen", host_flag="--listen"))
+        assert "--listen" in message and "--port" not in message and "--host" not in message
 
 
 def test_unreachable_redis_url_is_one_line_naming_it():

@@ -599,6 +599,20 @@ def test_cli_commands_through_a_pipe(echo, free_port):
 
 
 
+@pytest.mark.parametrize("listen", ["192.0.2.1:7001", "taken"])
+def test_cli_bind_errors_name_the_flag_it_has(listen):
+    """The proxy takes --listen, not --host/--port: a bind error must send the user to --listen."""
+    with socket.create_server(("127.0.0.1", 0)) as occupant:
+        if listen == "taken":
+            listen = f"127.0.0.1:{occupant.getsockname()[1]}"
+        result = subprocess.run([sys.executable, "-m", "common.faultproxy", "--listen", listen],
+                                cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+                                stdin=subprocess.DEVNULL)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert "--listen" in result.stderr and "--host" not in result.stderr and "--port" not in result.stderr
+
+
 def test_bench_runs_and_prints_one_row_per_path():
     result = subprocess.run(
         [sys.executable, "-m", "common.faultproxy_bench", "--repeats", "1", "--round-trips", "20",

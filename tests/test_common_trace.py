@@ -192,6 +192,12 @@ def test_render_cli(tmp_path, capsys):
     assert trace_main(["render", str(trace), "--out", str(out), "--title", "x"]) == 0
     assert capsys.readouterr().out.strip() == f"{out}: 2 processes, 0 messages, 1 lost, 0 crashes, 0 timeouts"
     assert out.exists()
+    with Tracer(trace, "b") as b:
+        b.recv("a", "m1", "hello")
+        b.crash()
+        b.timeout("a")
+    assert trace_main(["render", str(trace), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == f"{out}: 2 processes, 1 message, 0 lost, 1 crash, 1 timeout"
 
 
 def test_a_bad_trace_line_is_named(tmp_path):

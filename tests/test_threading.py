@@ -276,3 +276,20 @@ def test_spawned_workers_compute_the_same_as_forked_ones():
     assert run_cpu("processes", 2, 5000, start_method="spawn").result == 669   # pi(5000)
     with slow_http_server(0.005) as url:
         assert run_io("processes", 2, url, 4, start_method="spawn").result == 4
+
+
+def test_cores_used_counts_the_workers_where_forkserver_is_the_default():
+    # Python 3.14 made forkserver the default on Linux. Its workers are the fork server's children,
+    # not ours, so without choosing another method their CPU time would be missing from "cores used".
+    # CPU seconds, not wall seconds, are compared: they do not depend on the machine's load.
+    code = ("import multiprocessing\n"
+            "multiprocessing.set_start_method('forkserver')\n"
+            "from Threading.experiments import run_cpu\n"
+            "sequential = run_cpu('sequential', 1, 150_000)\n"
+            "processes = run_cpu('processes', 2, 150_000)\n"
+            "print(sequential.cpu_seconds, processes.cpu_seconds)\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    sequential_cpu, processes_cpu = map(float, result.stdout.split())
+    assert processes_cpu >= 0.8 * sequential_cpu, (sequential_cpu, processes_cpu)

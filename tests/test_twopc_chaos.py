@@ -12,12 +12,14 @@ from TwoPhaseCommit.chaos import Chaos, ChaosConfig, summary_lines
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("protocol, orders, crashes", [("pa", 200, 20), ("pc", 100, 10)])
-def test_chaos_run_keeps_the_invariant(protocol, orders, crashes, spawn, tmp_path):
-    config = ChaosConfig(orders=orders, crashes=crashes, seed=7, protocol=protocol, verbose=False)
+@pytest.mark.parametrize("protocol, orders, crashes, partitions", [("pa", 200, 20, 8), ("pc", 60, 6, 0)])
+def test_chaos_run_keeps_the_invariant(protocol, orders, crashes, partitions, spawn, tmp_path):
+    config = ChaosConfig(orders=orders, crashes=crashes, seed=7, protocol=protocol, partitions=partitions,
+                         verbose=False)
     result = Chaos(config, str(tmp_path), spawner=spawn).run()
     print("\n".join(summary_lines(config, result)))
     assert result.crashes >= crashes and sum(result.kills.values()) == crashes
+    assert sum(result.partitions.values()) == partitions  # kills *and* partitions, then the audit
     assert len(result.answers) + result.no_answer == orders
     assert "committed" in result.answers.values() and "aborted" in result.answers.values()
     assert result.report is not None and result.report.ok, "\n".join(result.report.lines())

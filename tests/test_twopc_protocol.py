@@ -188,3 +188,23 @@ def test_bad_input_is_400_and_reserves_nothing(spawn, tmp_path):
     assert all(tx["outcome"] == "aborted" for tx in transactions(cluster).values())  # only the unknown item
     # and the services keep serving good orders
     assert post_order(cluster, "burger", 1)[1]["outcome"] == "committed"
+
+
+def test_prepares_go_out_in_parallel(spawn, tmp_path):
+    # inventory is SIGSTOPped: a coordinator that prepared one participant at a time, inventory first,
+    # would never reach delivery; in parallel, delivery prepares while inventory is still frozen
+    cluster = make_cluster(spawn, tmp_path, rpc_timeout=20.0, decision_timeout=30.0)
+    cluster.start_all()
+    inventory = cluster.processes["inventory"]
+    inventory.signal(signal.SIGSTOP)
+    answers: list[dict] = []
+    client = threading.Thread(target=lambda: answers.append(post_order(cluster, "burger", 1, timeout=60)[1]))
+    client.start()
+    try:
+        wait_until(lambda: len(state(cluster, "delivery")["in_doubt"]) == 1, timeout=20,
+                   what="delivery to prepare while inventory is frozen")
+    finally:
+        inventory.signal(signal.SIGCONT)
+        client.join()
+    assert answers and answers[0]["outcome"] == "committed"
+    settle_and_audit(cluster)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 
 from UniqueIdGeneration.snowflake import SnowflakeGenerator
@@ -43,8 +44,6 @@ def ids_from_process(worker_id: int, count: int) -> list[int]:
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str, poll: float = 0.01):
     """Poll `predicate` until it returns something truthy (returned); fail with `what` on timeout."""
-    import time
-
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
