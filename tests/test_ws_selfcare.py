@@ -14,7 +14,7 @@ import time
 import pytest
 from websockets.sync.client import connect as lib_connect
 
-from tests.ws_helpers import GUID, frame, open_raw, read_frames_until_close
+from tests.ws_helpers import GUID, frame, open_raw, peak_rss, read_frames_until_close
 from WebSockets.client import connect
 from WebSockets.protocol import ConnectionClosed
 
@@ -103,13 +103,6 @@ def test_a_client_stalled_inside_a_frame_is_dropped_after_the_read_timeout(spawn
 
 
 # ------------------------------------------------------------------------------ memory budget
-
-
-def peak_rss(pid: int) -> int:
-    """The process's peak resident set size (VmHWM), in bytes."""
-    with open(f"/proc/{pid}/status") as status:
-        line = next(line for line in status if line.startswith("VmHWM:"))
-    return int(line.split()[1]) * 1024
 
 
 def wait_until_the_server_read_everything(port: int, timeout: float = 60) -> None:
