@@ -1,6 +1,7 @@
-"""WebSockets: RFC 6455 from scratch (sans-I/O protocol, asyncio server, blocking client),
-beside the same server and client written with the `websockets` library."""
+"""WebSockets: RFC 6455 and RFC 7692 from scratch (sans-I/O protocol and permessage-deflate,
+asyncio server, blocking client), beside the same server and client written with `websockets`."""
 
+from .deflate import DeflateParameters, PerMessageDeflate, ServerDeflateConfig
 from .protocol import (
     CloseCode,
     CloseReceived,
@@ -37,7 +38,8 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
-    "CloseCode", "CloseReceived", "Connection", "ConnectionClosed", "ConnectionFailed", "Frame",
+    "CloseCode", "CloseReceived", "Connection", "ConnectionClosed", "ConnectionFailed", "DeflateParameters",
+    "Frame", "PerMessageDeflate", "ServerDeflateConfig",
     "FrameDecoder", "HandshakeError", "Message", "Opcode", "Ping", "Pong", "ProtocolError", "Role",
     "State", "WebSocketConnection", "WebSocketError", "WebSocketServer", "accept_key", "apply_mask",
     "connect", "encode_frame", "validate_client_request",

@@ -325,21 +325,22 @@ def _mask_as_integer(payload: bytes, mask: bytes) -> bytes:
     return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(length, "little")
 
 
-def _mask_in_place(buffer: bytearray, start: int, mask: bytes) -> None:
-    """XOR buffer[start:] with the key, in place, on 8-byte words (numpy).
+def _mask_in_place(buffer: bytearray, start: int, mask: bytes, end: int | None = None) -> None:
+    """XOR buffer[start:end] with the key, in place, on 8-byte words (numpy).
 
     The same whole-buffer XOR as `_mask_as_integer`, ~20x faster at 1 MiB: int.from_bytes and
     to_bytes convert to 30-bit digits and back, numpy XORs machine words where they lie.
     """
-    words = (len(buffer) - start) // 8
+    end = len(buffer) if end is None else end
+    words = (end - start) // 8
     # mask * 2 read as one native uint64 lines up with every 8-byte word of the payload, whatever
     # the machine's byte order, because both are read the same way.
     view = _numpy.frombuffer(buffer, dtype=_numpy.uint64, count=words, offset=start)
     view ^= _numpy.frombuffer(mask * 2, dtype=_numpy.uint64)[0]
     del view  # release the buffer export
     tail = start + words * 8  # the key restarts here: 8 * words is a multiple of 4
-    if tail < len(buffer):
-        buffer[tail:] = _mask_as_integer(bytes(buffer[tail:]), mask)
+    if tail < end:
+        buffer[tail:end] = _mask_as_integer(bytes(buffer[tail:end]), mask)
 
 
 try:
@@ -350,16 +351,22 @@ except ImportError:  # the big-integer XOR alone is correct, just slower on larg
 _WORD_XOR_THRESHOLD = 4096
 
 
+# Server payloads at least this big are queued apart from their header (see data_to_send_chunks).
+_SEPARATE_CHUNK = 64 * 1024
 _PACK_16 = struct.Struct("!BBH")
 _PACK_64 = struct.Struct("!BBQ")
 
 
 def encode_frame(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0,
-                 mask: bytes | None = None) -> bytes:
-    """Serialise one frame. Pass a 4-byte `mask` when sending as a client, None as a server."""
+                 mask: bytes | None = None, length: int | None = None) -> bytes:
+    """Serialise one frame. Pass a 4-byte `mask` when sending as a client, None as a server.
+
+    With `length` (unmasked only), return just the header for a payload of that many bytes,
+    for a caller that writes the payload separately.
+    """
     first = (0x80 if fin else 0) | (rsv << 4) | opcode
     mask_bit = 0x80 if mask is not None else 0
-    length = len(payload)
+    length = len(payload) if length is None else length
     # §5.2: the shortest length encoding is mandatory: 7 bits, else 16, else 64.
     if length < 126:
         head = bytes((first, mask_bit | length))
@@ -475,8 +482,15 @@ class FrameDecoder:
             return None, 0
         self.frames_parsed += 1
         # A view, so the payload is copied out of the buffer once; released before `del buffer[...]`.
+        if mask is not None and _numpy is not None and length >= _WORD_XOR_THRESHOLD:
+            # Unmask where the bytes lie (the buffer is ours and about to drop them): one copy
+            # out, instead of copy, unmask, copy.
+            _mask_in_place(buffer, offset, mask, end)
+            mask_left = None
+        else:
+            mask_left = mask
         with memoryview(buffer)[offset:end] as body:
-            payload = bytes(body) if mask is None else apply_mask(body, mask)
+            payload = bytes(body) if mask_left is None else apply_mask(body, mask_left)
         return Frame(opcode, payload, fin, rsv, mask), end
 
     def _check_header(self, rsv: int, opcode: int, fin: bool, masked: bool, length: int) -> None:
@@ -657,6 +671,24 @@ class WebSocketConnection:
         self._outgoing.clear()
         return data
 
+    def data_to_send_chunks(self) -> list[bytes]:
+        """Like data_to_send, but large payloads stay separate objects: writing them one by one
+        saves copying a 1 MiB payload behind its header (small pieces are joined: one syscall)."""
+        chunks: list[bytes] = []
+        small: list[bytes] = []
+        for piece in self._outgoing:
+            if len(piece) < _SEPARATE_CHUNK:
+                small.append(piece)
+                continue
+            if small:
+                chunks.append(b"".join(small))
+                small = []
+            chunks.append(piece)
+        if small:
+            chunks.append(b"".join(small))
+        self._outgoing.clear()
+        return chunks
+
     def _send_control(self, opcode: Opcode, payload: bytes) -> None:
         if len(payload) > MAX_CONTROL_PAYLOAD:
             raise ValueError(f"{opcode.name} payload is {len(payload)} bytes; the limit is 125")
@@ -678,6 +710,9 @@ class WebSocketConnection:
         if self.state is not State.OPEN:
             raise ConnectionClosed(self.close_code, self.close_reason)
         # §5.3: a client picks a fresh, unpredictable key per frame; a server never masks.
+        if self.role is Role.SERVER and len(payload) >= _SEPARATE_CHUNK:
+            self._outgoing += (encode_frame(opcode, b"", fin=fin, rsv=rsv, length=len(payload)), payload)
+            return
         mask = os.urandom(4) if self.role is Role.CLIENT else None
         self._outgoing.append(encode_frame(opcode, payload, fin=fin, rsv=rsv, mask=mask))
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import functools
 import random
+import socket
 import threading
+import zlib
 
 import pytest
 from websockets.extensions.permessage_deflate import (
@@ -18,6 +20,7 @@ from websockets.sync.client import connect as lib_connect
 from websockets.sync.server import serve as lib_serve
 
 from common import free_port, spawn_module
+from tests.ws_helpers import frame, peak_rss, raw_request, read_frames_until_close
 from WebSockets.client import connect
 from WebSockets.deflate import DeflateParameters
 
@@ -164,3 +167,31 @@ def test_our_server_with_compression_none_declines(tmp_path):
             assert ws.protocol.extensions == []
             ws.send("plain")
             assert ws.recv(timeout=10) == "plain"
+
+
+def test_a_zip_bomb_closes_1009_and_the_server_never_holds_it(spawn, free_port):
+    """~256 KB on the wire that inflates to 256 MiB: close 1009, and the server's peak RSS grows by
+    less than 32 MiB (inflating first and checking after would take 256 MiB)."""
+    server = spawn("WebSockets.server", "--port", free_port, port=free_port)
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+    zeros = b"\0" * (1 << 20)
+    bomb = b"".join(compressor.compress(zeros) for _ in range(256))
+    bomb = (bomb + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    assert len(bomb) < 300_000
+    with lib_connect(f"ws://127.0.0.1:{free_port}/", proxy=None) as bystander:
+        bystander.send("before")
+        assert bystander.recv(timeout=10) == "before"
+        baseline = peak_rss(server.pid)
+        with socket.create_connection(("127.0.0.1", free_port), timeout=10) as sock:
+            sock.sendall(raw_request(free_port, extra="Sec-WebSocket-Extensions: permessage-deflate\r\n"))
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += sock.recv(4096)
+            assert b"Sec-WebSocket-Extensions: permessage-deflate" in head
+            sock.sendall(frame(0x2, bomb, rsv=0b100))
+            code, payload, _ = read_frames_until_close(sock, timeout=30)
+        assert code == 1009, payload
+        bystander.send("after")
+        assert bystander.recv(timeout=10) == "after"
+    growth = peak_rss(server.pid) - baseline
+    assert growth < 32 << 20, f"peak RSS grew by {growth >> 20} MiB"

@@ -4,7 +4,9 @@ client keeps being served."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import socket
 import threading
 import time
@@ -12,7 +14,7 @@ import time
 import pytest
 from websockets.sync.client import connect as lib_connect
 
-from tests.ws_helpers import frame, open_raw, read_frames_until_close
+from tests.ws_helpers import GUID, frame, open_raw, peak_rss, read_frames_until_close
 from WebSockets.client import connect
 from WebSockets.protocol import ConnectionClosed
 
@@ -59,9 +61,7 @@ def test_client_keepalive_measures_latency_and_fails_1011_on_a_silent_server(spa
         request = conn.recv(4096)
         key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
                    if line.lower().startswith(b"sec-websocket-key:"))
-        import base64
-        import hashlib
-        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
         conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
         answered.wait(30)
@@ -103,13 +103,6 @@ def test_a_client_stalled_inside_a_frame_is_dropped_after_the_read_timeout(spawn
 
 
 # ------------------------------------------------------------------------------ memory budget
-
-
-def peak_rss(pid: int) -> int:
-    """The process's peak resident set size (VmHWM), in bytes."""
-    with open(f"/proc/{pid}/status") as status:
-        line = next(line for line in status if line.startswith("VmHWM:"))
-    return int(line.split()[1]) * 1024
 
 
 def wait_until_the_server_read_everything(port: int, timeout: float = 60) -> None:

@@ -46,6 +46,7 @@ def scripted_raw_server(free_port):
                          b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
             conn.recv(1)  # the client's first byte: it is reading now
             conn.sendall(script[0])
+            conn.shutdown(socket.SHUT_WR)  # then our FIN: the client needs not wait for a close
             try:
                 while conn.recv(65536):  # until the client closes
                     pass

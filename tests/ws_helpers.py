@@ -113,3 +113,10 @@ def _wait_for_eof(sock: socket.socket) -> None:
             pass
     except ConnectionResetError:
         pass
+
+
+def peak_rss(pid: int) -> int:
+    """A process's peak resident set size (VmHWM), in bytes (Linux)."""
+    with open(f"/proc/{pid}/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
