@@ -159,4 +159,9 @@ def spawn_command(
                 f"{description} {' '.join(argv[1:])} did not start: {exc}\n"
                 f"--- its output (last lines) ---\n{child.tail()}"
             ) from None
+        except BaseException:
+            # Ctrl-C (or any other interruption) while we wait: the caller never gets the child,
+            # so nobody else could stop it or remove its log.
+            child.stop(grace=1.0)
+            raise
     return child

@@ -7,6 +7,8 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 import redis
@@ -186,3 +188,23 @@ def test_tour_rejects_an_unknown_concept():
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert result.stderr.startswith("error: unknown concept")
+
+
+def test_a_child_interrupted_while_starting_is_stopped_and_its_log_removed(monkeypatch):
+    # Ctrl-C while spawn_command waits for the port: the caller never receives the child, so
+    # spawn_command itself must stop it (and release its log) before re-raising.
+    import common.processes as processes
+
+    seen = {}
+
+    def interrupted_wait(port, host, timeout, still_alive):
+        seen["alive"] = still_alive
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(processes, "wait_for_port", interrupted_wait)
+    logs_before = set(Path(tempfile.gettempdir()).glob("sleeper-*.log"))
+    with pytest.raises(KeyboardInterrupt):
+        processes.spawn_command([sys.executable, "-c", "import time; time.sleep(60)"], port=1,
+                                description="sleeper")
+    assert not seen["alive"](), "the half-started child must not outlive the interruption"
+    assert set(Path(tempfile.gettempdir()).glob("sleeper-*.log")) == logs_before
