@@ -12,7 +12,7 @@ from TwoPhaseCommit.chaos import Chaos, ChaosConfig, summary_lines
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("protocol, orders, crashes, partitions", [("pa", 200, 20, 8), ("pc", 60, 6, 0)])
+@pytest.mark.parametrize("protocol, orders, crashes, partitions", [("pa", 100, 10, 4), ("pc", 50, 5, 2)])
 def test_chaos_run_keeps_the_invariant(protocol, orders, crashes, partitions, spawn, tmp_path):
     config = ChaosConfig(orders=orders, crashes=crashes, seed=7, protocol=protocol, partitions=partitions,
                          verbose=False)
