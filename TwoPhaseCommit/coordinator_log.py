@@ -12,7 +12,8 @@ The records, in order, and when each is forced (the variant's `Rules` decide):
    re-sent, and commit/abort are idempotent at the participant.
 
 Forced = `synchronous=FULL` (the WAL is fsynced before COMMIT returns); lazy = `synchronous=NORMAL`,
-which in WAL mode survives a crash of this process but may lose the last commits on power loss.
+which in WAL mode survives a crash of this process but may lose the last commits on power loss or an
+OS crash.
 Every write is counted in `costs` (see costs.py).
 """
 
