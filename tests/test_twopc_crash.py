@@ -30,7 +30,8 @@ from TwoPhaseCommit.httpjson import Unreachable, call_json
 CASES = {
     "before-decision-logged": ("coordinator", {None}, "aborted", {"inventory", "delivery"}),
     "after-decision-logged": ("coordinator", {None}, "committed", {"inventory", "delivery"}),
-    "mid-phase2": ("coordinator", {None}, "committed", {"delivery"}),
+    # inventory has the commit, delivery does not: delivery asks inventory (cooperative termination)
+    "mid-phase2": ("coordinator", {None}, "committed", set()),
     "before-prepare-recorded": ("delivery", {"aborted"}, "aborted", set()),
     "after-prepare-recorded": ("delivery", {"aborted"}, "aborted", set()),
     "before-commit-applied": ("inventory", {"committed"}, "committed", set()),
@@ -71,8 +72,12 @@ def test_crash_point_then_recovery(protocol, point, spawn, tmp_path):
             # while the coordinator is down, a participant that voted yes can only hold and wait
             # (its peer is in doubt too, so cooperative termination cannot help)
             assert len(doubtful()) == 1, (name, doubtful())
-        else:  # a decision nobody acknowledges may still be on its way
+        else:  # a decision nobody acknowledges may still be on its way, or a peer may know it
             wait_until(lambda name=name: not doubtful(name), what=f"{name} to hear the decision")
+    if point == "mid-phase2":  # the coordinator is still down: delivery learnt the commit from its peer
+        assert not cluster.alive("coordinator")
+        told_by_peer = "cooperative termination (inventory says commit): commit"
+        assert told_by_peer in cluster.processes["delivery"].output()
 
     cluster.start(armed)  # the same node, with its disk, unarmed
     settle_and_audit(cluster, {answer["txid"]: answered} if answered else None)
