@@ -71,6 +71,16 @@ def show_resources(cluster: Cluster) -> None:
             say(f"  {name}: IN DOUBT {tx['txid']} holding {held}")
 
 
+def wait_decided_everywhere(cluster: Cluster, txid: str, timeout: float) -> None:
+    """Until both participants hold `txid` as committed or aborted (no failures in this part)."""
+    deadline = time.monotonic() + timeout
+    while not all(any(tx["txid"] == txid for tx in state(cluster, name)["decided"])
+                  for name in ("inventory", "delivery")):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{txid} was not decided at both participants within {timeout:g} s")
+        time.sleep(0.05)
+
+
 def release_note(inventory_tx: dict | None) -> str:
     """What the inventory did with order 3, whose abort came from delivery's "no".
 
@@ -110,9 +120,10 @@ def run(workdir: str, args: argparse.Namespace) -> str:
             answers[answer["txid"]] = answer["outcome"]
             say(f"  order {i} ({why}): {body['quantity']} {body['item']} -> {answer['outcome']}"
                 f" [{answer['reason']}]")
-            # a presumed-abort abort is sent without waiting for it: let it arrive before the next
+            # a presumed-abort abort is sent without waiting for it, and a prepare may still be on its
+            # way when the answer comes: wait until both participants have decided before the next
             # order (order 1's abort must free John before order 2 asks for a courier)
-            settle(cluster.coordinator_url, cluster.participant_urls, timeout=30)
+            wait_decided_everywhere(cluster, answer["txid"], timeout=30)
         show_resources(cluster)
         order3 = list(answers)[2]
         say(release_note(next((tx for tx in state(cluster, "inventory")["decided"] if tx["txid"] == order3),
