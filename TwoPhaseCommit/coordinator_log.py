@@ -93,7 +93,7 @@ class CoordinatorLog:
                 " ended=excluded.ended WHERE decision IS NULL",
                 # a decision nobody acknowledges is finished as soon as it is written: no end record
                 (txid, protocol.value, json.dumps(order), json.dumps(list(participants)), now,
-                 decision.value, reason, now, int(not RULES[protocol].acked[decision])))
+                 decision.value, reason, now, int(not RULES[protocol].needs_end_record(decision))))
             changed = conn.execute("SELECT changes()").fetchone()[0]
             row = conn.execute("SELECT decision, reason FROM transactions WHERE txid=?", (txid,)).fetchone()
             conn.execute("COMMIT")
