@@ -12,7 +12,8 @@ The records, in order, and when each is forced (the variant's `Rules` decide):
    re-sent, and commit/abort are idempotent at the participant.
 
 Forced = `synchronous=FULL` (the WAL is fsynced before COMMIT returns); lazy = `synchronous=NORMAL`,
-which in WAL mode survives a crash of this process but may lose the last commits on power loss.
+which in WAL mode survives a crash of this process but may lose the last commits on power loss or an
+OS crash.
 Every write is counted in `costs` (see costs.py).
 """
 
@@ -92,7 +93,7 @@ class CoordinatorLog:
                 " ended=excluded.ended WHERE decision IS NULL",
                 # a decision nobody acknowledges is finished as soon as it is written: no end record
                 (txid, protocol.value, json.dumps(order), json.dumps(list(participants)), now,
-                 decision.value, reason, now, int(not RULES[protocol].acked[decision])))
+                 decision.value, reason, now, int(not RULES[protocol].needs_end_record(decision))))
             changed = conn.execute("SELECT changes()").fetchone()[0]
             row = conn.execute("SELECT decision, reason FROM transactions WHERE txid=?", (txid,)).fetchone()
             conn.execute("COMMIT")

@@ -71,6 +71,29 @@ def show_resources(cluster: Cluster) -> None:
             say(f"  {name}: IN DOUBT {tx['txid']} holding {held}")
 
 
+def wait_decided_everywhere(cluster: Cluster, txid: str, timeout: float) -> None:
+    """Until both participants hold `txid` as committed or aborted (no failures in this part)."""
+    deadline = time.monotonic() + timeout
+    while not all(any(tx["txid"] == txid for tx in state(cluster, name)["decided"])
+                  for name in ("inventory", "delivery")):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{txid} was not decided at both participants within {timeout:g} s")
+        time.sleep(0.05)
+
+
+def release_note(inventory_tx: dict | None) -> str:
+    """What the inventory did with order 3, whose abort came from delivery's "no".
+
+    The prepares go out in parallel, so either the inventory reserved the drink and the abort gave it
+    back, or the abort overtook the prepare (its tombstone made the late prepare vote no). Say which.
+    """
+    if inventory_tx is not None and "item" in inventory_tx:
+        return (f"  (order 3 had reserved {inventory_tx['quantity']} {inventory_tx['item']} at the inventory"
+                " in parallel with the courier check; the abort gave it back)")
+    return ("  (order 3: the abort reached the inventory before its prepare did, so it reserved nothing;"
+            " the late prepare voted no)")
+
+
 def wait_for_line(cluster: Cluster, name: str, needle: str, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -97,10 +120,14 @@ def run(workdir: str, args: argparse.Namespace) -> str:
             answers[answer["txid"]] = answer["outcome"]
             say(f"  order {i} ({why}): {body['quantity']} {body['item']} -> {answer['outcome']}"
                 f" [{answer['reason']}]")
-        # a presumed-abort abort is sent without waiting for it: let it arrive before looking
-        settle(cluster.coordinator_url, cluster.participant_urls, timeout=30)
+            # a presumed-abort abort is sent without waiting for it, and a prepare may still be on its
+            # way when the answer comes: wait until both participants have decided before the next
+            # order (order 1's abort must free John before order 2 asks for a courier)
+            wait_decided_everywhere(cluster, answer["txid"], timeout=30)
         show_resources(cluster)
-        say("  (order 3 had reserved 1 drink before the courier check failed; the abort gave it back)")
+        order3 = list(answers)[2]
+        say(release_note(next((tx for tx in state(cluster, "inventory")["decided"] if tx["txid"] == order3),
+                              None)))
         delivered = next(txid for txid, outcome in answers.items() if outcome == "committed")
         call_json("POST", f"{cluster.url('delivery')}/deliver", {"txid": delivered}, timeout=5.0)
         say(f"  John delivered order 2 ({delivered}) and is free again")

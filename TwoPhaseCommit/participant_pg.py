@@ -218,7 +218,10 @@ class PostgresInventoryStore:
                     conn.execute(sql.SQL("ROLLBACK PREPARED {}").format(sql.Literal(txid)))
                 except psycopg.errors.UndefinedObject:
                     pass  # a concurrent abort got there first
-            # remember the abort, so a late prepare votes no and a duplicate abort is just acked
+            # remember the abort, so a late prepare votes no and a duplicate abort is just acked. If this
+            # txid's prepare is running right now (the abort overtook it), its uncommitted row holds the
+            # key: this insert waits until that transaction ends - once PREPAREd, until the inquiry or a
+            # re-sent abort rolls it back. Slow, but never wrong.
             conn.execute("INSERT INTO transactions (txid, state, reason, protocol, updated_at)"
                          " VALUES (%s, 'aborted', 'aborted', %s, %s) ON CONFLICT DO NOTHING",
                          (txid, (protocol or Protocol.BASIC).value, time.time()))

@@ -10,8 +10,9 @@ The durable points of the participant, in order (forced or lazy as the variant's
    it acknowledged (the ack promises it is durable), lazy otherwise.
 
 Forced = `synchronous=FULL` (SQLite fsyncs the WAL before COMMIT returns). Lazy = `synchronous=NORMAL`:
-in WAL mode that survives a crash of the process but may lose the last commits on power loss. SQLite
-refuses to change the setting inside a transaction, so a write's durability is chosen when it begins.
+in WAL mode that survives a crash of the process but may lose the last commits on power loss or an OS
+crash. SQLite refuses to change the setting inside a transaction, so a write's durability is chosen
+when it begins.
 
 Why BEGIN IMMEDIATE: it takes SQLite's write lock *before* reading the stock, so two concurrent prepares
 cannot both read "1 left" and both reserve it (a read-then-upgrade DEFERRED transaction could). The

@@ -12,7 +12,7 @@
 4. Restart the coordinator: recovery re-sends "commit", the inventory runs COMMIT PREPARED, the lock is
    gone, and the invariant audit (stock read from PostgreSQL) passes.
 
-Needs PostgreSQL's server binaries (Debian: apt-get install postgresql) or POSTGRES_DSN is not enough
+Needs PostgreSQL's server binaries (Debian: apt-get install postgresql). POSTGRES_DSN is not enough
 here: the demo kills the server, so it always starts its own.
 """
 

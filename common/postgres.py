@@ -11,7 +11,8 @@ The server is a real `postgres` from Debian's `postgresql` package (found on PAT
 /usr/lib/postgresql/*/bin). Each server gets its own cluster in a temporary folder (a copy of one
 `initdb` run per process: initdb takes seconds, the copy milliseconds); the server listens on
 127.0.0.1 only (no Unix socket), trusts local connections, and has `max_prepared_transactions` > 0 -
-it is 0 by default, which disables `PREPARE TRANSACTION`, the feature two-phase commit needs.
+it is 0 by default, which disables `PREPARE TRANSACTION`, the feature two-phase commit needs. (20 is
+plenty here; PostgreSQL's docs advise at least `max_connections` for a server that uses it.)
 
 PostgreSQL refuses to run as root, so when we are root the server runs as an unprivileged user
 (`postgres` if that account exists, else `nobody`) that owns the temporary folder.

@@ -9,7 +9,15 @@ from __future__ import annotations
 import pytest
 
 from common import postgres
-from tests.twopc_helpers import make_cluster, post_order, settle_and_audit, state, transactions
+from tests.twopc_helpers import (
+    make_cluster,
+    post_order,
+    settle_and_audit,
+    state,
+    transactions,
+    tx_state,
+    wait_until,
+)
 from TwoPhaseCommit.httpjson import Unreachable
 
 try:
@@ -69,6 +77,11 @@ def test_an_abort_is_rollback_prepared_and_gives_everything_back(spawn, tmp_path
     assert post_order(cluster, "burger", 1)[1]["outcome"] == "committed"  # John is out with it
     status, answer = post_order(cluster, "pizza", 3)  # inventory prepares all 3 pizzas; no courier
     assert (status, answer["outcome"]) == (200, "aborted")
+    # delivery's "no" can decide the abort while inventory's prepare is still running; the abort then
+    # meets a PREPAREd transaction later (via inventory's inquiry): wait for inventory's own outcome, since
+    # settle() cannot see a prepare in progress
+    wait_until(lambda: tx_state(cluster, "inventory", answer["txid"]) == "aborted",
+               what="inventory to abort the pizzas")
     settle_and_audit(cluster, {answer["txid"]: "aborted"})
     assert query(pg, "SELECT gid FROM pg_prepared_xacts") == []
     assert query(pg, "SELECT available FROM stock WHERE item = 'pizza'") == [(3,)]

@@ -130,7 +130,9 @@ def test_stalled_participant_times_out_and_the_coordinator_aborts(spawn, tmp_pat
     assert (status, answer["outcome"]) == (200, "aborted")
     # the decision timeout (0.3 s) ended the wait for votes long before the 5 s call timeout
     assert "delivery: no vote within the decision timeout" in answer["reason"]
-    # delivery wakes up and handles the stale prepare (or the abort first): either way nothing is held
+    # delivery wakes up and handles the stale prepare (or the abort first): either way nothing is held.
+    # Wait for its own outcome first: settle() cannot see a prepare that is still being handled
+    wait_until(lambda: tx_state(cluster, "delivery", answer["txid"]) == "aborted", what="delivery to abort")
     settle_and_audit(cluster, {answer["txid"]: "aborted"})
     assert available(cluster, "burger") == 5
     assert state(cluster, "delivery")["resources"]["John"]["carrying"] is None
