@@ -20,6 +20,7 @@ HISTORY_LIMIT = 50            # messages of a room sent on join
 CATCH_UP_LIMIT = 500          # at most this many on a join with `since` (a reconnect filling a gap)
 DEFAULT_ROOM = "lobby"
 MAX_ROOMS_PER_CONNECTION = 20  # bounds the state one connection can make us hold
+MAX_MESSAGE_ID = 2**63 - 1     # SQLite's largest INTEGER: a `since` beyond it is not a message id
 
 # Nicknames: 1-24 of letters, digits, '_' and '-'. Uniqueness is case-insensitive, so "Alice" and
 # "alice" cannot both be online (an easy impersonation otherwise). Room names: lower-case, 1-32.
@@ -91,8 +92,11 @@ def parse_join(args: tuple[Any, ...]) -> JoinRequest:
     room = data.get("room", DEFAULT_ROOM)
     since = data.get("since")
     # bool is an int in Python; `true` is not a message id.
-    if since is not None and (not isinstance(since, int) or isinstance(since, bool) or since < 0):
-        raise ChatError(BAD_REQUEST, "'since' must be a message id (a whole number >= 0)")
+    # ... and JSON has no integer limit: above SQLite's INTEGER range (2**63 - 1) the store's query
+    # raised OverflowError, an internal_error for what is bad input.
+    if since is not None and (not isinstance(since, int) or isinstance(since, bool)
+                              or not 0 <= since <= MAX_MESSAGE_ID):
+        raise ChatError(BAD_REQUEST, "'since' must be a message id (a whole number from 0 to 2**63 - 1)")
     return JoinRequest(room=check_room(room), username=check_nickname(data["username"]), since=since)
 
 

@@ -601,7 +601,10 @@ class Edge:
             return None
 
         def relay(status: int, reason: str, headers: policy.Headers) -> None:
-            writer.write(response_head(status, reason, policy.strip_hop_by_hop(headers)))
+            # A 1xx has no content, and a server MUST NOT send Content-Length in one (RFC 9110 §8.6):
+            # a client that believed it would take the final response's first bytes for its body.
+            fields = policy.without(policy.strip_hop_by_hop(headers), ("content-length",))
+            writer.write(response_head(status, reason, fields))
         return relay
 
     def _write_json(self, writer: asyncio.StreamWriter, payload: dict, status: int = 200) -> bool:
