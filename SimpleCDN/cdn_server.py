@@ -200,7 +200,7 @@ class Edge:
             # are forwarded untouched; HEAD hits are served. One range is served from the store.
             if request.method == "HEAD":
                 entry = self.store.lookup(key, request.headers)
-                if entry is not None and self._is_usable(entry, request):
+                if entry is not None and entry.partial is None and self._is_usable(entry, request):
                     return await self._serve_entry(request, entry, "HIT", writer)
             return await self._bypass(request, target, writer)
         return await self._get(request, target, key, writer)
@@ -209,6 +209,10 @@ class Edge:
 
     async def _get(self, request: Request, target: str, key: str, writer: asyncio.StreamWriter) -> bool:
         entry = self.store.lookup(key, request.headers)
+        if entry is None or entry.partial is not None:
+            if self._single_range(request) is not None:
+                return await self._get_range(request, target, key, entry, writer)
+            entry = None  # pieces cannot answer a whole GET; the complete response will replace them
         if entry is not None:
             now = time.time()
             facts = freshness(entry)
@@ -246,6 +250,45 @@ class Edge:
         # work for it, so it is a HIT (as nginx reports requests released by proxy_cache_lock).
         label = "STALE" if outcome.label == "STALE" else "HIT"
         return await self._serve_entry(request, outcome.entry, label, writer)
+
+    @staticmethod
+    def _single_range(request: Request) -> tuple[int | None, int | None] | None:
+        """The one byte range a GET asks for, or None (no Range, several, invalid, or an If-Range:
+        that condition is judged against a complete stored response, never against pieces)."""
+        if "range" not in request.fields or "if-range" in request.fields:
+            return None
+        specs = policy.parse_byte_ranges(policy.get_header(request.headers, "range"))
+        return specs[0] if specs is not None and len(specs) == 1 else None
+
+    async def _get_range(self, request: Request, target: str, key: str, pieces: StoredResponse | None,
+                         writer: asyncio.StreamWriter) -> bool:
+        """One range, and no complete response stored: serve it from stored pieces when they hold it
+        (and are fresh); otherwise ask the origin for just that range (RFC 9111 §3.3) and keep the 206
+        it sends with the pieces already stored — combined into a complete 200 once they cover the
+        whole representation (§3.4). Not coalesced: two clients rarely want the same bytes."""
+        spec = self._single_range(request)
+        assert spec is not None
+        if pieces is not None and pieces.partial is not None and self._is_usable(pieces, request):
+            span = policy.resolve_byte_range(spec, pieces.partial.length)
+            if span is None or pieces.partial.covers(*span):
+                return await self._serve_entry(request, pieces, "HIT", writer)
+        try:
+            outcome = await self._fetch(key, request, target, None, self._interim_relay(request, writer),
+                                        pieces=pieces)
+        except OriginError as exc:
+            return self._origin_failed(exc, writer)
+        if outcome.passthrough is not None:
+            return await self._stream(request, outcome.passthrough, outcome.prefix, "BYPASS", writer)
+        entry = outcome.entry
+        assert entry is not None
+        if entry.partial is not None:
+            span = policy.resolve_byte_range(spec, entry.partial.length)
+            if span is not None and not entry.partial.covers(*span):
+                writer.write(simple_response(502, "502 Bad Gateway: the origin answered with another "
+                                                  "range than the one asked for"))
+                return True
+        return await self._serve_entry(request, entry, outcome.label, writer,
+                                       headers=outcome.leader_headers)
 
     def _is_usable(self, entry: StoredResponse, request: Request, now: float | None = None) -> bool:
         """Fresh, not no-cache, and the request accepts it: servable without asking the origin."""
@@ -285,16 +328,21 @@ class Edge:
         return outcome, True
 
     async def _fetch(self, key: str, request: Request, target: str,
-                     stale: StoredResponse | None, on_interim: InterimHandler | None = None) -> Outcome:
+                     stale: StoredResponse | None, on_interim: InterimHandler | None = None,
+                     pieces: StoredResponse | bool = False) -> Outcome:
         """One origin round trip for GET `target`; stores the result when policy allows.
 
         With `stale` this is a revalidation: the stored validators are sent, and a 304 refreshes
         the stored headers (RFC 9111 §4.3.4). Origin failure or 5xx falls back to `stale` where
         stale-if-error allows it; otherwise OriginError propagates (-> 502/504).
+
+        `pieces` (the stored partial entry, or None when there is none yet) forwards the client's
+        one Range: a 206 answer is stored with those pieces. Without it, the whole representation is
+        fetched, also for a Range request whose object is stored complete but stale.
         """
-        # The whole representation is fetched even for a Range request: the store keeps complete
-        # responses and cuts the range from them (as nginx's proxy_cache does without its slice module).
-        headers = self._origin_request_headers(request, drop=(*policy.CONDITIONAL_REQUEST_FIELDS, "range"))
+        ranged = pieces is not False
+        drop = policy.CONDITIONAL_REQUEST_FIELDS if ranged else (*policy.CONDITIONAL_REQUEST_FIELDS, "range")
+        headers = self._origin_request_headers(request, drop=drop)
         if stale is not None:
             headers += policy.revalidation_headers(stale.headers)
         if self.config.origin_latency_ms:
@@ -322,6 +370,8 @@ class Edge:
             self.stats.origin_errors += 1
             await self._drain(response)
             return Outcome("STALE", entry=stale)
+        if response.status == 206 and not ranged:
+            return Outcome("BYPASS", passthrough=response)  # a part this edge did not ask for
         view = self._policy_view(response.headers)
         storable, _reason = policy.is_storable("GET", response.status, request.headers,
                                                response.headers if view is None else view,
@@ -343,6 +393,9 @@ class Edge:
             self.store.invalidate(key)
             return Outcome("BYPASS", passthrough=response, prefix=body)
         body_bytes = b"".join(body)
+        if response.status == 206:
+            return self._store_piece(key, request, response, body_bytes, pieces or None,
+                                     request_time, response_time)
         kept = policy.headers_to_store(response.headers, keep_set_cookie=self.config.store_set_cookie)
         stored = StoredResponse(response.status, response.reason, kept, body_bytes, request_time,
                                 response_time, policy.vary_names(response.headers),
@@ -353,6 +406,38 @@ class Edge:
         # A full 200 is a MISS even when it replaced a stale copy: REVALIDATED means "the origin
         # confirmed our copy with 304", which is the saving a learner should be able to count.
         return Outcome("MISS", entry=stored, leader_headers=leader_headers)
+
+    def _store_piece(self, key: str, request: Request, response: OriginResponse, body: bytes,
+                     stored: StoredResponse | None, request_time: float, response_time: float) -> Outcome:
+        """Keep a 206 from the origin (RFC 9111 §3.3). Pieces with the same strong ETag and length
+        are combined, the fields updated from the newest piece (§3.4); a piece of another version
+        replaces the old pieces instead of mixing with them. Complete, they become a stored 200."""
+        piece = policy.partial_piece(response.headers, len(body))
+        if piece is None:  # the body is not the range its Content-Range names: relay it, keep nothing
+            return Outcome("BYPASS", passthrough=response, prefix=[body])
+        first, length, etag = piece
+        kept = policy.without(policy.headers_to_store(response.headers,
+                                                      keep_set_cookie=self.config.store_set_cookie),
+                              {"content-range", "content-length"})
+        old = stored.partial if stored is not None else None
+        if old is not None and (old.etag, old.length) == (etag, length):
+            assert stored is not None
+            kept = policy.combine_partial_headers(stored.headers, kept, self.config.store_set_cookie)
+            parts = old.with_piece(first, body)
+        else:
+            parts = policy.PartialContent(etag, length).with_piece(first, body)
+        view = self._policy_view(kept)
+        if parts.complete:  # RFC 9110 §15.3.7.3: now processed as a complete 200 with its full length
+            entry = StoredResponse(200, "OK", kept, parts.cut(0, length - 1), request_time, response_time,
+                                   policy.vary_names(kept), policy_view=view)
+        else:
+            entry = StoredResponse(206, "Partial Content", kept, b"", request_time, response_time,
+                                   policy.vary_names(kept), policy_view=view, partial=parts)
+        self.store.put(key, entry, request.headers)
+        # The client is answered with the newest fields (its own Set-Cookie too, when one was sent).
+        leader_headers = policy.without(policy.strip_hop_by_hop(response.headers),
+                                        {"age", "content-range", policy.OWN_TARGETED_FIELD})
+        return Outcome("MISS", entry=entry, leader_headers=leader_headers)
 
     def _stale_allowed_on_error(self, stale: StoredResponse, disconnected: bool = False) -> bool:
         """stale-if-error (RFC 5861 §4) after an error; when the origin could not be reached at all,
@@ -474,7 +559,8 @@ class Edge:
                 and policy.conditional_request_matches(request.headers, entry.headers):
             writer.write(response_head(304, "Not Modified", policy.response_304_headers(source))[:-2] + tail)
             return True
-        if entry.status == 200 and request.method == "GET" and "range" in request.fields:
+        if (entry.status == 200 or entry.partial is not None) and request.method == "GET" \
+                and "range" in request.fields:
             partial = self._partial_response(request, entry, source, tail)
             if partial is not None:
                 writer.write(partial)
@@ -499,14 +585,16 @@ class Edge:
     def _partial_response(self, request: Request, entry: StoredResponse, headers: policy.Headers,
                           tail: bytes) -> bytes | None:
         """206 with one range of the stored 200, or 416 when the range is past its end (RFC 9110
-        §14.2, §15.3.7, §15.5.17); None to send the whole response (no valid single range, or an
-        If-Range that names another version, §13.1.5). The fields are the stored response's own
-        (RFC 9111 §3.4), with Content-Range and the part's Content-Length."""
+        §14.2, §15.3.7, §15.5.17) — or of the stored 206 pieces that hold it; None to send the whole
+        response (no valid single range, or an If-Range that names another version, §13.1.5). The
+        fields are the stored response's own (RFC 9111 §3.4), with Content-Range and the part's
+        Content-Length."""
         specs = policy.parse_byte_ranges(policy.get_header(request.headers, "range"))
         if specs is None or len(specs) != 1 or not policy.if_range_matches(
                 policy.get_header(request.headers, "if-range"), entry.headers):
             return None
-        length = len(entry.body)
+        pieces = entry.partial  # stored 206 pieces: the caller checked they hold the range
+        length = len(entry.body) if pieces is None else pieces.length
         span = policy.resolve_byte_range(specs[0], length)
         fields = policy.without(headers, ("content-length", "age", "content-range",
                                           policy.OWN_TARGETED_FIELD))
@@ -519,7 +607,8 @@ class Edge:
         fields += [("Content-Range", f"bytes {first}-{last}/{length}"),
                    ("Content-Length", str(last - first + 1))]
         self.stats.bytes_served += last - first + 1
-        return response_head(206, "Partial Content", fields)[:-2] + tail + entry.body[first:last + 1]
+        part = entry.body[first:last + 1] if pieces is None else pieces.cut(first, last)
+        return response_head(206, "Partial Content", fields)[:-2] + tail + part
 
     @staticmethod
     def _head_prefix(entry: StoredResponse, headers: policy.Headers) -> bytes:
