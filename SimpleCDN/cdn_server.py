@@ -8,7 +8,8 @@ Every response carries `X-Cache`:
   REVALIDATED  the stored copy was stale (or no-cache); the origin confirmed it (304) or replaced it
   STALE        served stale: inside stale-while-revalidate (a refresh runs in the background) or
                stale-if-error (the origin failed)
-  BYPASS       not cacheable (unsafe method, private, no-store, Set-Cookie, Vary: *, too large, Range)
+  BYPASS       not cacheable (unsafe method, private, no-store, Set-Cookie, Vary: *, too large,
+               several ranges)
 
 Why asyncio and not threads: a cache hit is a few microseconds of CPU, so under the GIL threads add
 no parallelism, only switching costs and a stack per connection; a miss is almost all waiting on the
