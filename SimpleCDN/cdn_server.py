@@ -49,6 +49,8 @@ from .http11 import (
     OriginPool,
     OriginResponse,
     Request,
+    field_index,
+    parse_head,
     read_request,
     reason_phrase,
     response_head,
@@ -64,6 +66,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # the ones this edge knows
 REFUSED_METHODS = frozenset({"CONNECT", "TRACE"})
 ALLOWED = "GET, HEAD, OPTIONS, POST, PUT, DELETE, PATCH, PURGE (and other methods the origin knows)"
 SERVER_NAME = "simplecdn"
+# Requests with these fields take the general path: a body to read, a Range to cut, a 100-continue.
+NOT_ON_THE_FAST_PATH = frozenset({"content-length", "transfer-encoding", "expect", "range"})
 UNKEYED_HOST_FIELDS = ("x-forwarded-host", "x-forwarded-proto", "x-forwarded-server", "forwarded",
                        "x-original-url", "x-rewrite-url", "x-host")
 
@@ -205,6 +209,37 @@ class Edge:
                     return await self._serve_entry(request, entry, "HIT", writer)
             return await self._bypass(request, target, writer)
         return await self._get(request, target, key, writer)
+
+    def answer_hit(self, head: bytes) -> tuple[list[bytes], bool] | None:
+        """The hit path without a coroutine: if the request head `head` is a plain GET or HEAD (no
+        body, no Range, no client latency to simulate) for a fresh stored response the request
+        accepts, the bytes to send and whether the connection stays open; otherwise None, and the
+        request goes the general way (serve_connection -> handle), which also says what is wrong
+        with a bad one. Every check here is one that path makes too, in the same order."""
+        if head.count(b"\n") != head.count(b"\r\n") or head.count(b"\r") != head.count(b"\r\n"):
+            return None  # a bare CR or LF: the general path refuses it with its 400
+        try:
+            method, target, version, headers = parse_head(head)
+        except HttpError:
+            return None
+        fields = field_index(headers)
+        hosts = len(fields.get("host", ()))
+        if (method not in ("GET", "HEAD") or hosts > 1 or (version == "HTTP/1.1" and hosts == 0)
+                or not fields.keys().isdisjoint(NOT_ON_THE_FAST_PATH) or self.config.client_latency_ms):
+            return None
+        try:
+            normalised = policy.normalise_target(target)
+        except policy.BadTarget:
+            return None
+        if normalised.partition("?")[0] == ADMIN_STATS:
+            return None
+        request = Request(method, target, version, headers, b"", fields)
+        entry = self.store.lookup(policy.cache_key(self.origin_base, normalised), headers)
+        now = time.time()
+        if entry is None or entry.partial is not None or not self._is_usable(entry, request, now):
+            return None
+        self.stats.requests += 1
+        return self._entry_response(request, entry, "HIT", now), request.keep_alive
 
     # ------------------------------------------------------------------------------------ GET path
 
@@ -484,7 +519,11 @@ class Edge:
             except OriginError:
                 pass  # already logged; the stale copy stays until its windows run out
 
-        task = asyncio.get_running_loop().create_task(refresh())
+        self.run_in_background(refresh())
+
+    def run_in_background(self, coroutine) -> None:
+        """Run `coroutine` as a task this edge holds on to (the loop keeps only weak references)."""
+        task = asyncio.get_running_loop().create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -552,20 +591,27 @@ class Edge:
                            headers: policy.Headers | None = None) -> bool:
         """Replay a stored response (status, headers, body) with Age and X-Cache, or a 304 if the
         client's own conditional request matches it."""
+        for piece in self._entry_response(request, entry, label, now, headers):
+            writer.write(piece)
+        if writer.transport.get_write_buffer_size() > 256 * 1024:
+            await self._drain_client(writer)
+        return True
+
+    def _entry_response(self, request: Request, entry: StoredResponse, label: str,
+                        now: float | None = None, headers: policy.Headers | None = None) -> list[bytes]:
+        """The bytes that answer `request` from `entry` (see _serve_entry), counted in the stats."""
         self.stats.count(label)
         age = freshness(entry).age(now or time.time())
         tail = f"Age: {int(age)}\r\nX-Cache: {label}\r\nVia: 1.1 {SERVER_NAME}\r\n\r\n".encode()
         source = headers if headers is not None else entry.headers
         if entry.status == 200 and has_conditional(request) \
                 and policy.conditional_request_matches(request.headers, entry.headers):
-            writer.write(response_head(304, "Not Modified", policy.response_304_headers(source))[:-2] + tail)
-            return True
+            return [response_head(304, "Not Modified", policy.response_304_headers(source))[:-2] + tail]
         if (entry.status == 200 or entry.partial is not None) and request.method == "GET" \
                 and "range" in request.fields:
             partial = self._partial_response(request, entry, source, tail)
             if partial is not None:
-                writer.write(partial)
-                return True
+                return [partial]
         if headers is not None:
             prefix = self._head_prefix(entry, headers)
         else:
@@ -573,15 +619,10 @@ class Edge:
                 entry.head_prefix = self._head_prefix(entry, entry.headers)
             prefix = entry.head_prefix
         body = entry.body if request.method != "HEAD" else b""
-        if len(body) <= 65536:
-            writer.write(prefix + tail + body)  # one send(): copying a small body beats a 2nd syscall
-        else:
-            writer.write(prefix + tail)
-            writer.write(body)
         self.stats.bytes_served += len(body)
-        if writer.transport.get_write_buffer_size() > 256 * 1024:
-            await self._drain_client(writer)
-        return True
+        if len(body) <= 65536:
+            return [prefix + tail + body]  # one send(): copying a small body beats a 2nd syscall
+        return [prefix + tail, body]
 
     def _partial_response(self, request: Request, entry: StoredResponse, headers: policy.Headers,
                           tail: bytes) -> bytes | None:
@@ -739,6 +780,75 @@ class Edge:
         }
 
 
+class EdgeConnection(asyncio.StreamReaderProtocol):
+    """One client connection. While its requests are fresh hits they are answered right here, as
+    their bytes arrive (Edge.answer_hit): no coroutine is woken, no StreamReader buffers them, which
+    is most of what a hit cost. The first request that is anything else — a miss, a body, a bad
+    head, a client not reading its responses — hands the connection to Edge.serve_connection, the
+    general path, for good: the bytes not yet answered go to its reader in order, so pipelined
+    requests are answered in order too."""
+
+    def __init__(self, edge: Edge):
+        self.edge = edge
+        self.reader = asyncio.StreamReader(limit=MAX_HEAD_BYTES)
+        super().__init__(self.reader)
+        self.pending = bytearray()  # received, not yet answered (the fast path's own buffer)
+        self.handed_over = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.writer = asyncio.StreamWriter(transport, self, self.reader, asyncio.get_running_loop())
+        self.watchdog = IdleWatchdog(self.writer, self.edge.config.idle_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self.handed_over:
+            super().data_received(data)
+            return
+        self.pending += data
+        while not self.handed_over and not self.transport.is_closing():
+            end = self.pending.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.pending) > MAX_HEAD_BYTES or b"\n" in self.pending.replace(b"\r\n", b""):
+                    self._hand_over()  # too long, or a bare LF: the general path says so now
+                return
+            try:
+                answer = self.edge.answer_hit(bytes(self.pending[:end + 4]))
+            except Exception:  # noqa: BLE001 - a bug here must not cost the request: retry it there
+                answer = None
+            if answer is None:
+                self._hand_over()
+                return
+            del self.pending[:end + 4]
+            pieces, keep_alive = answer
+            for piece in pieces:
+                self.transport.write(piece)
+            self.watchdog.end_request()
+            if not keep_alive:
+                self.transport.close()  # after the buffered response is sent
+            elif self.transport.get_write_buffer_size() > 256 * 1024:
+                self._hand_over()  # the client is not reading: the general path bounds the wait
+
+    def _hand_over(self) -> None:
+        self.handed_over = True
+        self.watchdog.cancel()  # serve_connection keeps its own
+        super().data_received(bytes(self.pending))
+        self.pending.clear()
+        self.edge.run_in_background(self.edge.serve_connection(self.reader, self.writer))
+
+    def eof_received(self) -> bool:
+        if not self.handed_over and self.pending.strip(b"\r\n"):
+            self._hand_over()  # half a request, then EOF: the general path answers it (400)
+        if self.handed_over:
+            return super().eof_received()
+        return False  # the client has nothing more to ask: close once the answers are sent
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.watchdog.cancel()
+        super().connection_lost(exc)
+
+
 class IdleWatchdog:
     """Closes a keep-alive connection on which no request completes for `timeout` seconds (idle, or
     a request head trickling in byte by byte). One timer per connection, re-armed lazily: cheaper
@@ -809,13 +919,14 @@ async def run_edge(config: EdgeConfig, host: str, port: int, ready: asyncio.Even
     on 127.0.0.1 lets the others reach this worker's store (PURGE)."""
     edge = Edge(config)
     try:
-        server = await asyncio.start_server(edge.serve_connection, host, port, limit=MAX_HEAD_BYTES,
-                                            backlog=1024, reuse_port=worker is not None)
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: EdgeConnection(edge), host, port, backlog=1024,
+                                          reuse_port=worker is not None)
         servers = [server]
         if worker is not None:
             edge.peers = worker.peers
-            servers.append(await asyncio.start_server(edge.serve_connection, "127.0.0.1",
-                                                      worker.control_port, limit=MAX_HEAD_BYTES))
+            servers.append(await loop.create_server(lambda: EdgeConnection(edge), "127.0.0.1",
+                                                    worker.control_port))
     except OSError as exc:
         raise cli.bind_error(exc, host, port) from None
     log(config.name, f"listening on http://{host}:{port} for origin {config.origin} "
