@@ -797,8 +797,7 @@ class EdgeConnection(asyncio.StreamReaderProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment] - uvloop's is not an asyncio.Transport
         self.writer = asyncio.StreamWriter(transport, self, self.reader, asyncio.get_running_loop())
         self.watchdog = IdleWatchdog(self.writer, self.edge.config.idle_timeout)
 

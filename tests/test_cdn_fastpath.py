@@ -123,3 +123,17 @@ def test_hits_on_the_fast_path_are_counted(origin, edge):
     exchange(edge, get(hit) * 3 + get(hit, "Connection: close"))
     after = edge_stats(edge)
     assert (after["hits"] - before["hits"], after["requests"] - before["requests"]) == (4, 5)  # + /__stats
+
+
+def test_the_same_with_uvloop(origin):
+    """uvloop's transports are not asyncio's classes: the fast path must not care."""
+    pytest.importorskip("uvloop")
+    child, port = start_edge(origin.url, "--loop", "uvloop")
+    try:
+        hit = paths("uvloop")
+        origin.script(hit, [("Cache-Control", "max-age=600")], body="uv n={n}")
+        replies = exchange(port, get(hit) + get(hit) + get(hit, "Connection: close"))
+        assert [(fields["x-cache"], body) for _, fields, body in replies] == [
+            ("MISS", b"uv n=1"), ("HIT", b"uv n=1"), ("HIT", b"uv n=1")]
+    finally:
+        child.stop()
