@@ -6,7 +6,9 @@ bad request after some hits still gets its specific error."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import time
 
 import pytest
 
@@ -135,5 +137,27 @@ def test_the_same_with_uvloop(origin):
         replies = exchange(port, get(hit) + get(hit) + get(hit, "Connection: close"))
         assert [(fields["x-cache"], body) for _, fields, body in replies] == [
             ("MISS", b"uv n=1"), ("HIT", b"uv n=1"), ("HIT", b"uv n=1")]
+    finally:
+        child.stop()
+
+
+def test_a_client_that_pipelines_hits_and_reads_nothing_is_cut_off(origin):
+    """Answers written straight from data_received must not pile up without bound for a client that
+    never reads them: past 256 KB unsent, the general path takes over and bounds the wait."""
+    child, port = start_edge(origin.url, "--idle-timeout", "1")
+    try:
+        path = paths("unread")
+        origin.script(path, [("Cache-Control", "max-age=600")], body_size=100_000)
+        assert request(port, path).x_cache == "MISS"
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+            sock.sendall(get(path) * 200)  # 20 MB of answers asked for
+            time.sleep(3)  # the scenario itself: reading nothing for longer than the idle timeout
+            received = 0
+            with contextlib.suppress(ConnectionError):
+                while chunk := sock.recv(1 << 20):
+                    received += len(chunk)
+        assert received < 200 * 100_000 // 2
+        assert request(port, "/__stats").status == 200
     finally:
         child.stop()
