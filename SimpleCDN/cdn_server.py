@@ -462,6 +462,9 @@ class Edge:
             parts = old.with_piece(first, body)
         else:
             parts = policy.PartialContent(etag, length).with_piece(first, body)
+        if parts.size > self.config.max_object_size:
+            # Pieces add up: without this bound, ranges of a large file would store it whole.
+            return Outcome("BYPASS", passthrough=response, prefix=[body])
         view = self._policy_view(kept)
         if parts.complete:  # RFC 9110 §15.3.7.3: now processed as a complete 200 with its full length
             entry = StoredResponse(200, "OK", kept, parts.cut(0, length - 1), request_time, response_time,

@@ -198,3 +198,17 @@ def test_a_206_with_a_weak_etag_is_relayed_not_stored(origin, edge):
     replies = [get_range(edge, path, "0-9") for _ in range(2)]
     assert [(r.status, r.x_cache, r.body) for r in replies] == [(206, "BYPASS", TEXT[:10].encode())] * 2
     assert origin.count(path) == 2
+
+
+def test_pieces_never_add_up_to_more_than_the_largest_object_stored(origin):
+    child, port = start_edge(origin.url, "--max-object-size", "600")
+    try:
+        path = ranged(origin, "too-big")
+        assert [get_range(port, path, "0-499").x_cache for _ in range(2)] == ["MISS", "HIT"]
+        second = get_range(port, path, "500-999")  # 1,000 bytes together: over the limit
+        assert (second.status, second.x_cache, second.body) == (206, "BYPASS", TEXT[500:].encode())
+        assert get_range(port, path, "500-999").x_cache == "BYPASS"  # not stored
+        assert get_range(port, path, "0-99").x_cache == "HIT"        # the first piece still is
+        assert origin.count(path) == 3
+    finally:
+        child.stop()
