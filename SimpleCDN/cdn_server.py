@@ -34,7 +34,7 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
@@ -55,6 +55,7 @@ from .http11 import (
     reason_phrase,
     response_head,
     simple_response,
+    unread_bytes,
 )
 from .lru_store import LRUStore, StoredResponse
 
@@ -118,6 +119,7 @@ class EdgeStats:
     bytes_served: int = 0
     purges: int = 0
     bad_requests: int = 0
+    fast_hits: int = 0  # hits answered by EdgeConnection without a coroutine (counted in hits too)
 
     def count(self, label: str) -> None:
         attribute = {"HIT": "hits", "MISS": "misses", "REVALIDATED": "revalidated", "STALE": "stale",
@@ -141,9 +143,12 @@ class Edge:
 
     # ------------------------------------------------------------------------------- connections
 
-    async def serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Serve requests on one keep-alive connection until the client closes or errs."""
+    async def serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                               take_back: Callable[[], bool] | None = None) -> None:
+        """Serve requests on one keep-alive connection until the client closes or errs — or until
+        `take_back()` (asked between requests) says the fast hit path takes the connection again."""
         watchdog = IdleWatchdog(writer, self.config.idle_timeout)
+        handed_back = False
         try:
             while True:
                 try:
@@ -161,6 +166,9 @@ class Edge:
                 watchdog.end_request()
                 if not (keep_alive and request.keep_alive):
                     return
+                if take_back is not None and take_back():
+                    handed_back = True
+                    return
         except (ConnectionError, OSError):
             pass  # the client went away; nothing to answer
         except Exception as exc:  # a bug must cost one connection, never the server
@@ -169,7 +177,8 @@ class Edge:
                 writer.write(simple_response(500, "500 Internal Server Error", close=True))
         finally:
             watchdog.cancel()
-            writer.close()
+            if not handed_back:
+                writer.close()
 
     async def handle(self, request: Request, writer: asyncio.StreamWriter) -> bool:
         """Answer one request. Returns False when the connection must close afterwards."""
@@ -239,6 +248,7 @@ class Edge:
         if entry is None or entry.partial is not None or not self._is_usable(entry, request, now):
             return None
         self.stats.requests += 1
+        self.stats.fast_hits += 1
         return self._entry_response(request, entry, "HIT", now), request.keep_alive
 
     # ------------------------------------------------------------------------------------ GET path
@@ -788,8 +798,9 @@ class EdgeConnection(asyncio.StreamReaderProtocol):
     their bytes arrive (Edge.answer_hit): no coroutine is woken, no StreamReader buffers them, which
     is most of what a hit cost. The first request that is anything else — a miss, a body, a bad
     head, a client not reading its responses — hands the connection to Edge.serve_connection, the
-    general path, for good: the bytes not yet answered go to its reader in order, so pipelined
-    requests are answered in order too."""
+    general path: the bytes not yet answered go to its reader in order, so pipelined requests are
+    answered in order too. Between two requests, with nothing of the client's left unread, the
+    general path gives the connection back (take_back)."""
 
     def __init__(self, edge: Edge):
         self.edge = edge
@@ -837,7 +848,17 @@ class EdgeConnection(asyncio.StreamReaderProtocol):
         self.watchdog.cancel()  # serve_connection keeps its own
         super().data_received(bytes(self.pending))
         self.pending.clear()
-        self.edge.run_in_background(self.edge.serve_connection(self.reader, self.writer))
+        self.edge.run_in_background(self.edge.serve_connection(self.reader, self.writer, self.take_back))
+
+    def take_back(self) -> bool:
+        """Resume the fast path, if the general path has read everything the client sent (so the
+        order of answers cannot change) and the client is taking its answers."""
+        if (unread_bytes(self.reader) or self.reader.at_eof() or self.transport.is_closing()
+                or self.transport.get_write_buffer_size() > 256 * 1024):
+            return False
+        self.handed_over = False
+        self.watchdog = IdleWatchdog(self.writer, self.edge.config.idle_timeout)
+        return True
 
     def eof_received(self) -> bool:
         if not self.handed_over and self.pending.strip(b"\r\n"):

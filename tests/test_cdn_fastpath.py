@@ -161,3 +161,31 @@ def test_a_client_that_pipelines_hits_and_reads_nothing_is_cut_off(origin):
         assert request(port, "/__stats").status == 200
     finally:
         child.stop()
+
+
+def test_after_a_miss_the_connection_returns_to_the_fast_path(origin, edge):
+    """One keep-alive connection, one request at a time: a miss (the general path), then hits,
+    which the fast path answers again once the general path has read everything the client sent."""
+    hit = cached(origin, edge, "back")
+    cold = paths("back-cold")
+    origin.script(cold, [("Cache-Control", "max-age=600")], body="cold n={n}")
+    before = edge_stats(edge)["fast_hits"]
+    with socket.create_connection(("127.0.0.1", edge), timeout=TIMEOUT) as sock:
+        labels = []
+        for path in (cold, hit, cold, hit):
+            sock.sendall(get(path))
+            data = b""
+            while not (replies := split_complete(data)):
+                data += sock.recv(65536)
+            labels.append(replies[0][1]["x-cache"])
+    assert labels == ["MISS", "HIT", "HIT", "HIT"]
+    assert edge_stats(edge)["fast_hits"] - before == 3
+
+
+def split_complete(data: bytes) -> list[tuple[int, dict, bytes]]:
+    """The responses in `data`, or [] while the first one is incomplete."""
+    head, sep, rest = data.partition(b"\r\n\r\n")
+    if not sep:
+        return []
+    length = int(dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:]).get(b"Content-Length", b"0"))
+    return split_responses(data) if len(rest) >= length else []
