@@ -12,6 +12,7 @@ Everything the edge decides about caching lives here, so each rule can be unit-t
 - `conditional_request_matches` a client's If-None-Match / If-Modified-Since vs the stored copy
 - `strip_hop_by_hop`, `merge_304_headers`  what is stored and how a 304 refreshes it (§3.2, §4.3.4)
 - `normalise_target`            the request target -> a safe, canonical path + query for the cache key
+- `parse_byte_ranges`, `PartialContent`  Range requests, stored 206 pieces and combining them (§3.3-3.4)
 
 Headers are passed as lists of (name, value) pairs, names in any case, because HTTP allows a field
 to repeat (Set-Cookie, Cache-Control) and a dict would silently drop the repeats.
@@ -36,13 +37,12 @@ from urllib.parse import urlsplit
 
 Headers = list[tuple[str, str]]
 
-# RFC 9110 §15.1: status codes that are "heuristically cacheable". 206 is left out on purpose: this
-# cache does not combine partial content, so a Range request simply bypasses it.
-HEURISTICALLY_CACHEABLE = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
+# RFC 9110 §15.1: status codes that are "heuristically cacheable".
+HEURISTICALLY_CACHEABLE = frozenset({200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501})
 # Status codes whose semantics this cache implements (RFC 9111 §3). It matters only for the two a
-# cache must understand to store them (206, 304: this cache does not combine partial content) and
-# for responses marked must-understand (§5.2.2.3). Any other final status may be stored when the
-# response allows it.
+# cache must understand to store them (206: this cache stores partial content and combines it,
+# §3.3-3.4; 304 is never stored, it refreshes a stored response) and for responses marked
+# must-understand (§5.2.2.3). Any other final status may be stored when the response allows it.
 UNDERSTOOD_STATUS = HEURISTICALLY_CACHEABLE | frozenset({302, 303, 307, 400, 403, 500, 502, 503, 504})
 MUST_UNDERSTAND_STATUS = frozenset({206, 304})
 
@@ -251,6 +251,10 @@ def is_storable(method: str, status: int, request_headers: Sequence[tuple[str, s
         return False, "response says no-store"
     elif status in MUST_UNDERSTAND_STATUS and status not in UNDERSTOOD_STATUS:
         return False, f"status {status} may be stored only by a cache that implements it (§3)"
+    if status == 206 and (parse_content_range(get_header(response_headers, "content-range")) is None
+                          or strong_etag(response_headers) is None):
+        return False, "a 206 is kept only with one Content-Range of known length and a strong ETag " \
+                      "(the pieces must be combinable, §3.4)"
     if "private" in response_cc:
         # Qualified private="field" is treated as unqualified: the conservative reading §5.2.2.7 allows.
         return False, "response is private"
@@ -785,6 +789,94 @@ def if_range_matches(if_range: str | None, stored_headers: Sequence[tuple[str, s
     # A Last-Modified is a strong validator only if it is at least a second before Date (§8.8.2.2).
     return (since is not None and since == last_modified and date is not None
             and date - last_modified >= 1)
+
+
+_CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,18})-([0-9]{1,18})/([0-9]{1,18})")
+
+
+def parse_content_range(value: str | None) -> tuple[int, int, int] | None:
+    """'bytes 0-99/1000' -> (0, 99, 1000): first, last (inclusive) and complete length (RFC 9110
+    §14.4). None for anything else — including an unknown complete length ('bytes 0-99/*'), which
+    this cache does not store: without the length it could never tell when the pieces are whole."""
+    match = _CONTENT_RANGE.fullmatch(strip_ows(value or ""))
+    if not match:
+        return None
+    first, last, length = (int(group) for group in match.groups())
+    return (first, last, length) if first <= last < length else None
+
+
+def strong_etag(headers: Sequence[tuple[str, str]]) -> str | None:
+    """The response's ETag if it is a strong validator (not W/), else None (RFC 9110 §8.8.1)."""
+    etag = get_header(headers, "etag")
+    return etag if etag is not None and etag.startswith('"') and "," not in etag else None
+
+
+def partial_piece(headers: Sequence[tuple[str, str]], body_length: int) -> tuple[int, int, str] | None:
+    """A 206 this cache can keep and combine -> (first byte, complete length, strong ETag); else None.
+
+    RFC 9111 §3.4 allows combining only pieces that share a strong validator; this cache takes the
+    strong ETag as that validator (a Last-Modified date is strong only under conditions a cache can
+    rarely check, RFC 9110 §8.8.2.2). The body must be exactly the range its Content-Range names.
+    """
+    span = parse_content_range(get_header(headers, "content-range"))
+    etag = strong_etag(headers)
+    if span is None or etag is None or span[1] - span[0] + 1 != body_length:
+        return None
+    return span[0], span[2], etag
+
+
+@dataclass(frozen=True)
+class PartialContent:
+    """The pieces of one representation this cache holds, from 206 responses (RFC 9111 §3.3).
+
+    `spans` are (first byte, bytes), sorted, never overlapping or touching: adding a piece merges it
+    with its neighbours. Immutable — `with_piece` returns a new value — so the store's byte count of
+    an entry can never change behind its back.
+    """
+
+    etag: str                                # the strong validator every piece shares (§3.4)
+    length: int                              # the representation's complete length
+    spans: tuple[tuple[int, bytes], ...] = ()
+
+    def with_piece(self, first: int, data: bytes) -> PartialContent:
+        """These pieces plus `data` at offset `first` (same validator: overlapping bytes agree)."""
+        merged: list[tuple[int, bytes]] = []
+        for start, piece in sorted((*self.spans, (first, data)), key=lambda span: span[0]):
+            if merged and start <= merged[-1][0] + len(merged[-1][1]):
+                previous_start, previous = merged[-1]
+                overhang = start + len(piece) - (previous_start + len(previous))
+                if overhang > 0:
+                    merged[-1] = (previous_start, previous + piece[len(piece) - overhang:])
+            else:
+                merged.append((start, piece))
+        return PartialContent(self.etag, self.length, tuple(merged))
+
+    def covers(self, first: int, last: int) -> bool:
+        return any(start <= first and last < start + len(piece) for start, piece in self.spans)
+
+    def cut(self, first: int, last: int) -> bytes:
+        """Bytes first..last (inclusive); only call it when `covers(first, last)`."""
+        for start, piece in self.spans:
+            if start <= first and last < start + len(piece):
+                return piece[first - start:last - start + 1]
+        raise ValueError(f"bytes {first}-{last} are not stored")
+
+    @property
+    def complete(self) -> bool:
+        """All bytes are here: the pieces can be served as one complete 200 (RFC 9110 §15.3.7.3)."""
+        return self.covers(0, self.length - 1) if self.length else False
+
+    @property
+    def size(self) -> int:
+        return sum(len(piece) for _, piece in self.spans)
+
+
+def combine_partial_headers(stored: Sequence[tuple[str, str]], newest: Sequence[tuple[str, str]],
+                            keep_set_cookie: bool = False) -> Headers:
+    """The fields of combined partial content (RFC 9111 §3.4, RFC 9110 §15.3.7.3): the stored
+    fields, updated with the newest 206's fields as a 304 would update them (§3.2), Content-Range
+    aside — it describes one piece, never the combination."""
+    return without(merge_304_headers(stored, newest, keep_set_cookie), {"content-range"})
 
 
 # --------------------------------------------------------------------------------------- targets

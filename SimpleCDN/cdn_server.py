@@ -8,7 +8,8 @@ Every response carries `X-Cache`:
   REVALIDATED  the stored copy was stale (or no-cache); the origin confirmed it (304) or replaced it
   STALE        served stale: inside stale-while-revalidate (a refresh runs in the background) or
                stale-if-error (the origin failed)
-  BYPASS       not cacheable (unsafe method, private, no-store, Set-Cookie, Vary: *, too large, Range)
+  BYPASS       not cacheable (unsafe method, private, no-store, Set-Cookie, Vary: *, too large,
+               several ranges)
 
 Why asyncio and not threads: a cache hit is a few microseconds of CPU, so under the GIL threads add
 no parallelism, only switching costs and a stack per connection; a miss is almost all waiting on the
@@ -33,7 +34,7 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
@@ -48,10 +49,13 @@ from .http11 import (
     OriginPool,
     OriginResponse,
     Request,
+    field_index,
+    parse_head,
     read_request,
     reason_phrase,
     response_head,
     simple_response,
+    unread_bytes,
 )
 from .lru_store import LRUStore, StoredResponse
 
@@ -63,6 +67,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # the ones this edge knows
 REFUSED_METHODS = frozenset({"CONNECT", "TRACE"})
 ALLOWED = "GET, HEAD, OPTIONS, POST, PUT, DELETE, PATCH, PURGE (and other methods the origin knows)"
 SERVER_NAME = "simplecdn"
+# Requests with these fields take the general path: a body to read, a Range to cut, a 100-continue.
+NOT_ON_THE_FAST_PATH = frozenset({"content-length", "transfer-encoding", "expect", "range"})
 UNKEYED_HOST_FIELDS = ("x-forwarded-host", "x-forwarded-proto", "x-forwarded-server", "forwarded",
                        "x-original-url", "x-rewrite-url", "x-host")
 
@@ -113,6 +119,7 @@ class EdgeStats:
     bytes_served: int = 0
     purges: int = 0
     bad_requests: int = 0
+    fast_hits: int = 0  # hits answered by EdgeConnection without a coroutine (counted in hits too)
 
     def count(self, label: str) -> None:
         attribute = {"HIT": "hits", "MISS": "misses", "REVALIDATED": "revalidated", "STALE": "stale",
@@ -136,9 +143,12 @@ class Edge:
 
     # ------------------------------------------------------------------------------- connections
 
-    async def serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Serve requests on one keep-alive connection until the client closes or errs."""
+    async def serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                               take_back: Callable[[], bool] | None = None) -> None:
+        """Serve requests on one keep-alive connection until the client closes or errs — or until
+        `take_back()` (asked between requests) says the fast hit path takes the connection again."""
         watchdog = IdleWatchdog(writer, self.config.idle_timeout)
+        handed_back = False
         try:
             while True:
                 try:
@@ -156,6 +166,9 @@ class Edge:
                 watchdog.end_request()
                 if not (keep_alive and request.keep_alive):
                     return
+                if take_back is not None and take_back():
+                    handed_back = True
+                    return
         except (ConnectionError, OSError):
             pass  # the client went away; nothing to answer
         except Exception as exc:  # a bug must cost one connection, never the server
@@ -164,7 +177,8 @@ class Edge:
                 writer.write(simple_response(500, "500 Internal Server Error", close=True))
         finally:
             watchdog.cancel()
-            writer.close()
+            if not handed_back:
+                writer.close()
 
     async def handle(self, request: Request, writer: asyncio.StreamWriter) -> bool:
         """Answer one request. Returns False when the connection must close afterwards."""
@@ -200,15 +214,51 @@ class Edge:
             # are forwarded untouched; HEAD hits are served. One range is served from the store.
             if request.method == "HEAD":
                 entry = self.store.lookup(key, request.headers)
-                if entry is not None and self._is_usable(entry, request):
+                if entry is not None and entry.partial is None and self._is_usable(entry, request):
                     return await self._serve_entry(request, entry, "HIT", writer)
             return await self._bypass(request, target, writer)
         return await self._get(request, target, key, writer)
+
+    def answer_hit(self, head: bytes) -> tuple[list[bytes], bool] | None:
+        """The hit path without a coroutine: if the request head `head` is a plain GET or HEAD (no
+        body, no Range, no client latency to simulate) for a fresh stored response the request
+        accepts, the bytes to send and whether the connection stays open; otherwise None, and the
+        request goes the general way (serve_connection -> handle), which also says what is wrong
+        with a bad one. Every check here is one that path makes too, in the same order."""
+        if head.count(b"\n") != head.count(b"\r\n") or head.count(b"\r") != head.count(b"\r\n"):
+            return None  # a bare CR or LF: the general path refuses it with its 400
+        try:
+            method, target, version, headers = parse_head(head)
+        except HttpError:
+            return None
+        fields = field_index(headers)
+        hosts = len(fields.get("host", ()))
+        if (method not in ("GET", "HEAD") or hosts > 1 or (version == "HTTP/1.1" and hosts == 0)
+                or not fields.keys().isdisjoint(NOT_ON_THE_FAST_PATH) or self.config.client_latency_ms):
+            return None
+        try:
+            normalised = policy.normalise_target(target)
+        except policy.BadTarget:
+            return None
+        if normalised.partition("?")[0] == ADMIN_STATS:
+            return None
+        request = Request(method, target, version, headers, b"", fields)
+        entry = self.store.lookup(policy.cache_key(self.origin_base, normalised), headers)
+        now = time.time()
+        if entry is None or entry.partial is not None or not self._is_usable(entry, request, now):
+            return None
+        self.stats.requests += 1
+        self.stats.fast_hits += 1
+        return self._entry_response(request, entry, "HIT", now), request.keep_alive
 
     # ------------------------------------------------------------------------------------ GET path
 
     async def _get(self, request: Request, target: str, key: str, writer: asyncio.StreamWriter) -> bool:
         entry = self.store.lookup(key, request.headers)
+        if entry is None or entry.partial is not None:
+            if self._single_range(request) is not None:
+                return await self._get_range(request, target, key, entry, writer)
+            entry = None  # pieces cannot answer a whole GET; the complete response will replace them
         if entry is not None:
             now = time.time()
             facts = freshness(entry)
@@ -246,6 +296,45 @@ class Edge:
         # work for it, so it is a HIT (as nginx reports requests released by proxy_cache_lock).
         label = "STALE" if outcome.label == "STALE" else "HIT"
         return await self._serve_entry(request, outcome.entry, label, writer)
+
+    @staticmethod
+    def _single_range(request: Request) -> tuple[int | None, int | None] | None:
+        """The one byte range a GET asks for, or None (no Range, several, invalid, or an If-Range:
+        that condition is judged against a complete stored response, never against pieces)."""
+        if "range" not in request.fields or "if-range" in request.fields:
+            return None
+        specs = policy.parse_byte_ranges(policy.get_header(request.headers, "range"))
+        return specs[0] if specs is not None and len(specs) == 1 else None
+
+    async def _get_range(self, request: Request, target: str, key: str, pieces: StoredResponse | None,
+                         writer: asyncio.StreamWriter) -> bool:
+        """One range, and no complete response stored: serve it from stored pieces when they hold it
+        (and are fresh); otherwise ask the origin for just that range (RFC 9111 §3.3) and keep the 206
+        it sends with the pieces already stored — combined into a complete 200 once they cover the
+        whole representation (§3.4). Not coalesced: two clients rarely want the same bytes."""
+        spec = self._single_range(request)
+        assert spec is not None
+        if pieces is not None and pieces.partial is not None and self._is_usable(pieces, request):
+            span = policy.resolve_byte_range(spec, pieces.partial.length)
+            if span is None or pieces.partial.covers(*span):
+                return await self._serve_entry(request, pieces, "HIT", writer)
+        try:
+            outcome = await self._fetch(key, request, target, None, self._interim_relay(request, writer),
+                                        pieces=pieces)
+        except OriginError as exc:
+            return self._origin_failed(exc, writer)
+        if outcome.passthrough is not None:
+            return await self._stream(request, outcome.passthrough, outcome.prefix, "BYPASS", writer)
+        entry = outcome.entry
+        assert entry is not None
+        if entry.partial is not None:
+            span = policy.resolve_byte_range(spec, entry.partial.length)
+            if span is not None and not entry.partial.covers(*span):
+                writer.write(simple_response(502, "502 Bad Gateway: the origin answered with another "
+                                                  "range than the one asked for"))
+                return True
+        return await self._serve_entry(request, entry, outcome.label, writer,
+                                       headers=outcome.leader_headers)
 
     def _is_usable(self, entry: StoredResponse, request: Request, now: float | None = None) -> bool:
         """Fresh, not no-cache, and the request accepts it: servable without asking the origin."""
@@ -285,16 +374,21 @@ class Edge:
         return outcome, True
 
     async def _fetch(self, key: str, request: Request, target: str,
-                     stale: StoredResponse | None, on_interim: InterimHandler | None = None) -> Outcome:
+                     stale: StoredResponse | None, on_interim: InterimHandler | None = None,
+                     pieces: StoredResponse | bool = False) -> Outcome:
         """One origin round trip for GET `target`; stores the result when policy allows.
 
         With `stale` this is a revalidation: the stored validators are sent, and a 304 refreshes
         the stored headers (RFC 9111 §4.3.4). Origin failure or 5xx falls back to `stale` where
         stale-if-error allows it; otherwise OriginError propagates (-> 502/504).
+
+        `pieces` (the stored partial entry, or None when there is none yet) forwards the client's
+        one Range: a 206 answer is stored with those pieces. Without it, the whole representation is
+        fetched, also for a Range request whose object is stored complete but stale.
         """
-        # The whole representation is fetched even for a Range request: the store keeps complete
-        # responses and cuts the range from them (as nginx's proxy_cache does without its slice module).
-        headers = self._origin_request_headers(request, drop=(*policy.CONDITIONAL_REQUEST_FIELDS, "range"))
+        ranged = pieces is not False
+        drop = policy.CONDITIONAL_REQUEST_FIELDS if ranged else (*policy.CONDITIONAL_REQUEST_FIELDS, "range")
+        headers = self._origin_request_headers(request, drop=drop)
         if stale is not None:
             headers += policy.revalidation_headers(stale.headers)
         if self.config.origin_latency_ms:
@@ -322,6 +416,8 @@ class Edge:
             self.stats.origin_errors += 1
             await self._drain(response)
             return Outcome("STALE", entry=stale)
+        if response.status == 206 and not ranged:
+            return Outcome("BYPASS", passthrough=response)  # a part this edge did not ask for
         view = self._policy_view(response.headers)
         storable, _reason = policy.is_storable("GET", response.status, request.headers,
                                                response.headers if view is None else view,
@@ -343,6 +439,9 @@ class Edge:
             self.store.invalidate(key)
             return Outcome("BYPASS", passthrough=response, prefix=body)
         body_bytes = b"".join(body)
+        if response.status == 206:
+            return self._store_piece(key, request, response, body_bytes, pieces or None,
+                                     request_time, response_time)
         kept = policy.headers_to_store(response.headers, keep_set_cookie=self.config.store_set_cookie)
         stored = StoredResponse(response.status, response.reason, kept, body_bytes, request_time,
                                 response_time, policy.vary_names(response.headers),
@@ -353,6 +452,41 @@ class Edge:
         # A full 200 is a MISS even when it replaced a stale copy: REVALIDATED means "the origin
         # confirmed our copy with 304", which is the saving a learner should be able to count.
         return Outcome("MISS", entry=stored, leader_headers=leader_headers)
+
+    def _store_piece(self, key: str, request: Request, response: OriginResponse, body: bytes,
+                     stored: StoredResponse | None, request_time: float, response_time: float) -> Outcome:
+        """Keep a 206 from the origin (RFC 9111 §3.3). Pieces with the same strong ETag and length
+        are combined, the fields updated from the newest piece (§3.4); a piece of another version
+        replaces the old pieces instead of mixing with them. Complete, they become a stored 200."""
+        piece = policy.partial_piece(response.headers, len(body))
+        if piece is None:  # the body is not the range its Content-Range names: relay it, keep nothing
+            return Outcome("BYPASS", passthrough=response, prefix=[body])
+        first, length, etag = piece
+        kept = policy.without(policy.headers_to_store(response.headers,
+                                                      keep_set_cookie=self.config.store_set_cookie),
+                              {"content-range", "content-length"})
+        old = stored.partial if stored is not None else None
+        if old is not None and (old.etag, old.length) == (etag, length):
+            assert stored is not None
+            kept = policy.combine_partial_headers(stored.headers, kept, self.config.store_set_cookie)
+            parts = old.with_piece(first, body)
+        else:
+            parts = policy.PartialContent(etag, length).with_piece(first, body)
+        if parts.size > self.config.max_object_size:
+            # Pieces add up: without this bound, ranges of a large file would store it whole.
+            return Outcome("BYPASS", passthrough=response, prefix=[body])
+        view = self._policy_view(kept)
+        if parts.complete:  # RFC 9110 §15.3.7.3: now processed as a complete 200 with its full length
+            entry = StoredResponse(200, "OK", kept, parts.cut(0, length - 1), request_time, response_time,
+                                   policy.vary_names(kept), policy_view=view)
+        else:
+            entry = StoredResponse(206, "Partial Content", kept, b"", request_time, response_time,
+                                   policy.vary_names(kept), policy_view=view, partial=parts)
+        self.store.put(key, entry, request.headers)
+        # The client is answered with the newest fields (its own Set-Cookie too, when one was sent).
+        leader_headers = policy.without(policy.strip_hop_by_hop(response.headers),
+                                        {"age", "content-range", policy.OWN_TARGETED_FIELD})
+        return Outcome("MISS", entry=entry, leader_headers=leader_headers)
 
     def _stale_allowed_on_error(self, stale: StoredResponse, disconnected: bool = False) -> bool:
         """stale-if-error (RFC 5861 §4) after an error; when the origin could not be reached at all,
@@ -398,7 +532,11 @@ class Edge:
             except OriginError:
                 pass  # already logged; the stale copy stays until its windows run out
 
-        task = asyncio.get_running_loop().create_task(refresh())
+        self.run_in_background(refresh())
+
+    def run_in_background(self, coroutine) -> None:
+        """Run `coroutine` as a task this edge holds on to (the loop keeps only weak references)."""
+        task = asyncio.get_running_loop().create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -466,19 +604,27 @@ class Edge:
                            headers: policy.Headers | None = None) -> bool:
         """Replay a stored response (status, headers, body) with Age and X-Cache, or a 304 if the
         client's own conditional request matches it."""
+        for piece in self._entry_response(request, entry, label, now, headers):
+            writer.write(piece)
+        if writer.transport.get_write_buffer_size() > 256 * 1024:
+            await self._drain_client(writer)
+        return True
+
+    def _entry_response(self, request: Request, entry: StoredResponse, label: str,
+                        now: float | None = None, headers: policy.Headers | None = None) -> list[bytes]:
+        """The bytes that answer `request` from `entry` (see _serve_entry), counted in the stats."""
         self.stats.count(label)
         age = freshness(entry).age(now or time.time())
         tail = f"Age: {int(age)}\r\nX-Cache: {label}\r\nVia: 1.1 {SERVER_NAME}\r\n\r\n".encode()
         source = headers if headers is not None else entry.headers
         if entry.status == 200 and has_conditional(request) \
                 and policy.conditional_request_matches(request.headers, entry.headers):
-            writer.write(response_head(304, "Not Modified", policy.response_304_headers(source))[:-2] + tail)
-            return True
-        if entry.status == 200 and request.method == "GET" and "range" in request.fields:
+            return [response_head(304, "Not Modified", policy.response_304_headers(source))[:-2] + tail]
+        if (entry.status == 200 or entry.partial is not None) and request.method == "GET" \
+                and "range" in request.fields:
             partial = self._partial_response(request, entry, source, tail)
             if partial is not None:
-                writer.write(partial)
-                return True
+                return [partial]
         if headers is not None:
             prefix = self._head_prefix(entry, headers)
         else:
@@ -486,27 +632,24 @@ class Edge:
                 entry.head_prefix = self._head_prefix(entry, entry.headers)
             prefix = entry.head_prefix
         body = entry.body if request.method != "HEAD" else b""
-        if len(body) <= 65536:
-            writer.write(prefix + tail + body)  # one send(): copying a small body beats a 2nd syscall
-        else:
-            writer.write(prefix + tail)
-            writer.write(body)
         self.stats.bytes_served += len(body)
-        if writer.transport.get_write_buffer_size() > 256 * 1024:
-            await self._drain_client(writer)
-        return True
+        if len(body) <= 65536:
+            return [prefix + tail + body]  # one send(): copying a small body beats a 2nd syscall
+        return [prefix + tail, body]
 
     def _partial_response(self, request: Request, entry: StoredResponse, headers: policy.Headers,
                           tail: bytes) -> bytes | None:
         """206 with one range of the stored 200, or 416 when the range is past its end (RFC 9110
-        §14.2, §15.3.7, §15.5.17); None to send the whole response (no valid single range, or an
-        If-Range that names another version, §13.1.5). The fields are the stored response's own
-        (RFC 9111 §3.4), with Content-Range and the part's Content-Length."""
+        §14.2, §15.3.7, §15.5.17) — or of the stored 206 pieces that hold it; None to send the whole
+        response (no valid single range, or an If-Range that names another version, §13.1.5). The
+        fields are the stored response's own (RFC 9111 §3.4), with Content-Range and the part's
+        Content-Length."""
         specs = policy.parse_byte_ranges(policy.get_header(request.headers, "range"))
         if specs is None or len(specs) != 1 or not policy.if_range_matches(
                 policy.get_header(request.headers, "if-range"), entry.headers):
             return None
-        length = len(entry.body)
+        pieces = entry.partial  # stored 206 pieces: the caller checked they hold the range
+        length = len(entry.body) if pieces is None else pieces.length
         span = policy.resolve_byte_range(specs[0], length)
         fields = policy.without(headers, ("content-length", "age", "content-range",
                                           policy.OWN_TARGETED_FIELD))
@@ -519,7 +662,8 @@ class Edge:
         fields += [("Content-Range", f"bytes {first}-{last}/{length}"),
                    ("Content-Length", str(last - first + 1))]
         self.stats.bytes_served += last - first + 1
-        return response_head(206, "Partial Content", fields)[:-2] + tail + entry.body[first:last + 1]
+        part = entry.body[first:last + 1] if pieces is None else pieces.cut(first, last)
+        return response_head(206, "Partial Content", fields)[:-2] + tail + part
 
     @staticmethod
     def _head_prefix(entry: StoredResponse, headers: policy.Headers) -> bytes:
@@ -652,6 +796,85 @@ class Edge:
         }
 
 
+class EdgeConnection(asyncio.StreamReaderProtocol):
+    """One client connection. While its requests are fresh hits they are answered right here, as
+    their bytes arrive (Edge.answer_hit): no coroutine is woken, no StreamReader buffers them, which
+    is most of what a hit cost. The first request that is anything else — a miss, a body, a bad
+    head, a client not reading its responses — hands the connection to Edge.serve_connection, the
+    general path: the bytes not yet answered go to its reader in order, so pipelined requests are
+    answered in order too. Between two requests, with nothing of the client's left unread, the
+    general path gives the connection back (take_back)."""
+
+    def __init__(self, edge: Edge):
+        self.edge = edge
+        self.reader = asyncio.StreamReader(limit=MAX_HEAD_BYTES)
+        super().__init__(self.reader)
+        self.pending = bytearray()  # received, not yet answered (the fast path's own buffer)
+        self.handed_over = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.transport = transport  # type: ignore[assignment] - uvloop's is not an asyncio.Transport
+        self.writer = asyncio.StreamWriter(transport, self, self.reader, asyncio.get_running_loop())
+        self.watchdog = IdleWatchdog(self.writer, self.edge.config.idle_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self.handed_over:
+            super().data_received(data)
+            return
+        self.pending += data
+        while not self.handed_over and not self.transport.is_closing():
+            end = self.pending.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.pending) > MAX_HEAD_BYTES or b"\n" in self.pending.replace(b"\r\n", b""):
+                    self._hand_over()  # too long, or a bare LF: the general path says so now
+                return
+            try:
+                answer = self.edge.answer_hit(bytes(self.pending[:end + 4]))
+            except Exception:  # noqa: BLE001 - a bug here must not cost the request: retry it there
+                answer = None
+            if answer is None:
+                self._hand_over()
+                return
+            del self.pending[:end + 4]
+            pieces, keep_alive = answer
+            for piece in pieces:
+                self.transport.write(piece)
+            self.watchdog.end_request()
+            if not keep_alive:
+                self.transport.close()  # after the buffered response is sent
+            elif self.transport.get_write_buffer_size() > 256 * 1024:
+                self._hand_over()  # the client is not reading: the general path bounds the wait
+
+    def _hand_over(self) -> None:
+        self.handed_over = True
+        self.watchdog.cancel()  # serve_connection keeps its own
+        super().data_received(bytes(self.pending))
+        self.pending.clear()
+        self.edge.run_in_background(self.edge.serve_connection(self.reader, self.writer, self.take_back))
+
+    def take_back(self) -> bool:
+        """Resume the fast path, if the general path has read everything the client sent (so the
+        order of answers cannot change) and the client is taking its answers."""
+        if (unread_bytes(self.reader) or self.reader.at_eof() or self.transport.is_closing()
+                or self.transport.get_write_buffer_size() > 256 * 1024):
+            return False
+        self.handed_over = False
+        self.watchdog = IdleWatchdog(self.writer, self.edge.config.idle_timeout)
+        return True
+
+    def eof_received(self) -> bool:
+        if not self.handed_over and self.pending.strip(b"\r\n"):
+            self._hand_over()  # half a request, then EOF: the general path answers it (400)
+        if self.handed_over:
+            return super().eof_received()
+        return False  # the client has nothing more to ask: close once the answers are sent
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.watchdog.cancel()
+        super().connection_lost(exc)
+
+
 class IdleWatchdog:
     """Closes a keep-alive connection on which no request completes for `timeout` seconds (idle, or
     a request head trickling in byte by byte). One timer per connection, re-armed lazily: cheaper
@@ -722,13 +945,14 @@ async def run_edge(config: EdgeConfig, host: str, port: int, ready: asyncio.Even
     on 127.0.0.1 lets the others reach this worker's store (PURGE)."""
     edge = Edge(config)
     try:
-        server = await asyncio.start_server(edge.serve_connection, host, port, limit=MAX_HEAD_BYTES,
-                                            backlog=1024, reuse_port=worker is not None)
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: EdgeConnection(edge), host, port, backlog=1024,
+                                          reuse_port=worker is not None)
         servers = [server]
         if worker is not None:
             edge.peers = worker.peers
-            servers.append(await asyncio.start_server(edge.serve_connection, "127.0.0.1",
-                                                      worker.control_port, limit=MAX_HEAD_BYTES))
+            servers.append(await loop.create_server(lambda: EdgeConnection(edge), "127.0.0.1",
+                                                    worker.control_port))
     except OSError as exc:
         raise cli.bind_error(exc, host, port) from None
     log(config.name, f"listening on http://{host}:{port} for origin {config.origin} "

@@ -20,14 +20,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .cache_policy import Headers, variant_key
+from .cache_policy import Headers, PartialContent, variant_key
 
 ENTRY_OVERHEAD_BYTES = 200  # a rough charge for the Python objects around each entry
 
 
 @dataclass
 class StoredResponse:
-    """A complete response as received (minus hop-by-hop fields), plus when we asked and got it."""
+    """A response as received (minus hop-by-hop fields), plus when we asked and got it: complete,
+    or (status 206) the pieces of one representation stored so far."""
 
     status: int
     reason: str
@@ -44,6 +45,8 @@ class StoredResponse:
     # The fields the cache's decisions read, when a targeted field (CDN-Cache-Control, RFC 9213)
     # replaced Cache-Control and Expires for this cache; None: the stored headers themselves.
     policy_view: Headers | None = field(default=None, compare=False, repr=False)
+    # Status 206: the pieces of the representation held so far (RFC 9111 §3.3); `body` is then empty.
+    partial: PartialContent | None = field(default=None, compare=False, repr=False)
 
     @property
     def rules(self) -> Headers:
@@ -54,7 +57,8 @@ class StoredResponse:
     def size(self) -> int:
         """The bytes charged against the cache budget: body, header text and a fixed overhead."""
         header_bytes = sum(len(k) + len(v) + 4 for k, v in self.headers)
-        return len(self.body) + header_bytes + ENTRY_OVERHEAD_BYTES
+        pieces = self.partial.size if self.partial is not None else 0
+        return len(self.body) + pieces + header_bytes + ENTRY_OVERHEAD_BYTES
 
 
 class LRUStore:

@@ -4,7 +4,8 @@
 
 It is the offline default origin of the edge, and the test origin: `GET /__stats` counts the requests
 it received per path (the oracle for "did the edge go to the origin?"), and tests *script* a path's
-response with `PUT /__script?path=/x` (JSON: status, headers, body, body_size, delay_ms, chunked).
+response with `PUT /__script?path=/x` (JSON: status, headers, body, body_size, delay_ms, chunked,
+ranges: answer one `Range: bytes=a-b` / `a-` / `-n` with a 206, as an origin serving files does).
 
 Resources (what a learner should see the edge do with each):
   /static/app.js   Cache-Control: public, max-age=31536000, immutable   -> HIT after the first MISS
@@ -29,6 +30,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import re
 import ssl
 import sys
 import threading
@@ -188,7 +190,24 @@ class OriginHandler(BaseHTTPRequestHandler):
         if status == 200 and self._not_modified(headers):
             self._send(304, [(k, v) for k, v in headers if k.lower() != "content-type"], b"")
             return
+        if status == 200 and script.get("ranges"):
+            part = self._requested_range(len(body))
+            if part is not None:
+                first, last = part
+                headers.append(("Content-Range", f"bytes {first}-{last}/{len(body)}"))
+                status, body = 206, body[first:last + 1]
         self._send(status, headers, body, chunked=bool(script.get("chunked")))
+
+    def _requested_range(self, length: int) -> tuple[int, int] | None:
+        """The one satisfiable byte range the request asks for (first, last), else None (whole body)."""
+        match = re.fullmatch(r"bytes=([0-9]*)-([0-9]*)", self.headers.get("Range") or "")
+        if not match or match.groups() == ("", ""):
+            return None
+        first, last = match.groups()
+        if not first:  # a suffix: the last n bytes
+            return (max(0, length - int(last)), length - 1) if int(last) and length else None
+        end = length - 1 if not last else min(int(last), length - 1)
+        return (int(first), end) if int(first) <= end else None
 
     def _send_site_resource(self, path: str, hits: int) -> None:
         now = time.time()

@@ -149,7 +149,7 @@ def test_no_store_and_private_are_never_stored(origin, edge, fresh, cache_contro
     (200, [("Cache-Control", "must-understand, no-store, max-age=100")], 1),
     # ... and one that does not, does not store it.
     (599, [("Cache-Control", "must-understand, no-store, max-age=100")], 2),
-    (206, [("Cache-Control", "max-age=100"), ("Content-Range", "bytes 0-5/100")], 2),  # must understand
+    (206, [("Cache-Control", "max-age=100"), ("Content-Range", "bytes 0-5/100")], 2),  # a part not asked for
 ])
 def test_which_statuses_are_stored(origin, edge, fresh, status, headers, origin_fetches):
     path = fresh(f"status-{status}")

@@ -80,7 +80,9 @@ def test_if_range_with_another_validator_gets_the_whole_response(edge, stored):
     assert request(edge, stored, headers={"Range": "bytes=0-9", "If-Range": '"r1"'}).status == 206
 
 
-def test_a_range_miss_fetches_the_whole_object_once(origin, edge):
+def test_an_origin_that_ignores_range_has_its_200_stored_and_cut(origin, edge):
+    """The edge forwards the one range (test_cdn_partial.py); an origin that answers with the whole
+    200 anyway (RFC 9110 §14.2 lets it) gets that stored, and the range cut from it."""
     path = UniquePaths()("range-miss")
     origin.script(path, [("Cache-Control", "max-age=600")], body=BODY)
     first = request(edge, path, headers={"Range": "bytes=10-19"})
