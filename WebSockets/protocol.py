@@ -25,6 +25,7 @@ import binascii
 import codecs
 import hashlib
 import os
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -161,12 +162,23 @@ def parse_http_head(head: bytes) -> HttpMessage:
         if not line:
             continue
         name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip():
+        if not sep or not _TOKEN.fullmatch(name):
             raise HandshakeError(400, f"malformed header line {line[:60]!r}")
+        # RFC 9110 §5.5: a value is visible characters, SP and HTAB; a bare CR, LF, NUL or other
+        # control character is refused, never passed on. §5.6.3: only SP and HTAB are optional
+        # whitespace around it (str.strip() would also eat \x0b, \x0c, \x1c-\x1f).
+        value = value.strip(" \t")
+        if _BAD_VALUE_CHAR.search(value):
+            raise HandshakeError(400, f"control character in the value of {name!r}")
         key = name.lower()
         # RFC 9110 §5.3: repeated fields are equivalent to one comma-separated field.
-        headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
     return HttpMessage(lines[0], headers)
+
+
+# RFC 9110 §5.6.2: a field name is a token.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE_CHAR = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def _tokens(value: str | None) -> set[str]:

@@ -102,6 +102,27 @@ def test_invalid_requests_map_to_statuses(overrides, status):
         assert ("Upgrade", "websocket") in caught.value.headers
 
 
+@pytest.mark.parametrize("value", ["13\x0b", "\x0c13", "13\x00", "1\n3", "13\x1f", "13\x7f"])
+def test_control_characters_and_non_ows_whitespace_in_a_value_are_refused(value):
+    # RFC 9110 §5.5 (CR, LF, NUL in a value: reject) and §5.6.3 (only SP and HTAB are OWS):
+    # str.strip() would have turned "13\x0b" into an accepted "13".
+    with pytest.raises(HandshakeError) as caught:
+        validate_client_request(_request(Sec_WebSocket_Version=value))
+    assert caught.value.status == 400
+
+
+@pytest.mark.parametrize("line", ["Host : h", "Ho st: h", "\tHost: h", "Host\x0b: h"])
+def test_a_header_name_must_be_a_token(line):
+    head = _request() + b"\r\n" + line.encode()
+    with pytest.raises(HandshakeError) as caught:
+        validate_client_request(head)
+    assert caught.value.status == 400
+
+
+def test_sp_and_htab_around_a_value_are_optional_whitespace():
+    validate_client_request(_request(Sec_WebSocket_Version=" \t13\t "))
+
+
 def test_header_tokens_are_case_insensitive_lists():
     validate_client_request(_request(Upgrade="WebSocket", Connection="keep-alive, UPGRADE"))
 
