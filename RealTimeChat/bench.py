@@ -45,6 +45,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from common import cli, free_port, redis_server, spawn_module
 
@@ -90,6 +91,25 @@ class Receiver:
         return on_event
 
 
+def handle_in_read_loop(client: ChatClient) -> ChatClient:
+    """Run the client's handlers for received messages in its read loop, not in a new thread each.
+
+    python-engineio's client starts an OS thread for every message it receives (so that a handler
+    may block). A load-generator process receiving thousands of messages a second then spends its
+    time creating threads, each one more wait for a core on a busy machine, and at N = 200 it runs
+    out of them ("can't start new thread"). The bench's handlers only record a timestamp, so they
+    can run inline. `_trigger_event` is python-engineio's (private) dispatch hook.
+    """
+    eio = client.sio.eio
+    trigger = eio._trigger_event
+
+    def inline(event: str, *args: Any, **kwargs: Any) -> Any:
+        kwargs["run_async"] = False
+        return trigger(event, *args, **kwargs)
+    eio._trigger_event = inline
+    return client
+
+
 def load_worker(pipe, urls: list[str], mine: list[int]) -> None:
     """One load-generator process: connect `mine` clients, then run rounds on command."""
     import logging
@@ -98,7 +118,8 @@ def load_worker(pipe, urls: list[str], mine: list[int]) -> None:
     receiver = Receiver()
     clients = {}
     for i in mine:
-        client = ChatClient(urls[i % len(urls)], f"u{i}", on_event=receiver.listener(i)).connect(timeout=60)
+        client = handle_in_read_loop(ChatClient(urls[i % len(urls)], f"u{i}", on_event=receiver.listener(i)))
+        client.connect(timeout=60)
         client.joined(ROOM, f"u{i}", timeout=60)
         clients[i] = client
     pipe.send("ready")
