@@ -216,8 +216,9 @@ class LoadGenerator:
             expected = len(sends) * mine - len(schedule)   # every message, to my clients but its sender
             pipe.send(("round", round_id, start_at, schedule, expected))
         latencies, last_at, load_cpu = [], start_at, 0.0
+        deadline = now() + seconds + DRAIN_S + 60   # one deadline for all: not 60 s more per process
         for pipe in self.pipes:
-            if not pipe.poll(seconds + DRAIN_S + 60):
+            if not pipe.poll(max(0.0, deadline - now())):
                 raise Overloaded("a load generator stopped answering")
             lat, last, cpu = pipe.recv()
             latencies.extend(lat)
