@@ -555,17 +555,34 @@ def listen(host: str, port: int) -> socket.socket:
         raise cli.bind_error(exc, host, port) from None
 
 
+def stop_main_greenlet_on_signals() -> None:
+    """Under gevent, deliver Ctrl-C and SIGTERM to the serving loop, and only there.
+
+    With threads, Python runs a signal handler in the main thread, which is the serving loop. Under
+    gevent every greenlet is the main thread, so the handler's exception lands in whichever
+    greenlet happens to run, for instance Engine.IO's writer inside a bare `except:` that
+    swallows it, and the server never stops. gevent's own handlers run in a greenlet of their
+    own; from there the exception is thrown into the main greenlet, where `serve_forever` waits.
+    """
+    import signal
+
+    import gevent
+
+    main_greenlet = gevent.getcurrent()
+
+    def stop_with(exception: type[BaseException]):
+        return lambda: gevent.get_hub().loop.run_callback(main_greenlet.throw, exception())
+    gevent.signal_handler(signal.SIGTERM, stop_with(cli.Terminated))
+    gevent.signal_handler(signal.SIGINT, stop_with(KeyboardInterrupt))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # No line per HTTP request, and not the dev-server warning: README explains the server choice.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     if args.async_mode == "gevent":
-        # Ctrl-C / SIGTERM arrive in gevent's hub, which would print them as a traceback before
-        # passing them on to the serving loop: passing them on is all they need.
-        import gevent
-        hub = gevent.get_hub()
-        hub.NOT_ERROR = (*hub.NOT_ERROR, KeyboardInterrupt)
+        stop_main_greenlet_on_signals()
     store, where = open_store(args)
     try:
         app, socketio, chat = create_app(store, redis_url=args.redis, cors_origins=args.cors_origin,
