@@ -14,15 +14,18 @@ from .rules import (
     parse_private_message,
     parse_typing,
 )
-from .store import ChatStore, LocalStore, RedisStore
 
 
 def __getattr__(name: str):
-    # The server module is imported on first use, not here: `python -m RealTimeChat.app` would
-    # otherwise find it already imported by the package and warn.
+    # The server and the stores are imported on first use, not here: `python -m RealTimeChat.app`
+    # would otherwise find the server already imported by the package and warn, and with
+    # `--async-mode gevent` the stores' redis import would load ssl before gevent can patch it.
     if name in ("ChatServer", "create_app"):
         from . import app
         return getattr(app, name)
+    if name in ("ChatStore", "LocalStore", "RedisStore"):
+        from . import store
+        return getattr(store, name)
     raise AttributeError(f"module 'RealTimeChat' has no attribute {name!r}")
 
 

@@ -1,3 +1,4 @@
+# ruff: noqa: E402
 """The chat server: Flask serves the page, Flask-SocketIO carries the events.
 
     python -m RealTimeChat.app [--host 127.0.0.1] [--port 5000] [--db PATH]      one instance
@@ -12,17 +13,36 @@ Async mode: "threading" with simple-websocket. Every connection gets a real WebS
 thread; handlers may block (SQLite, Redis) without stalling anyone else, and no monkey-patching is
 needed. `async_handlers=False` runs one connection's events one after another, in the order the
 client sent them — so a sender's messages get increasing ids in the order they were typed.
+
+`--async-mode gevent` runs the same app on gevent instead: one OS thread, every connection a
+greenlet. gevent must replace the standard library's blocking calls (socket, threading, time)
+before anything uses them, so the patching happens here, first thing, and only when this module
+is the program being run (importing app.py, as the tests do, patches nothing).
 """
 
 from __future__ import annotations
 
+import sys
+
+
+def _gevent_asked(argv: list[str]) -> bool:
+    """`--async-mode gevent` (or `=gevent`) on the command line, read before argparse runs."""
+    pairs = zip(argv, argv[1:], strict=False)
+    return "--async-mode=gevent" in argv or ("--async-mode", "gevent") in pairs
+
+
+if __name__ == "__main__" and _gevent_asked(sys.argv):
+    from gevent import monkey
+
+    monkey.patch_all()
+
+# The imports below come after the patching on purpose (E402 is silenced for this file only).
 import argparse
 import logging
 import os
 import secrets
 import socket
 import sqlite3
-import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +93,7 @@ MAX_PACKET_BYTES = 1_000_000
 CLIENT_EVENTS = frozenset({"join", "leave", "message", "private_message", "typing"})
 # Presence changes within this window are sent as one list (see ChatServer._change_presence).
 PRESENCE_COALESCE_S = 0.2
+ASYNC_MODES = ("threading", "gevent")
 
 log = logging.getLogger("chat")
 
@@ -414,14 +435,18 @@ def fan_out_through(redis_url: str) -> socketio.RedisManager:
 
 
 def create_app(store: ChatStore, redis_url: str | None = None, cors_origins: list[str] | None = None,
-               rate: float = 10.0, burst: int = 20) -> tuple[Flask, SocketIO, ChatServer]:
-    """Build the Flask app, its SocketIO server and the chat handlers around `store`."""
+               rate: float = 10.0, burst: int = 20,
+               async_mode: str = "threading") -> tuple[Flask, SocketIO, ChatServer]:
+    """Build the Flask app, its SocketIO server and the chat handlers around `store`.
+
+    `async_mode` "gevent" needs the standard library monkey-patched first (see the top of app.py).
+    """
     app = Flask(__name__)
     # Never a constant in the source: from the environment, else random for this run.
     app.config["SECRET_KEY"] = os.environ.get("SECRET_KEY") or secrets.token_hex(32)
     socketio = SocketIO(
         app,
-        async_mode="threading",
+        async_mode=async_mode,
         # None: one instance; with Redis, every emit is published and each instance delivers it to
         # its own connections.
         client_manager=fan_out_through(redis_url) if redis_url else None,
@@ -486,6 +511,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tcp-nodelay", action=argparse.BooleanOptionalAction, default=True,
                         help="turn Nagle's algorithm off on every connection (default on; "
                              "--no-tcp-nodelay is there for the benchmark's before/after)")
+    parser.add_argument("--async-mode", choices=ASYNC_MODES, default="threading",
+                        help="threading: a thread per connection (default); gevent: one thread, "
+                             "a greenlet per connection (see README, Measured)")
     parser.add_argument("--debug", action="store_true", help="Flask debug mode (never in production)")
     return parser.parse_args(argv)
 
@@ -506,8 +534,9 @@ class NoDelayHandler(WSGIRequestHandler):
     """Werkzeug's handler with Nagle's algorithm off on every connection (TCP_NODELAY).
 
     A chat writes many small frames to one socket: with Nagle, a frame written while the previous
-    one is unacknowledged waits for that ACK, and the receiver delays its ACK (40 ms on Linux,
-    up to 200 ms elsewhere). Those waits were the ~100 ms stalls of the fan-out benchmark.
+    one is unacknowledged waits for that ACK, and the receiver may delay its ACK (Linux: about
+    40 ms). The bench's `one-nagle` set-up measured no consistent difference on loopback, where
+    ACKs come back in microseconds; across a real network the wait is real, and the flag is free.
     """
 
     def setup(self) -> None:
@@ -526,15 +555,38 @@ def listen(host: str, port: int) -> socket.socket:
         raise cli.bind_error(exc, host, port) from None
 
 
+def stop_main_greenlet_on_signals() -> None:
+    """Under gevent, deliver Ctrl-C and SIGTERM to the serving loop, and only there.
+
+    With threads, Python runs a signal handler in the main thread, which is the serving loop. Under
+    gevent every greenlet is the main thread, so the handler's exception lands in whichever
+    greenlet happens to run, for instance Engine.IO's writer inside a bare `except:` that
+    swallows it, and the server never stops. gevent's own handlers run in a greenlet of their
+    own; from there the exception is thrown into the main greenlet, where `serve_forever` waits.
+    """
+    import signal
+
+    import gevent
+
+    main_greenlet = gevent.getcurrent()
+
+    def stop_with(exception: type[BaseException]):
+        return lambda: gevent.get_hub().loop.run_callback(main_greenlet.throw, exception())
+    gevent.signal_handler(signal.SIGTERM, stop_with(cli.Terminated))
+    gevent.signal_handler(signal.SIGINT, stop_with(KeyboardInterrupt))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # No line per HTTP request, and not the dev-server warning: README explains the server choice.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    if args.async_mode == "gevent":
+        stop_main_greenlet_on_signals()
     store, where = open_store(args)
     try:
         app, socketio, chat = create_app(store, redis_url=args.redis, cors_origins=args.cors_origin,
-                                         rate=args.rate, burst=args.burst)
+                                         rate=args.rate, burst=args.burst, async_mode=args.async_mode)
         app.debug = args.debug
         handler = NoDelayHandler if args.tcp_nodelay else WSGIRequestHandler
         server = make_server(args.host, args.port, app, threaded=True, request_handler=handler,

@@ -165,6 +165,7 @@ SCRIPTS: dict[str, list[Bad]] = {
         bad("--port", "{busy_port}", "--db", "{tmp}/chat.sqlite3", says="already in use"),
         bad("--redis", "redis://127.0.0.1:1/0", says="cannot use Redis"),
         bad("--db", "{unwritable}", says="--db"),
+        bad("--async-mode", "eventlet", says="--async-mode"),
     ],
     "RealTimeChat.bench": [bad("--clients", "1", says="--clients")],
     "RealTimeChat.chaos": [bad("--partition-seconds", "0", says="--partition-seconds")],
