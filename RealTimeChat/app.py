@@ -168,8 +168,14 @@ class ChatServer:
             if isinstance(name, str) and name in CLIENT_EVENTS:
                 return dispatch(eio_sid, namespace, ack_id, data)
             sid = server.manager.sid_from_eio_sid(eio_sid, namespace or "/")
-            if sid is not None:
-                self._handle(sid, self.on_unknown_event, (name,), limited=True)
+            if sid is None:
+                return None
+            answer = self._handle(sid, self.on_unknown_event, (name,), limited=True)
+            if ack_id is not None:
+                # The client asked for an acknowledgement: give it the same {ok: false, ...} a
+                # known event's failure gets, or it would wait for one until its own timeout.
+                server._send_packet(eio_sid, server.packet_class(
+                    socketio.packet.ACK, namespace=namespace or "/", id=ack_id, data=[answer]))
             return None
         server._handle_event = handle_event
 

@@ -105,3 +105,15 @@ def test_lone_surrogate_is_a_bad_request_not_an_internal_error(chat_url):
         alice.say("lobby", valid)
         # bob's first message is the valid one: none of the refused texts reached the room.
         assert bob.wait_for("message")["text"] == valid
+
+
+def test_a_refused_event_that_asks_for_an_ack_gets_one(chat_url):
+    # A client that emits with a callback waits for the acknowledgement; a refused event must still
+    # answer it ({ok: false, code, message}, like a known event's failure), not leave it hanging.
+    with users(chat_url, 1) as (alice,):
+        alice.joined("lobby", "alice")
+        for name in ("connect", "no_such_event"):
+            answer = alice.sio.call(name, "payload", timeout=10)
+            assert answer["ok"] is False and answer["code"] == "unknown_event", (name, answer)
+        alice.say("lobby", "still here")
+        alice.wait_for("message", lambda m: m["text"] == "still here")
