@@ -85,7 +85,12 @@ def holder_partitioned(url: str, db: str, mode: str, *, ttl_ms: int = 600,
             "paying...")
         # Let one renewal succeed first: it loads the extend script into Redis's script cache, so a
         # renewal sent during the partition runs (a cold cache would answer NOSCRIPT — unheard too).
-        _wait_until(lambda: alice_lock.renewals >= 1, what="alice's first renewal")
+        lease_key = f"lock:{event}:A1"
+        _wait_until(lambda: alice_lock.renewals >= 1 or not bob_redis.exists(lease_key),
+                    what="alice's first renewal")
+        if alice_lock.renewals == 0:
+            raise RuntimeError(f"alice's lease ran out before her watchdog renewed it once: this machine "
+                               f"stalled for more than {ttl_ms} ms; run again, or raise --ttl-ms")
         scripts_run = _scripts_run(bob_redis)
         if mode == "both":
             proxy.partition("blackhole")
@@ -94,7 +99,7 @@ def holder_partitioned(url: str, db: str, mode: str, *, ttl_ms: int = 600,
         alice_t.local(f"partitioned from Redis: {MODES[mode]}")
         say(f"  the network between alice and Redis breaks, {MODES[mode]}; alice keeps running")
 
-        _wait_until(lambda: not bob_redis.exists(f"lock:{event}:A1"), what="the lease to expire")
+        _wait_until(lambda: not bob_redis.exists(lease_key), what="the lease to expire")
         # Only alice's watchdog ran scripts on this server since the partition (bob has not started).
         run_unseen = _scripts_run(bob_redis) - scripts_run
         redis_t.local("alice's lease expires")
