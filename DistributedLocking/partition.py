@@ -103,8 +103,8 @@ def holder_partitioned(url: str, db: str, mode: str, *, ttl_ms: int = 600,
         # Only alice's watchdog ran scripts on this server since the partition (bob has not started).
         run_unseen = _scripts_run(bob_redis) - scripts_run
         redis_t.local("alice's lease expires")
-        say(f"  alice's watchdog failed {failed.count} renewal(s) (of which Redis ran {run_unseen}: "
-            "only the reply was lost); the lease expires in Redis")
+        ran = f" (Redis ran {run_unseen} of them: only the reply was lost)" if run_unseen else ""
+        say(f"  alice's watchdog failed {failed.count} renewal(s){ran}; the lease expires in Redis")
         if exchange("bob", "redis", "acquire lease", lambda: bob_lock.acquire(blocking=False)) is None:
             raise RuntimeError("bob could not take the lock although alice's lease had expired")
         bob = exchange("bob", "seats", "issue token", lambda: bob_store.issue_token(event, "A1"))
