@@ -27,17 +27,25 @@ SPAWN = multiprocessing.get_context("spawn")
 
 
 def start_process(target, *args) -> multiprocessing.process.BaseProcess:
-    """Start a daemon child that ignores Ctrl-C from its first instruction.
+    """Start a daemon child that never sees Ctrl-C.
 
-    Ctrl-C reaches the whole process group; the parent handles it and stops its children. An ignored
-    signal stays ignored across exec, so we ignore SIGINT in the parent just while the child starts.
+    Ctrl-C reaches the whole process group; the parent handles it and stops its children. So SIGINT
+    is *blocked* while the child starts: the child inherits the signal mask across fork and exec and
+    keeps it, so a Ctrl-C only ever stays pending there; the parent unblocks it right after, and a
+    Ctrl-C that came meanwhile is delivered then. (Ignoring SIGINT instead, SIG_IGN, would also make
+    the parent drop a Ctrl-C that lands during the start: the demo would carry on without Redis.)
     """
     proc = SPAWN.Process(target=target, args=args, daemon=True)
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        proc.start()
-    finally:
-        signal.signal(signal.SIGINT, previous)
+        try:
+            proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a pending Ctrl-C lands here
+    except KeyboardInterrupt:  # here, or in start() if another thread of ours took the signal
+        if proc.pid is not None:
+            proc.kill()  # the caller never gets it, so it could not stop it
+        raise
     return proc
 
 
