@@ -5,11 +5,13 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
+import threading
 import time
 
 import pytest
 
-from DistributedLocking.workers import start_process
+from DistributedLocking.workers import keep_ctrl_c, start_process
 
 
 def test_ctrl_c_during_a_child_start_reaches_the_parent_not_the_child(monkeypatch):
@@ -39,3 +41,16 @@ def test_a_started_child_ignores_ctrl_c():
     finally:
         if child.is_alive():
             child.kill()
+
+
+def test_a_ctrl_c_swallowed_by_a_finalizer_is_delivered_again(monkeypatch):
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)  # restored after the test
+    keep_ctrl_c()
+
+    class GarbageCollected:
+        def __del__(self):
+            raise KeyboardInterrupt  # a Ctrl-C landing in a multiprocessing queue's finalizer
+
+    with pytest.raises(KeyboardInterrupt):
+        GarbageCollected()                        # freed at once; CPython "ignores" its exception
+        threading.Event().wait(10)                # the Ctrl-C sent again interrupts this wait
