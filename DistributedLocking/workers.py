@@ -23,7 +23,7 @@ import redis
 from .fencing import FencedResource
 from .lock import RedisLock
 from .seat_store import SeatStore
-from .ticket_booking import BookingOutcome, TicketBookingSystem
+from .ticket_booking import BookingOutcome, CancelOutcome, TicketBookingSystem
 
 SPAWN = multiprocessing.get_context("spawn")
 
@@ -166,6 +166,8 @@ def crowd_worker(url: str, db: str, event_id: str, seats: list[str], users: list
                 break
             outcome = system.cancel(event_id, booked, user)
             log.append((user, f"cancel {outcome.value}", booked))
+            if outcome is not CancelOutcome.CANCELLED:
+                break  # still holds `booked` (e.g. the lock was busy): another would make it two seats
     results.put(log)
 
 
