@@ -6,10 +6,12 @@ The GC-pause scene (demo.py) freezes the holder. Here the holder keeps running �
 Redis breaks, through `common.faultproxy` (see common/README.md):
 
 1. Alice holds the seat lock and a token from the seat store, then is partitioned from Redis: both
-   ways (a black hole), and one way (her requests to Redis dropped, the replies could still flow).
-   Her watchdog keeps trying to renew and cannot; the lease expires in Redis; Bob takes the lock,
-   gets the next token and books. Alice, still running and reaching the seat store directly, writes
-   — and the fence rejects her token.
+   ways (a black hole); one way, her requests dropped; and one way, Redis's replies dropped — there
+   her requests still *run*, so a renewal she counts as failed did extend her lease: a timeout tells
+   a client nothing about whether its request ran. Either way no renewal reaches her as a success
+   (and after a timeout the reconnect's handshake never completes, so no further request is sent);
+   the lease expires in Redis, Bob takes the lock, gets the next token and books. Alice, still
+   running and reaching the seat store directly, writes — and the fence rejects her token.
 2. Redlock over five servers, a client partitioned from 2 of them: it still gets the lock (3 of 5 is
    a majority) and a rival cannot; partitioned from 3: it gets no lock and leaves no key behind.
 
@@ -39,7 +41,8 @@ from .seat_store import SeatStore
 from .ticket_booking import delete_event_keys
 
 T = TypeVar("T")
-MODES = {"both": "both ways (black hole)", "upstream": "one way (alice -> Redis dropped)"}
+MODES = {"both": "both ways (black hole)", "upstream": "one way (alice -> Redis dropped)",
+         "downstream": "one way (Redis -> alice dropped: her requests still run)"}
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,8 @@ class HolderScene:
     mode: str
     alice_token: int
     bob_token: int
-    failed_renewals: int          # watchdog attempts that could not reach Redis
+    failed_renewals: int          # watchdog attempts that got no reply
+    renewals_run_unseen: int      # of those, how many Redis ran anyway (its reply was what got lost)
     alice_write_accepted: bool
     bob_write_accepted: bool
     holder: str | None            # the seat store's answer at the end
@@ -57,7 +61,7 @@ class HolderScene:
 def holder_partitioned(url: str, db: str, mode: str, *, ttl_ms: int = 600,
                        trace_path: str | Path | None = None,
                        say: Callable[[str], None] = print) -> HolderScene:
-    """Alice holds the lock, is partitioned from Redis (`mode` "both" or "upstream"), Bob books."""
+    """Alice holds the lock, is partitioned from Redis (`mode`: one of MODES), Bob books."""
     event = f"partition-{mode}"
     bob_redis = redis.Redis.from_url(url)
     delete_event_keys(bob_redis, event)
@@ -79,16 +83,28 @@ def holder_partitioned(url: str, db: str, mode: str, *, ttl_ms: int = 600,
         alice = exchange("alice", "seats", "issue token", lambda: alice_store.issue_token(event, "A1"))
         say(f"  alice holds lock:{event}:A1 (ttl {ttl_ms} ms, watchdog on), seat token {alice.token}; "
             "paying...")
+        # Let one renewal succeed first: it loads the extend script into Redis's script cache, so a
+        # renewal sent during the partition runs (a cold cache would answer NOSCRIPT — unheard too).
+        lease_key = f"lock:{event}:A1"
+        _wait_until(lambda: alice_lock.renewals >= 1 or not bob_redis.exists(lease_key),
+                    what="alice's first renewal")
+        if alice_lock.renewals == 0:
+            raise RuntimeError(f"alice's lease ran out before her watchdog renewed it once: this machine "
+                               f"stalled for more than {ttl_ms} ms; run again, or raise --ttl-ms")
+        scripts_run = _scripts_run(bob_redis)
         if mode == "both":
             proxy.partition("blackhole")
         else:
-            proxy.one_way("upstream")
+            proxy.one_way(mode)
         alice_t.local(f"partitioned from Redis: {MODES[mode]}")
         say(f"  the network between alice and Redis breaks, {MODES[mode]}; alice keeps running")
 
-        _wait_until(lambda: not bob_redis.exists(f"lock:{event}:A1"), what="the lease to expire")
+        _wait_until(lambda: not bob_redis.exists(lease_key), what="the lease to expire")
+        # Only alice's watchdog ran scripts on this server since the partition (bob has not started).
+        run_unseen = _scripts_run(bob_redis) - scripts_run
         redis_t.local("alice's lease expires")
-        say(f"  alice's watchdog failed {failed.count} renewal(s); the lease expires in Redis")
+        ran = f" (Redis ran {run_unseen} of them: only the reply was lost)" if run_unseen else ""
+        say(f"  alice's watchdog failed {failed.count} renewal(s){ran}; the lease expires in Redis")
         if exchange("bob", "redis", "acquire lease", lambda: bob_lock.acquire(blocking=False)) is None:
             raise RuntimeError("bob could not take the lock although alice's lease had expired")
         bob = exchange("bob", "seats", "issue token", lambda: bob_store.issue_token(event, "A1"))
@@ -110,8 +126,8 @@ def holder_partitioned(url: str, db: str, mode: str, *, ttl_ms: int = 600,
     say(f"  -> seat A1 belongs to {holder}; alice's release after the heal: {alice_release} (lease lost)")
     for tracer in tracers.values():
         tracer.close()
-    return HolderScene(mode, alice.token, bob.token, renewals, alice_write.accepted, bob_write.accepted,
-                       holder, alice_release)
+    return HolderScene(mode, alice.token, bob.token, renewals, run_unseen, alice_write.accepted,
+                       bob_write.accepted, holder, alice_release)
 
 
 @dataclass(frozen=True)
@@ -224,6 +240,12 @@ def _wait_until(predicate: Callable[[], bool], what: str, timeout: float = 15.0)
         time.sleep(0.01)
 
 
+def _scripts_run(client: redis.Redis) -> int:
+    """Lua scripts (EVALSHA) the server has run to completion so far: calls minus failed calls."""
+    stats = client.info("commandstats").get("cmdstat_evalsha", {})
+    return stats.get("calls", 0) - stats.get("failed_calls", 0)
+
+
 def _db(client: redis.Redis) -> int:
     return client.connection_pool.connection_kwargs.get("db", 0)
 
@@ -243,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         trace_path = args.trace or Path(tmp) / "partition.jsonl"
         results = []
         for mode in MODES:
-            print(f"\n== 1{'ab'[list(MODES).index(mode)]}. alice partitioned from Redis, {MODES[mode]} ==")
+            print(f"\n== 1{'abc'[list(MODES).index(mode)]}. alice partitioned from Redis, {MODES[mode]} ==")
             results.append(holder_partitioned(url, db, mode, ttl_ms=args.ttl_ms,
                                               trace_path=trace_path if mode == "both" else None))
         trace.render(trace_path, args.diagram, title="alice partitioned from Redis (both ways) while "
@@ -255,8 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     ok = (all(not r.alice_write_accepted and r.bob_write_accepted and r.holder == "bob" for r in results)
           and redlocks[0].granted_by == 3 and not redlocks[0].rival_got_it
           and redlocks[1].granted_by is None and redlocks[1].keys_left == 0)
-    print(f"\nresult: partitioned holder's late write rejected in both modes; Redlock: lock with 2 of 5 "
-          f"partitioned, none with 3{'' if ok else ' (UNEXPECTED)'}")
+    print(f"\nresult: partitioned holder's late write rejected in all {len(results)} modes; "
+          f"Redlock: lock with 2 of 5 partitioned, none with 3{'' if ok else ' (UNEXPECTED)'}")
     return 0 if ok else 1
 
 

@@ -13,6 +13,8 @@ import multiprocessing
 import os
 import random
 import signal
+import sys
+import threading
 import time
 from multiprocessing.connection import Connection
 
@@ -21,24 +23,56 @@ import redis
 from .fencing import FencedResource
 from .lock import RedisLock
 from .seat_store import SeatStore
-from .ticket_booking import BookingOutcome, TicketBookingSystem
+from .ticket_booking import BookingOutcome, CancelOutcome, TicketBookingSystem
 
 SPAWN = multiprocessing.get_context("spawn")
 
 
 def start_process(target, *args) -> multiprocessing.process.BaseProcess:
-    """Start a daemon child that ignores Ctrl-C from its first instruction.
+    """Start a daemon child that never sees Ctrl-C.
 
-    Ctrl-C reaches the whole process group; the parent handles it and stops its children. An ignored
-    signal stays ignored across exec, so we ignore SIGINT in the parent just while the child starts.
+    Ctrl-C reaches the whole process group; the parent handles it and stops its children. So SIGINT
+    is *blocked* while the child starts: the child inherits the signal mask across fork and exec and
+    keeps it, so a Ctrl-C only ever stays pending there; the parent unblocks it right after, and a
+    Ctrl-C that came meanwhile is delivered then. (Ignoring SIGINT instead, SIG_IGN, would also make
+    the parent drop a Ctrl-C that lands during the start: the demo would carry on without Redis.)
     """
     proc = SPAWN.Process(target=target, args=args, daemon=True)
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        proc.start()
-    finally:
-        signal.signal(signal.SIGINT, previous)
+        try:
+            proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a pending Ctrl-C lands here
+    except KeyboardInterrupt:  # here, or in start() if another thread of ours took the signal
+        if proc.pid is not None:
+            proc.kill()  # the caller never gets it, so it could not stop it
+        raise
     return proc
+
+
+def keep_ctrl_c() -> None:
+    """Make sure a Ctrl-C stops the script wherever it lands (call once, at the start of main).
+
+    CPython raises KeyboardInterrupt in whatever Python code the main thread runs when SIGINT
+    arrives — a finalizer included (a multiprocessing queue, event or pipe being garbage-collected),
+    and there it is printed as "Exception ignored in ..." and dropped. The demo then carried on
+    without its redis-server, which got the same Ctrl-C. This hook sends such a Ctrl-C to the main
+    thread again a moment later, from another thread, once the finalizer (and this hook) are done:
+    a real signal, so that it also interrupts a blocking wait.
+    """
+    previous = sys.unraisablehook
+    main_thread = threading.main_thread().ident
+
+    def hook(unraisable) -> None:
+        if unraisable.exc_type is not KeyboardInterrupt:
+            previous(unraisable)
+            return
+        again = threading.Timer(0.01, signal.pthread_kill, (main_thread, signal.SIGINT))
+        again.daemon = True
+        again.start()
+
+    sys.unraisablehook = hook
 
 
 def counter_worker(url: str, lock_name: str, counter_key: str, iterations: int, ttl_ms: int,
@@ -132,6 +166,8 @@ def crowd_worker(url: str, db: str, event_id: str, seats: list[str], users: list
                 break
             outcome = system.cancel(event_id, booked, user)
             log.append((user, f"cancel {outcome.value}", booked))
+            if outcome is not CancelOutcome.CANCELLED:
+                break  # still holds `booked` (e.g. the lock was busy): another would make it two seats
     results.put(log)
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import queue
 import signal
+import threading
 
 import pytest
 import redis
@@ -56,6 +58,19 @@ def test_fifty_users_racing_for_ten_seats_book_exactly_ten_none_twice(redis_url,
     assert len({seat for _, seat in booked}) == 10                # no seat twice
     assert len({user for user, _ in booked}) == 10                # nobody got two seats
     assert booking(redis_url, seat_db).reservations("gig") == {seat: user for user, seat in booked}
+
+
+def test_a_user_whose_cancel_failed_keeps_one_seat_and_books_no_second(redis_url, seat_db, monkeypatch):
+    # Under load a cancel can find the seat's lock busy; the user still holds the seat then, and the
+    # simulation's crowd must not send them off to book another (its audit once caught "holds 2 seats").
+    monkeypatch.setattr(TicketBookingSystem, "cancel", lambda *_: CancelOutcome.LOCK_BUSY)
+    start, results = threading.Event(), queue.Queue()
+    start.set()
+    crowd_worker(redis_url, seat_db, "tour", ["S1", "S2"], ["carol"], 7, 1.0, start, results)
+    log = results.get_nowait()
+    assert [outcome for _, outcome, _ in log if outcome.startswith("cancel")] == ["cancel lock busy"]
+    assert [outcome for _, outcome, _ in log].count("booked") == 1
+    assert list(booking(redis_url, seat_db).reservations("tour").values()) == ["carol"]
 
 
 def test_cancel_only_by_the_holder(redis_url, seat_db):
