@@ -669,7 +669,8 @@ class Edge:
     def _head_prefix(entry: StoredResponse, headers: policy.Headers) -> bytes:
         """Status line and stored fields with the real Content-Length, without the final blank line."""
         fields = policy.without(headers, ("content-length", "age", policy.OWN_TARGETED_FIELD))
-        fields.append(("Content-Length", str(len(entry.body))))
+        if entry.status != 204:  # a server MUST NOT send Content-Length in a 204 (RFC 9110 §8.6)
+            fields.append(("Content-Length", str(len(entry.body))))
         return response_head(entry.status, entry.reason, fields)[:-2]
 
     async def _stream(self, request: Request, response: OriginResponse, prefix: list[bytes], label: str,
@@ -686,7 +687,7 @@ class Edge:
             writer.write(simple_response(502, "502 Bad Gateway: the origin's response is transfer-coded "
                                               f"({response.transfer_codings}); HTTP/1.0 cannot carry that"))
             return True
-        if response.content_length is not None:
+        if response.content_length is not None and response.status != 204:  # RFC 9110 §8.6
             fields.append(("Content-Length", str(response.content_length)))
         elif response.has_body:
             if request.version == "HTTP/1.1":
