@@ -120,6 +120,7 @@ class EdgeStats:
     purges: int = 0
     bad_requests: int = 0
     fast_hits: int = 0  # hits answered by EdgeConnection without a coroutine (counted in hits too)
+    heads_passed_on: int = 0  # requests the fast path read, checked and handed over (not parsed twice)
 
     def count(self, label: str) -> None:
         attribute = {"HIT": "hits", "MISS": "misses", "REVALIDATED": "revalidated", "STALE": "stale",
@@ -144,15 +145,19 @@ class Edge:
     # ------------------------------------------------------------------------------- connections
 
     async def serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                               take_back: Callable[[], bool] | None = None) -> None:
+                               take_back: Callable[[], bool] | None = None,
+                               first: Request | None = None) -> None:
         """Serve requests on one keep-alive connection until the client closes or errs — or until
-        `take_back()` (asked between requests) says the fast hit path takes the connection again."""
+        `take_back()` (asked between requests) says the fast hit path takes the connection again.
+        `first`: a request the fast path has already read and checked (a miss), answered before
+        anything is read from `reader`, so its head is not parsed twice."""
         watchdog = IdleWatchdog(writer, self.config.idle_timeout)
         handed_back = False
         try:
             while True:
                 try:
-                    request = await read_request(reader, writer)
+                    request = first if first is not None else await read_request(reader, writer)
+                    first = None
                 except HttpError as exc:
                     self.stats.bad_requests += 1
                     writer.write(simple_response(exc.status, f"{exc.status} {reason_phrase(exc.status)}: "
@@ -219,12 +224,16 @@ class Edge:
             return await self._bypass(request, target, writer)
         return await self._get(request, target, key, writer)
 
-    def answer_hit(self, head: bytes) -> tuple[list[bytes], bool] | None:
+    def answer_hit(self, head: bytes) -> tuple[list[bytes], bool] | Request | None:
         """The hit path without a coroutine: if the request head `head` is a plain GET or HEAD (no
         body, no Range, no client latency to simulate) for a fresh stored response the request
-        accepts, the bytes to send and whether the connection stays open; otherwise None, and the
-        request goes the general way (serve_connection -> handle), which also says what is wrong
-        with a bad one. Every check here is one that path makes too, in the same order."""
+        accepts, the bytes to send and whether the connection stays open. Otherwise the request
+        goes the general way (serve_connection -> handle): as the parsed Request when it passed
+        every check read_request makes (a miss, a stale entry: no need to parse it again), or None
+        (that path parses it again and says what is wrong with a bad one). Every check here is one
+        that path makes too, in the same order."""
+        if len(head) > MAX_HEAD_BYTES:
+            return None  # the general path refuses it with its 431
         if head.count(b"\n") != head.count(b"\r\n") or head.count(b"\r") != head.count(b"\r\n"):
             return None  # a bare CR or LF: the general path refuses it with its 400
         try:
@@ -246,7 +255,7 @@ class Edge:
         entry = self.store.lookup(policy.cache_key(self.origin_base, normalised), headers)
         now = time.time()
         if entry is None or entry.partial is not None or not self._is_usable(entry, request, now):
-            return None
+            return request  # valid as read_request would return it: no body, one Host, no Expect
         self.stats.requests += 1
         self.stats.fast_hits += 1
         return self._entry_response(request, entry, "HIT", now), request.keep_alive
@@ -669,7 +678,8 @@ class Edge:
     def _head_prefix(entry: StoredResponse, headers: policy.Headers) -> bytes:
         """Status line and stored fields with the real Content-Length, without the final blank line."""
         fields = policy.without(headers, ("content-length", "age", policy.OWN_TARGETED_FIELD))
-        fields.append(("Content-Length", str(len(entry.body))))
+        if entry.status != 204:  # a server MUST NOT send Content-Length in a 204 (RFC 9110 §8.6)
+            fields.append(("Content-Length", str(len(entry.body))))
         return response_head(entry.status, entry.reason, fields)[:-2]
 
     async def _stream(self, request: Request, response: OriginResponse, prefix: list[bytes], label: str,
@@ -686,7 +696,7 @@ class Edge:
             writer.write(simple_response(502, "502 Bad Gateway: the origin's response is transfer-coded "
                                               f"({response.transfer_codings}); HTTP/1.0 cannot carry that"))
             return True
-        if response.content_length is not None:
+        if response.content_length is not None and response.status != 204:  # RFC 9110 §8.6
             fields.append(("Content-Length", str(response.content_length)))
         elif response.has_body:
             if request.version == "HTTP/1.1":
@@ -837,6 +847,10 @@ class EdgeConnection(asyncio.StreamReaderProtocol):
                 self._hand_over()
                 return
             del self.pending[:end + 4]
+            if isinstance(answer, Request):
+                self.edge.stats.heads_passed_on += 1
+                self._hand_over(first=answer)  # read and checked already: not parsed again
+                return
             pieces, keep_alive = answer
             for piece in pieces:
                 self.transport.write(piece)
@@ -846,12 +860,14 @@ class EdgeConnection(asyncio.StreamReaderProtocol):
             elif self.transport.get_write_buffer_size() > 256 * 1024:
                 self._hand_over()  # the client is not reading: the general path bounds the wait
 
-    def _hand_over(self) -> None:
+    def _hand_over(self, first: Request | None = None) -> None:
         self.handed_over = True
         self.watchdog.cancel()  # serve_connection keeps its own
-        super().data_received(bytes(self.pending))
-        self.pending.clear()
-        self.edge.run_in_background(self.edge.serve_connection(self.reader, self.writer, self.take_back))
+        if self.pending:
+            super().data_received(bytes(self.pending))
+            self.pending.clear()
+        self.edge.run_in_background(self.edge.serve_connection(self.reader, self.writer, self.take_back,
+                                                               first))
 
     def take_back(self) -> bool:
         """Resume the fast path, if the general path has read everything the client sent (so the

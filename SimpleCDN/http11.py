@@ -376,7 +376,11 @@ class OriginResponse:
                 # connection closes. The codings are passed on for the client to decode.
                 self._mode = "close"
                 self.reusable = False
-                self.transfer_codings = te
+                # "identity" (RFC 2616: no coding) was removed by RFC 9112: it is not passed on, so
+                # the client never gets "identity, chunked". The framing above still counts it, so
+                # "chunked, identity" stays untrustworthy.
+                passed_on = [coding for coding in split_list(te) if coding.lower() != "identity"]
+                self.transfer_codings = ", ".join(passed_on) or None
             if get_header(headers, "content-length") is not None:
                 # RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, and the message "ought
                 # to be handled as an error": the origin and a parser that trusted Content-Length

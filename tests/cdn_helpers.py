@@ -193,6 +193,12 @@ ROGUE_RESPONSES: dict[str, tuple[bytes, bool]] = {
                 + gzip.compress(b"coded body", mtime=0), True),
     "te-gzip-chunked": (b"HTTP/1.1 200 OK\r\n" + CACHEABLE.encode() + b"\r\nTransfer-Encoding: gzip, chunked"
                         b"\r\n\r\n0\r\n\r\n", True),
+    # RFC 2616's "identity" coding, removed by RFC 9112: the body ends at the close.
+    "te-identity": (b"HTTP/1.1 200 OK\r\n" + CACHEABLE.encode() + b"\r\nTransfer-Encoding: identity"
+                    b"\r\n\r\nplain body to the close", True),
+    # A cacheable 204 sent with "Content-Length: 0", which a server MUST NOT send (RFC 9110 §8.6).
+    "no-content": (b"HTTP/1.1 204 No Content\r\n" + CACHEABLE.encode() + b"\r\nContent-Length: 0\r\n\r\n",
+                   False),
     # A bare LF inside a chunk extension (RFC 9112 §7.1.1).
     "chunk-ext-lf": (b"HTTP/1.1 200 OK\r\n" + CACHEABLE.encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
                      b"5;a=b\nc\r\nhello\r\n0\r\n\r\n", True),
@@ -223,7 +229,7 @@ def _serve_rogue_connection(connection: socket.socket, counts: dict[str, int], l
             else:
                 wire = _response(own_body(path, n), CACHEABLE)
             connection.sendall(wire)  # one send: the extra bytes arrive with the framed ones
-            if name == "te-gzip":
+            if name in ("te-gzip", "te-identity"):
                 return  # its body ends when the connection closes
 
 

@@ -134,3 +134,27 @@ def dechunk(data: bytes) -> bytes:
         if size == 0:
             return body
         body, data = body + data[:size], data[size + 2:]
+
+
+def test_a_cached_204_is_replayed_without_content_length(edge):
+    """RFC 9110 §8.6: a server MUST NOT send Content-Length in a 204 — not on the MISS that relays
+    the origin's (which sent one), not on the HIT that replays the stored one."""
+    path = fresh("no-content")
+    for expected in ("MISS", "HIT"):
+        raw = raw_exchange(edge, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 204 ") and f"\r\nX-Cache: {expected}".encode() in head, head
+        assert b"content-length" not in head.lower() and body == b""
+
+
+def test_identity_is_not_a_transfer_coding_to_pass_on(edge):
+    """RFC 9112 removed `identity`: the edge drops it, so the client sees a plain body framed by
+    the edge (never "identity, chunked", which no client can decode)."""
+    path = fresh("te-identity")
+    raw = raw_exchange(edge, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"identity" not in head.lower(), head
+    if b"\r\nTransfer-Encoding: chunked" in head:
+        rest = dechunk(rest)
+    assert rest == b"plain body to the close"
+    assert_next_url_gets_its_own_body(edge)
