@@ -38,7 +38,7 @@ from common import cli, redis_server
 from .lock import WAIT_BACKOFF, WAIT_WAKEUP, RedisLock
 from .seat_store import SeatStore
 from .ticket_booking import delete_event_keys
-from .workers import SPAWN, counter_worker, keep_ctrl_c, seat_rush_worker, start_process
+from .workers import SPAWN, counter_worker, seat_rush_worker, start_process
 
 PING_FLOOR = "PING x 2 over one connection (the floor)"
 PEER = "redis-py redis.lock.Lock"
@@ -208,7 +208,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--booking-rounds", type=cli.int_range(1, 100), default=3,
                         help="booking rounds per variant, interleaved (default 3)")
     args = parser.parse_args(argv)
-    keep_ctrl_c()  # a Ctrl-C must stop us even if it lands in a finalizer
     print(f"Python {platform.python_version()}, {os.cpu_count()} CPUs, load average "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}, redis-py {redis.__version__}")
     with redis_server() as url:

@@ -28,7 +28,7 @@ from common import cli, redis_server
 from .partition import holder_partitioned
 from .seat_store import SeatStore
 from .ticket_booking import delete_event_keys
-from .workers import SPAWN, booking_worker, keep_ctrl_c, race_worker, start_process
+from .workers import SPAWN, booking_worker, race_worker, start_process
 
 
 def race(url: str, db: str, racers: int) -> str:
@@ -132,7 +132,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--payment-s", type=cli.float_range(0.01, 60), default=1.5,
                         help="how long A's payment takes; A is frozen during it (default 1.5)")
     args = parser.parse_args(argv)
-    keep_ctrl_c()  # a Ctrl-C must stop us even if it lands in a finalizer
     # The seats live in a throw-away SQLite file; the locks in Redis.
     with redis_server() as url, tempfile.TemporaryDirectory(prefix="locking-demo-") as tmp:
         client = redis.Redis.from_url(url)

@@ -24,7 +24,7 @@ from common import cli, redis_server
 
 from .seat_store import SeatStore
 from .ticket_booking import delete_event_keys
-from .workers import SPAWN, crowd_worker, keep_ctrl_c, start_process
+from .workers import SPAWN, crowd_worker, start_process
 
 EVENT = "sim"
 
@@ -85,7 +85,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="max random payment time per booking (default 3)")
     parser.add_argument("--seed", type=cli.non_negative_int, default=1, help="(default 1)")
     args = parser.parse_args(argv)
-    keep_ctrl_c()  # a Ctrl-C must stop us even if it lands in a finalizer
     with redis_server() as url, tempfile.TemporaryDirectory(prefix="locking-sim-") as tmp:
         client = redis.Redis.from_url(url)
         delete_event_keys(client, EVENT)  # only our keys: under REDIS_URL this is the user's Redis

@@ -13,8 +13,6 @@ import multiprocessing
 import os
 import random
 import signal
-import sys
-import threading
 import time
 from multiprocessing.connection import Connection
 
@@ -49,30 +47,6 @@ def start_process(target, *args) -> multiprocessing.process.BaseProcess:
             proc.kill()  # the caller never gets it, so it could not stop it
         raise
     return proc
-
-
-def keep_ctrl_c() -> None:
-    """Make sure a Ctrl-C stops the script wherever it lands (call once, at the start of main).
-
-    CPython raises KeyboardInterrupt in whatever Python code the main thread runs when SIGINT
-    arrives — a finalizer included (a multiprocessing queue, event or pipe being garbage-collected),
-    and there it is printed as "Exception ignored in ..." and dropped. The demo then carried on
-    without its redis-server, which got the same Ctrl-C. This hook sends such a Ctrl-C to the main
-    thread again a moment later, from another thread, once the finalizer (and this hook) are done:
-    a real signal, so that it also interrupts a blocking wait.
-    """
-    previous = sys.unraisablehook
-    main_thread = threading.main_thread().ident
-
-    def hook(unraisable) -> None:
-        if unraisable.exc_type is not KeyboardInterrupt:
-            previous(unraisable)
-            return
-        again = threading.Timer(0.01, signal.pthread_kill, (main_thread, signal.SIGINT))
-        again.daemon = True
-        again.start()
-
-    sys.unraisablehook = hook
 
 
 def counter_worker(url: str, lock_name: str, counter_key: str, iterations: int, ttl_ms: int,

@@ -33,6 +33,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -289,10 +290,38 @@ def _raise_terminated(signum, frame) -> None:
     raise Terminated()
 
 
+def keep_ctrl_c() -> None:
+    """Make sure a Ctrl-C stops the script wherever it lands (`run()` calls this).
+
+    CPython raises KeyboardInterrupt in whatever Python code the main thread runs when SIGINT
+    arrives — a finalizer (a multiprocessing queue being garbage-collected) or a fork hook
+    (logging's `_releaseLock`) included — and there it is printed as "Exception ignored in ..." and
+    dropped: the script carried on while its children had already stopped. This hook sends such a
+    Ctrl-C to the main thread again a moment later, from another thread, once the finalizer is done:
+    a real signal, so that it also interrupts a blocking wait.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "keeps_ctrl_c", False):
+        return                                    # installed already
+    main_thread = threading.main_thread().ident
+
+    def hook(unraisable) -> None:
+        if unraisable.exc_type is not KeyboardInterrupt:
+            previous(unraisable)
+            return
+        again = threading.Timer(0.01, signal.pthread_kill, (main_thread, signal.SIGINT))
+        again.daemon = True
+        again.start()
+
+    hook.keeps_ctrl_c = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
 def run(main: Callable[[], int | None]) -> int:
     """Call `main()` and turn the known endings into exit codes and one-line errors."""
     if threading_is_main():
         signal.signal(signal.SIGTERM, _raise_terminated)
+        keep_ctrl_c()
     try:
         code = int(main() or 0)
         sys.stdout.flush()   # inside the try: a reader that went away raises BrokenPipeError here
@@ -317,6 +346,4 @@ def run(main: Callable[[], int | None]) -> int:
 
 
 def threading_is_main() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()

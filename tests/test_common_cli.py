@@ -175,3 +175,27 @@ def test_make_rebuilds_a_venv_made_by_another_python(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "rebuilding it" in result.stdout
     assert not (tmp_path / ".venv" / "marker").exists()
+
+
+def test_a_ctrl_c_swallowed_by_a_fork_hook_still_stops_the_script():
+    # CPython prints and drops a KeyboardInterrupt raised in a fork hook or a finalizer ("Exception
+    # ignored in: <function _releaseLock>" when Ctrl-C landed while multiprocessing forked a worker);
+    # the Threading demo then ran on. run() sends such a Ctrl-C again, so the script stops with 130.
+    code = (
+        "import os, sys, threading\n"
+        "from common import cli\n"
+        "def main():\n"
+        "    def swallowed():\n"
+        "        raise KeyboardInterrupt\n"
+        "    os.register_at_fork(after_in_parent=swallowed)\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        os._exit(0)\n"
+        "    os.waitpid(pid, 0)\n"
+        "    threading.Event().wait(60)\n"
+        "    return 0\n"
+        "sys.exit(cli.run(main))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 130, result.stderr

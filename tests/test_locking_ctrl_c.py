@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from DistributedLocking.workers import keep_ctrl_c, start_process
+from common.cli import keep_ctrl_c
+from DistributedLocking.workers import start_process
 
 
 def test_ctrl_c_during_a_child_start_reaches_the_parent_not_the_child(monkeypatch):
