@@ -22,6 +22,9 @@ import redis
 from common import REDIS_URL_ENV, RedisServer, RedisUnavailable, check_reachable, redis_servers, spawn_module
 from common import free_port as _free_port
 
+# SimpleCDN's module-scoped origin/edge pair, shared by several of its test files.
+pytest_plugins = ["tests.cdn_fixtures"]
+
 CONCEPT_MARKERS = ("common", "blocking_queue", "threading", "ws", "chat", "twopc", "uid", "cdn",
                    "hashing", "locking")
 CHROMIUM_PATH = "/usr/bin/chromium"

@@ -11,21 +11,8 @@ import json
 
 import pytest
 
-from tests.cdn_helpers import UniquePaths, edge_stats, http_date, request, start_edge, start_origin
-
-
-@pytest.fixture(scope="module")
-def origin():
-    o = start_origin()
-    yield o
-    o.child.stop()
-
-
-@pytest.fixture(scope="module")
-def edge(origin):
-    child, port = start_edge(origin.url)
-    yield port
-    child.stop()
+from tests.cdn_helpers import UniquePaths, edge_stats, http_date, request
+# `origin` and `edge` (module-scoped, one pair per file) come from tests/cdn_fixtures.py.
 
 
 @pytest.fixture

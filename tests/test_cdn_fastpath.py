@@ -12,22 +12,8 @@ import time
 
 import pytest
 
-from tests.cdn_helpers import TIMEOUT, UniquePaths, edge_stats, request, start_edge, start_origin
-
-
-@pytest.fixture(scope="module")
-def origin():
-    o = start_origin()
-    yield o
-    o.child.stop()
-
-
-@pytest.fixture(scope="module")
-def edge(origin):
-    child, port = start_edge(origin.url)
-    yield port
-    child.stop()
-
+from tests.cdn_helpers import TIMEOUT, UniquePaths, edge_stats, request, start_edge
+# `origin` and `edge` (module-scoped, one pair per file) come from tests/cdn_fixtures.py.
 
 paths = UniquePaths()
 

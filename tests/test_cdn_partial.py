@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from SimpleCDN import cache_policy as p
 from SimpleCDN.lru_store import LRUStore, StoredResponse
-from tests.cdn_helpers import UniquePaths, request, start_edge, start_origin
+from tests.cdn_helpers import UniquePaths, request, start_edge
+# `origin` and `edge` (module-scoped, one pair per file) come from tests/cdn_fixtures.py.
 
 BODY = bytes((i * 7 + 3) % 251 for i in range(1000))  # 1,000 known bytes
 TEXT = "".join(chr(ord("a") + (i * 7) % 26) for i in range(1000))
@@ -99,20 +100,6 @@ def test_the_store_charges_the_pieces_bytes():
 
 
 # ------------------------------------------------------------------------------ through the edge
-
-@pytest.fixture(scope="module")
-def origin():
-    o = start_origin()
-    yield o
-    o.child.stop()
-
-
-@pytest.fixture(scope="module")
-def edge(origin):
-    child, port = start_edge(origin.url)
-    yield port
-    child.stop()
-
 
 paths = UniquePaths()
 

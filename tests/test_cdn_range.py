@@ -8,23 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.cdn_helpers import UniquePaths, request, start_edge, start_origin
+from tests.cdn_helpers import UniquePaths, request
+# `origin` and `edge` (module-scoped, one pair per file) come from tests/cdn_fixtures.py.
 
 BODY = "".join(chr(ord("a") + (i * 7) % 26) for i in range(1000))  # 1,000 known bytes
-
-
-@pytest.fixture(scope="module")
-def origin():
-    o = start_origin()
-    yield o
-    o.child.stop()
-
-
-@pytest.fixture(scope="module")
-def edge(origin):
-    child, port = start_edge(origin.url)
-    yield port
-    child.stop()
 
 
 @pytest.fixture(scope="module")
