@@ -12,6 +12,7 @@ import json
 import pytest
 
 from tests.cdn_helpers import UniquePaths, edge_stats, http_date, request
+
 # `origin` and `edge` (module-scoped, one pair per file) come from tests/cdn_fixtures.py.
 
 

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from tests.cdn_helpers import TIMEOUT, UniquePaths, edge_stats, request, start_edge
+
 # `origin` and `edge` (module-scoped, one pair per file) come from tests/cdn_fixtures.py.
 
 paths = UniquePaths()

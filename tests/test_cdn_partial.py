@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from SimpleCDN import cache_policy as p
 from SimpleCDN.lru_store import LRUStore, StoredResponse
 from tests.cdn_helpers import UniquePaths, request, start_edge
+
 # `origin` and `edge` (module-scoped, one pair per file) come from tests/cdn_fixtures.py.
 
 BODY = bytes((i * 7 + 3) % 251 for i in range(1000))  # 1,000 known bytes

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.cdn_helpers import UniquePaths, request
+
 # `origin` and `edge` (module-scoped, one pair per file) come from tests/cdn_fixtures.py.
 
 BODY = "".join(chr(ord("a") + (i * 7) % 26) for i in range(1000))  # 1,000 known bytes

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 
 from tests.cdn_helpers import UniquePaths, request, start_edge
+
 # `origin` and `edge` (module-scoped, one pair per file) come from tests/cdn_fixtures.py.
 
 
