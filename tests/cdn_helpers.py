@@ -253,9 +253,9 @@ def start_rogue_origin(spawn=None) -> tuple[object, str]:
 
 
 def read_responses(sock: socket.socket) -> list[tuple[int, dict[str, str], bytes]]:
-    """Read 1xx responses and the final one (framed by Content-Length) from a raw socket."""
-    buffer = b""
-    responses = []
+    """The 1xx responses and the final one from a raw socket, framed as RFC 9112 §6.3 says: no
+    body for 1xx, 204 and 304 whatever their fields claim; otherwise by Content-Length."""
+    buffer, responses = b"", []
     while True:
         while b"\r\n\r\n" not in buffer:
             data = sock.recv(65536)
@@ -265,21 +265,18 @@ def read_responses(sock: socket.socket) -> list[tuple[int, dict[str, str], bytes
         head, _, buffer = buffer.partition(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split(" ")[1])
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        if status < 200:
-            responses.append((status, headers, b""))
-            continue
-        length = int(headers.get("content-length", "0"))
+        headers = {name.strip().lower(): value.strip()
+                   for name, _, value in (line.partition(":") for line in lines[1:])}
+        length = 0 if status < 200 or status in (204, 304) else int(headers.get("content-length", "0"))
         while len(buffer) < length:
             data = sock.recv(65536)
             if not data:
-                break
+                raise ConnectionError(f"closed in the body of {status}: {buffer!r}")
             buffer += data
         responses.append((status, headers, buffer[:length]))
-        return responses
+        if status >= 200:
+            assert buffer == buffer[:length], f"bytes after the response: {buffer[length:]!r}"
+            return responses
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import threading
 import pytest
 
 from common import free_port
-from tests.cdn_helpers import raw_exchange, request, start_edge
+from tests.cdn_helpers import raw_exchange, read_responses, request, start_edge
 
 CACHEABLE = b"Cache-Control: max-age=300\r\n"
 
@@ -168,33 +168,6 @@ def assert_next_url_gets_its_own_body(port: int) -> None:
     assert (miss.status, miss.body, miss.x_cache) == (200, RogueOrigin.own(path, 1), "MISS")
     hit = request(port, path)
     assert (hit.status, hit.body, hit.x_cache) == (200, RogueOrigin.own(path, 1), "HIT")
-
-
-def read_responses(sock: socket.socket) -> list[tuple[int, dict[str, str], bytes]]:
-    """The 1xx responses and the final one from a raw socket, framed as RFC 9112 §6.3 says: no
-    body for 1xx, 204 and 304 whatever their fields claim; otherwise by Content-Length."""
-    buffer, responses = b"", []
-    while True:
-        while b"\r\n\r\n" not in buffer:
-            data = sock.recv(65536)
-            if not data:
-                raise ConnectionError(f"closed after {responses!r} + {buffer!r}")
-            buffer += data
-        head, _, buffer = buffer.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ")[1])
-        headers = {name.strip().lower(): value.strip()
-                   for name, _, value in (line.partition(":") for line in lines[1:])}
-        length = 0 if status < 200 or status in (204, 304) else int(headers.get("content-length", "0"))
-        while len(buffer) < length:
-            data = sock.recv(65536)
-            if not data:
-                raise ConnectionError(f"closed in the body of {status}: {buffer!r}")
-            buffer += data
-        responses.append((status, headers, buffer[:length]))
-        if status >= 200:
-            assert buffer == buffer[:length], f"bytes after the response: {buffer[length:]!r}"
-            return responses
 
 
 def get_all(port: int, path: str) -> list[tuple[int, dict[str, str], bytes]]:

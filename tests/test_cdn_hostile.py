@@ -10,14 +10,7 @@ import stat
 
 import pytest
 
-from tests.cdn_helpers import raw_exchange, request, start_edge, start_origin
-
-
-@pytest.fixture(scope="module")
-def origin():
-    o = start_origin()
-    yield o
-    o.child.stop()
+from tests.cdn_helpers import raw_exchange, request, start_edge
 
 
 @pytest.fixture(scope="module")
