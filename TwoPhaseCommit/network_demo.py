@@ -86,15 +86,24 @@ def make_cluster(workdir: Path, links: tuple[str, ...], trace: Path | None, spaw
 
 # --- (a) partitioned after voting yes -----------------------------------------------------------------
 
+def order_until_delivery_votes_yes(cluster: Cluster) -> tuple[OrderInFlight, str]:
+    """Start the cluster and place an order; return once delivery has voted yes (it is in doubt).
+
+    Inventory's link is slowed so its vote arrives later: the scene acts between the two votes.
+    """
+    cluster.start_all()
+    cluster.proxies["coordinator->inventory"].delay(SLOW_INVENTORY_MS, direction="downstream")
+    client = OrderInFlight(cluster, {"item": "burger", "quantity": 2, "address": "1 Main St"})
+    client.start()
+    wait_for(lambda: in_doubt(cluster, "delivery"), "delivery to vote yes")
+    (txid,) = in_doubt(cluster, "delivery")
+    return client, txid
+
+
 def scene_partition_after_yes(workdir: Path, trace: Path | None = None, spawner=spawn_module) -> dict:
     cluster = make_cluster(workdir, (*ISOLATE_DELIVERY, "coordinator->inventory"), trace, spawner)
     try:
-        cluster.start_all()
-        cluster.proxies["coordinator->inventory"].delay(SLOW_INVENTORY_MS, direction="downstream")
-        client = OrderInFlight(cluster, {"item": "burger", "quantity": 2, "address": "1 Main St"})
-        client.start()
-        wait_for(lambda: in_doubt(cluster, "delivery"), "delivery to vote yes")
-        (txid,) = in_doubt(cluster, "delivery")
+        client, txid = order_until_delivery_votes_yes(cluster)
         for link in ISOLATE_DELIVERY:
             cluster.proxies[link].partition()  # black hole: connections hang until the caller gives up
         say(f"  delivery voted yes on {txid}; now it is cut off from the coordinator and from inventory")
@@ -170,12 +179,7 @@ def scene_partition_before_vote(workdir: Path, trace: Path | None = None, spawne
 def scene_lost_reply(workdir: Path, trace: Path | None = None, spawner=spawn_module) -> dict:
     cluster = make_cluster(workdir, ("coordinator->delivery", "coordinator->inventory"), trace, spawner)
     try:
-        cluster.start_all()
-        cluster.proxies["coordinator->inventory"].delay(SLOW_INVENTORY_MS, direction="downstream")
-        client = OrderInFlight(cluster, {"item": "burger", "quantity": 2, "address": "1 Main St"})
-        client.start()
-        wait_for(lambda: in_doubt(cluster, "delivery"), "delivery to vote yes")
-        (txid,) = in_doubt(cluster, "delivery")
+        client, txid = order_until_delivery_votes_yes(cluster)
         cluster.proxies["coordinator->delivery"].cut_after(0, once=True)  # the next reply is reset
         say("  delivery voted yes; the next reply on the coordinator's link to it will be reset")
         client.join()
