@@ -344,6 +344,16 @@ def _mask_in_place(buffer: bytearray, start: int, mask: bytes, end: int | None =
     to_bytes convert to 30-bit digits and back, numpy XORs machine words where they lie.
     """
     end = len(buffer) if end is None else end
+    # Only words at 8-byte-aligned addresses: on unaligned ones numpy copies every word into a
+    # scratch buffer and back (measured: the XOR then costs three passes over the payload). The
+    # few bytes before the first aligned address are XORed on their own, and the key rotates by
+    # as many bytes for the rest (§5.3: byte i of the payload is XORed with key[i % 4]).
+    address = _numpy.frombuffer(buffer, dtype=_numpy.uint8).ctypes.data + start
+    head = min((-address) % 8, end - start)
+    if head:
+        buffer[start:start + head] = _mask_as_integer(bytes(buffer[start:start + head]), mask)
+        start += head
+        mask = mask[head % 4:] + mask[:head % 4]
     words = (end - start) // 8
     # mask * 2 read as one native uint64 lines up with every 8-byte word of the payload, whatever
     # the machine's byte order, because both are read the same way.
@@ -415,8 +425,13 @@ class FrameDecoder:
         # The frame whose header is parsed but whose payload is still arriving:
         # (its number, opcode, rsv, mask, payload offset in the buffer), for `peek_payload`.
         self.partial: tuple[int, int, int, bytes | None, int] | None = None
+        self._partial_end = 0  # where the partial frame ends in the buffer
         self.frames_parsed = 0
         self._buffer = bytearray()
+
+    def append(self, data: bytes) -> None:
+        """Add bytes without parsing them: the next `feed` (even of b"") parses them."""
+        self._buffer += data
 
     def feed(self, data: bytes) -> Iterator[Frame]:
         """Add bytes; yield every frame now complete. Incomplete bytes wait for the next feed."""
@@ -434,6 +449,12 @@ class FrameDecoder:
     def buffered(self) -> int:
         """Bytes received but not yet returned as frames (a frame still arriving)."""
         return len(self._buffer)
+
+    def frame_incomplete(self) -> bool:
+        """Is the first frame buffered known (header parsed) and still short of its payload?
+
+        Then bytes appended meanwhile are more of that payload: parsing them can wait."""
+        return self.partial is not None and len(self._buffer) < self._partial_end
 
     def peek_payload(self, start: int) -> bytes:
         """The unmasked payload bytes of the partial frame from `start` to what has arrived.
@@ -491,6 +512,7 @@ class FrameDecoder:
         end = offset + length
         if available < end:
             self.partial = (self.frames_parsed, opcode, rsv, mask, offset)
+            self._partial_end = end
             return None, 0
         self.frames_parsed += 1
         # A view, so the payload is copied out of the buffer once; released before `del buffer[...]`.
@@ -752,6 +774,31 @@ class WebSocketConnection:
         except ProtocolError as error:
             yield self._fail(error.code, error.reason)
 
+    def buffer_data(self, data: bytes) -> None:
+        """Keep received bytes without parsing them yet; the next `receive_data` (of b"" if
+        nothing else came) parses them. For an I/O layer that is handed bytes in a callback which
+        must not block (and whose buffer it must copy before returning) but handles events
+        later: one copy, straight into the frame decoder's buffer."""
+        self._decoder.append(data)
+
+    def waiting_for_payload(self) -> bool:
+        """Is a frame's payload still arriving, with nothing to check until it is complete?
+
+        True while the bytes buffered since the last `receive_data` only extend a binary (or
+        compressed) frame whose header was parsed: parsing them would yield no event. Not for an
+        uncompressed text frame, whose UTF-8 is checked as it arrives (§8.1 fail fast)."""
+        return self._decoder.frame_incomplete() and not self._partial_is_plain_text()
+
+    def _partial_is_plain_text(self) -> bool:
+        """Is the frame still arriving uncompressed text (whose UTF-8 we check as it comes)?"""
+        partial = self._decoder.partial
+        if partial is None:
+            return False
+        _, opcode, rsv, _, _ = partial
+        continues_text = opcode == Opcode.CONTINUATION and self._message_opcode == Opcode.TEXT
+        compressed = rsv or (continues_text and self._message_compressed)
+        return (opcode == Opcode.TEXT or continues_text) and not compressed
+
     def _check_partial_text(self) -> None:
         """§8.1 fail fast: validate the UTF-8 of a text frame still arriving, as its bytes come.
 
@@ -760,14 +807,9 @@ class WebSocketConnection:
         the frame is decoded for real once complete. (A compressed frame is checked when it can
         be inflated, i.e. when complete.)
         """
-        partial = self._decoder.partial
-        if partial is None:
+        if not self._partial_is_plain_text():
             return
-        number, opcode, rsv, _, _ = partial
-        continues_text = opcode == Opcode.CONTINUATION and self._message_opcode == Opcode.TEXT
-        compressed = rsv or (continues_text and self._message_compressed)
-        if not (opcode == Opcode.TEXT or continues_text) or compressed:
-            return
+        number, opcode, _, _, _ = self._decoder.partial
         if self._partial_checker is None or self._partial_checker[0] != number:
             checker = codecs.getincrementaldecoder("utf-8")("strict")
             if opcode == Opcode.CONTINUATION:

@@ -90,29 +90,40 @@ log = logging.getLogger("WebSockets.server")
 
 
 class Pump(asyncio.BufferedProtocol):
-    """One TCP connection as the server's coroutines see it: `read()` the chunks received, in
+    """One TCP connection as the server's coroutines see it: `read()` what was received, in
     order; `write()`, `drain()`; back-pressure both ways.
 
     What asyncio's StreamReader/StreamWriter pair does, minus copying every byte into and out of
     the reader's buffer: measured, that costs ~1 ms per MiB, half of what the server spends on a
-    1 MiB echo. The chunks go straight to the frame decoder.
+    1 MiB echo. Once the handshake is done (`attach`), received bytes are copied once, straight
+    from the socket's buffer into the frame decoder's, and `read()` returns b"" to say "parse
+    what the decoder holds".
 
     A BufferedProtocol, so that *we* choose how much one read takes: asyncio's plain Protocol
     reads at most 256 KiB at a time, so a 1 MiB message came in 5+ chunks and woke this
     connection's coroutine 5+ times, each wake-up with its read-timeout timer, flush and budget
-    check. Reading up to READ_SIZE at once, a 1 MiB message arrives in one read.
+    check. Reading up to READ_SIZE at once, and not waking the coroutine for bytes that only
+    extend a binary frame still arriving, a 1 MiB message wakes it once.
     """
 
     def __init__(self, server: WebSocketServer):
         self.server = server
         self.transport: asyncio.Transport | None = None
-        self._chunks: collections.deque[bytes] = collections.deque()
-        self._queued = 0  # bytes received and not yet read
+        self.connection: WebSocketConnection | None = None  # once the handshake is done
+        self._chunks: collections.deque[bytes] = collections.deque()  # before the decoder takes over
+        self._queued = 0  # bytes received that the coroutine has not read (chunks + in the decoder)
+        self._in_decoder = 0  # of those, bytes appended to the decoder's buffer, unparsed
+        self.bytes_received = 0  # all bytes so far: progress, for the read timeout
         self._eof = False
-        self._data = asyncio.Event()  # set when a chunk or the end arrives
+        self._data = asyncio.Event()  # set when the coroutine has something to read
         self._writable = asyncio.Event()  # cleared while the transport's write buffer is full
         self._writable.set()
         self._reading_paused = False
+
+    def attach(self, connection: WebSocketConnection | None) -> None:
+        """The handshake is done: from now on bytes go to `connection`'s frame decoder (None:
+        back to plain chunks, e.g. while draining after the close)."""
+        self.connection = connection
 
     # --- asyncio.Protocol callbacks
 
@@ -128,10 +139,20 @@ class Pump(asyncio.BufferedProtocol):
         return self.server.receive_buffer[:self.server.read_size()]
 
     def buffer_updated(self, nbytes: int) -> None:
-        data = bytes(self.server.receive_buffer[:nbytes])
-        self._chunks.append(data)
-        self._queued += len(data)
-        self.server.unread_total += len(data)
+        received = self.server.receive_buffer[:nbytes]
+        self.bytes_received += nbytes
+        self._queued += nbytes
+        self.server.unread_total += nbytes
+        connection = self.connection
+        if connection is None or self._chunks:
+            self._chunks.append(bytes(received))  # handshake bytes, or behind bytes not yet fed
+        else:
+            connection.buffer_data(received)  # the one copy out of the shared buffer
+            self._in_decoder += nbytes
+            if connection.waiting_for_payload() and self.server.read_size() == READ_SIZE:
+                # More of a frame still arriving, and the budget has room: nothing to do until
+                # the frame is complete (the coroutine's read timeout watches bytes_received).
+                return
         self._data.set()
         if self._queued > 2 * STREAM_LIMIT and not self._reading_paused:
             self.transport.pause_reading()  # the peer sends faster than we handle: TCP pushes back
@@ -155,16 +176,22 @@ class Pump(asyncio.BufferedProtocol):
 
     # --- what the coroutines use
 
-    async def read(self) -> bytes:
-        """The next chunk received, b"" once the peer has closed its side."""
-        while not self._chunks:
+    async def read(self) -> bytes | None:
+        """The next bytes received; b"" when they went to the frame decoder (parse them there);
+        None once the peer has closed its side and everything was read."""
+        while not self._in_decoder and not self._chunks:
             if self._eof:
-                return b""
+                return None
             self._data.clear()
             await self._data.wait()
-        data = self._chunks.popleft()
-        self._queued -= len(data)
-        self.server.unread_total -= len(data)
+        if self._in_decoder:  # the decoder's bytes came first: chunks queue only behind them
+            data, size = b"", self._in_decoder
+            self._in_decoder = 0
+        else:
+            data = self._chunks.popleft()
+            size = len(data)
+        self._queued -= size
+        self.server.unread_total -= size
         if self._reading_paused and self._queued <= STREAM_LIMIT:
             self._reading_paused = False
             self.transport.resume_reading()
@@ -181,7 +208,7 @@ class Pump(asyncio.BufferedProtocol):
         """The connection is over: drop what it never read (and stop counting it)."""
         self.server.unread_total -= self._queued
         self._chunks.clear()
-        self._queued = 0
+        self._queued = self._in_decoder = 0
 
     async def read_head(self, limit: int) -> bytes | None:
         """An HTTP head up to and including the blank line; None at EOF; b"" if over `limit`."""
@@ -190,7 +217,7 @@ class Pump(asyncio.BufferedProtocol):
             if len(head) > limit:
                 return b""
             chunk = await self.read()
-            if not chunk:
+            if chunk is None:
                 return None
             head += chunk
         self.unread(head[end + 4:])
@@ -287,6 +314,7 @@ class WebSocketServer:
                 return
             if connection is None:
                 return
+            pump.attach(connection)
             client = Client(connection, pump, name)
             self.clients.add(client)
             log.info("%s connected (%d clients%s)", name, len(self.clients),
@@ -359,24 +387,31 @@ class WebSocketServer:
                 return
 
     async def _read(self, client: Client) -> bytes | None:
-        """The next bytes from the client; None once it is gone or was dropped for stalling.
+        """The next bytes from the client (b"": parse what its decoder holds); None once it is
+        gone or was dropped for stalling.
 
         Between messages a client may stay silent (keepalive watches it); in the middle of one
-        it has `read_timeout` seconds to send more, or it is holding our buffer hostage.
+        it has `read_timeout` seconds to send more, or it is holding our buffer hostage. More
+        means any byte: bytes that only extend a frame do not wake us, so on a timeout we look
+        at the pump's byte count before giving up.
         """
-        timeout = self.limits.read_timeout
-        try:
-            if timeout is None or not client.connection.buffered_bytes():
-                data = await client.pump.read()
-            else:
-                async with asyncio.timeout(timeout):
-                    data = await client.pump.read()
-        except TimeoutError:
-            log.info("%s dropped: a frame stalled for %.1fs (read timeout)", client.name, timeout)
-            client.fail(CloseCode.POLICY_VIOLATION, "read timeout")
-            return None
-        if not data:
-            if not client.pump.transport.is_closing():
+        pump, timeout = client.pump, self.limits.read_timeout
+        while True:
+            received = pump.bytes_received
+            try:
+                if timeout is None or not client.connection.buffered_bytes():
+                    data = await pump.read()
+                else:
+                    async with asyncio.timeout(timeout):
+                        data = await pump.read()
+                break
+            except TimeoutError:
+                if pump.bytes_received == received:
+                    log.info("%s dropped: a frame stalled for %.1fs (read timeout)", client.name, timeout)
+                    client.fail(CloseCode.POLICY_VIOLATION, "read timeout")
+                    return None
+        if data is None:
+            if not pump.transport.is_closing():
                 log.info("%s vanished without a close frame (1006)", client.name)
             return None
         return data
@@ -481,9 +516,10 @@ class WebSocketServer:
         with contextlib.suppress(OSError):
             if pump.transport.can_write_eof():
                 pump.transport.write_eof()
+        pump.attach(None)  # what still comes is read and dropped, never parsed
         with contextlib.suppress(TimeoutError, OSError):
             async with asyncio.timeout(CLOSE_TIMEOUT):
-                while await pump.read():
+                while await pump.read() is not None:
                     pass
 
 
