@@ -157,6 +157,60 @@ def test_apply_mask_is_a_bytewise_xor_and_its_own_inverse():
         assert apply_mask(masked, mask) == payload
 
 
+def test_masking_in_place_is_right_at_every_alignment():
+    """The numpy path XORs the bytes before the first 8-byte-aligned address on their own and
+    rotates the key for the rest: every start offset and length must still give §5.3's XOR."""
+    rng = random.Random(5003)
+    for length in (4096, 4097, 4099, 4103, 65536 + 5):
+        for start in range(9):  # every alignment of the payload's first byte, and then some
+            payload, mask = rng.randbytes(length), rng.randbytes(4)
+            frame = encode_frame(Opcode.BINARY, payload, mask=mask)
+            assert apply_mask(frame[-length:], mask) == payload  # the client side, masked in place
+            buffer = bytearray(rng.randbytes(start)) + frame
+            decoded = list(FrameDecoder(expect_masked=True).feed(bytes(buffer[start:])))
+            assert decoded[0].payload == payload  # the server side, unmasked in place
+
+
+def test_bytes_kept_with_buffer_data_parse_like_bytes_fed_at_once():
+    """An I/O layer may stash bytes as they arrive (`buffer_data`) and parse later with
+    receive_data(b""): the same events, in the same order, as feeding them directly."""
+    rng = random.Random(7)
+    client, _ = pair()
+    for size in (0, 5, 126, 70_000):
+        client.send_binary(rng.randbytes(size))
+    client.send_text("é" * 100)
+    client.send_ping(b"p")
+    wire = client.data_to_send()
+    direct = list(WebSocketConnection(Role.SERVER).receive_data(wire))
+    stashed = WebSocketConnection(Role.SERVER)
+    events = []
+    for start in range(0, len(wire), 1000):
+        stashed.buffer_data(wire[start:start + 1000])
+        if rng.random() < 0.3:
+            events += stashed.receive_data(b"")
+    events += stashed.receive_data(b"")
+    assert events == direct and len(direct) == 6
+
+
+def test_waiting_for_payload_only_while_a_binary_frame_is_incomplete():
+    """The server skips waking up for bytes that only extend a binary frame; text is checked as it
+    arrives (§8.1 fail fast), so a text frame never counts as "just waiting"."""
+    client, server = pair()
+    client.send_binary(b"b" * 10_000)
+    wire = client.data_to_send()
+    assert list(server.receive_data(wire[:100])) == []
+    assert server.waiting_for_payload()
+    server.buffer_data(wire[100:-1])
+    assert server.waiting_for_payload()  # still one byte short
+    server.buffer_data(wire[-1:])
+    assert not server.waiting_for_payload()  # complete: time to parse
+    assert list(server.receive_data(b"")) == [Message(b"b" * 10_000)]
+    client.send_text("t" * 10_000)
+    wire = client.data_to_send()
+    assert list(server.receive_data(wire[:100])) == []
+    assert not server.waiting_for_payload()
+
+
 def test_roles_server_rejects_unmasked_and_client_rejects_masked():
     with pytest.raises(ProtocolError, match="not masked") as caught:
         list(FrameDecoder(expect_masked=True).feed(encode_frame(Opcode.TEXT, b"hi")))

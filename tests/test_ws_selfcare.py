@@ -102,6 +102,30 @@ def test_a_client_stalled_inside_a_frame_is_dropped_after_the_read_timeout(spawn
         echo_ok(bystander, "served after they were dropped")
 
 
+def test_a_big_frame_that_keeps_arriving_is_not_a_stall(spawn, free_port):
+    """The read timeout bounds a *stall*, not a frame's total time: bytes that only extend a
+    binary frame do not wake the server, so it must count them before calling a frame stalled.
+    Here a 512 KiB frame trickles in for ~3 s (a piece every 0.25 s, read timeout 1 s)."""
+    spawn("WebSockets.server", "--port", free_port, "--read-timeout", "1", "--ping-interval", "0",
+          port=free_port)
+    payload = bytes(range(256)) * 2048
+    wire = frame(BINARY, payload)
+    pieces = [wire[start:start + 44_000] for start in range(0, len(wire), 44_000)]
+    with open_raw(free_port) as sock:
+        started = time.monotonic()
+        for piece in pieces:
+            sock.sendall(piece)
+            time.sleep(0.25)  # the pace of the trickle itself, not a synchronisation
+        assert time.monotonic() - started > 2.5
+        sock.settimeout(20)
+        received = b""
+        while len(received) < len(payload) + 10:  # the echo: a 10-byte header, then the payload
+            chunk = sock.recv(1 << 20)
+            assert chunk, "the server closed the connection instead of echoing"
+            received += chunk
+        assert received[0] == 0x82 and received[10:] == payload
+
+
 # ------------------------------------------------------------------------------ memory budget
 
 
