@@ -447,16 +447,20 @@ class WebSocketServer:
         from the pump's last reception, and a timeout re-checks it before giving up.
         """
         pump, timeout = client.pump, self.limits.read_timeout
+        loop = asyncio.get_running_loop()
         while True:
+            # From when we start waiting, or the last byte if later: bytes may have stopped
+            # coming while *we* were not reading (back-pressure), which is no stall of theirs.
+            waiting_since = loop.time()
             try:
                 if timeout is None or not client.connection.buffered_bytes():
                     data = await pump.read()
                 else:
-                    async with asyncio.timeout_at(pump.last_received + timeout):
+                    async with asyncio.timeout_at(max(waiting_since, pump.last_received) + timeout):
                         data = await pump.read()
                 break
             except TimeoutError:
-                if asyncio.get_running_loop().time() >= pump.last_received + timeout:
+                if loop.time() >= pump.last_received + timeout:
                     log.info("%s dropped: a frame stalled for %.1fs (read timeout)", client.name, timeout)
                     client.fail(CloseCode.POLICY_VIOLATION, "read timeout")
                     return None

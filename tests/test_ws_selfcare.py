@@ -126,6 +126,32 @@ def test_a_big_frame_that_keeps_arriving_is_not_a_stall(spawn, free_port):
         assert received[0] == 0x82 and received[10:] == payload
 
 
+def test_time_spent_waiting_on_a_client_that_does_not_read_is_not_its_stall(spawn, free_port):
+    """A frame half-received while the server waits for the client to read its echo: the read
+    timeout starts once the server listens again, not from the frame's last byte (else the
+    client is dropped the moment it reads, for a "stall" the server imposed)."""
+    spawn("WebSockets.server", "--port", free_port, "--read-timeout", "1", "--ping-interval", "0",
+          "--max-size", "16MiB", port=free_port)
+    big = bytes(range(256)) * (32 * 1024)  # 8 MiB: its echo cannot fit in the socket buffers
+    second = frame(BINARY, b"second message")
+    with open_raw(free_port) as sock:
+        sock.sendall(frame(BINARY, big) + second[:6])  # all of one message, half of the next
+        time.sleep(2.5)  # not reading: the server waits on us (back-pressure) past its read timeout
+        sock.settimeout(20)
+        echo = b""
+        while len(echo) < len(big) + 10:
+            chunk = sock.recv(1 << 20)
+            assert chunk, "the server closed instead of echoing"
+            echo += chunk
+        sock.sendall(second[6:])
+        rest = echo[len(big) + 10:]
+        while len(rest) < 16:
+            chunk = sock.recv(1 << 20)
+            assert chunk, "the server closed: it took its own wait for a stall"
+            rest += chunk
+        assert echo[10:len(big) + 10] == big and rest == bytes([0x82, 14]) + b"second message"
+
+
 # ------------------------------------------------------------------------------ memory budget
 
 
