@@ -621,6 +621,8 @@ def variant_key(names: Sequence[str], request_headers: Sequence[tuple[str, str]]
     §4.1 explicitly permits; a missing field and an empty one are kept distinct. With `normalise`,
     Accept-Encoding and Accept-Language are also compared by meaning (see normalise_accept).
     """
+    if not names:
+        return ()  # most responses vary on nothing: one variant, no fields to read
     key = []
     for name in names:
         value = get_header(request_headers, name)

@@ -50,7 +50,7 @@ from .http11 import (
     OriginResponse,
     Request,
     field_index,
-    parse_head,
+    parse_simple_head,
     read_request,
     reason_phrase,
     response_head,
@@ -123,9 +123,12 @@ class EdgeStats:
     heads_passed_on: int = 0  # requests the fast path read, checked and handed over (not parsed twice)
 
     def count(self, label: str) -> None:
-        attribute = {"HIT": "hits", "MISS": "misses", "REVALIDATED": "revalidated", "STALE": "stale",
-                     "BYPASS": "bypass"}[label]
+        attribute = COUNTER_OF_LABEL[label]
         setattr(self, attribute, getattr(self, attribute) + 1)
+
+
+COUNTER_OF_LABEL = {"HIT": "hits", "MISS": "misses", "REVALIDATED": "revalidated", "STALE": "stale",
+                    "BYPASS": "bypass"}
 
 
 class Edge:
@@ -234,12 +237,10 @@ class Edge:
         that path makes too, in the same order."""
         if len(head) > MAX_HEAD_BYTES:
             return None  # the general path refuses it with its 431
-        if head.count(b"\n") != head.count(b"\r\n") or head.count(b"\r") != head.count(b"\r\n"):
-            return None  # a bare CR or LF: the general path refuses it with its 400
-        try:
-            method, target, version, headers = parse_head(head)
-        except HttpError:
-            return None
+        parsed = parse_simple_head(head)  # no bare CR or LF, every field well-formed
+        if parsed is None:
+            return None  # a bad head, or a rare shape: the general path parses it line by line
+        method, target, version, headers = parsed
         fields = field_index(headers)
         hosts = len(fields.get("host", ()))
         if (method not in ("GET", "HEAD") or hosts > 1 or (version == "HTTP/1.1" and hosts == 0)
@@ -819,7 +820,7 @@ class EdgeConnection(asyncio.StreamReaderProtocol):
         self.edge = edge
         self.reader = asyncio.StreamReader(limit=MAX_HEAD_BYTES)
         super().__init__(self.reader)
-        self.pending = bytearray()  # received, not yet answered (the fast path's own buffer)
+        self.pending = b""  # received, not yet answered: the start of a request head (the fast path's buffer)
         self.handed_over = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -832,40 +833,50 @@ class EdgeConnection(asyncio.StreamReaderProtocol):
         if self.handed_over:
             super().data_received(data)
             return
-        self.pending += data
-        while not self.handed_over and not self.transport.is_closing():
-            end = self.pending.find(b"\r\n\r\n")
+        # Usually `data` is exactly one request head and nothing waits in `pending`: the head is
+        # then `data` itself, not a copy (slicing a bytes object whole returns it).
+        buffer = self.pending + data if self.pending else data
+        start = 0  # where the first request not yet answered begins
+        if self.transport.is_closing():
+            return
+        while True:
+            end = buffer.find(b"\r\n\r\n", start)
             if end < 0:
-                if len(self.pending) > MAX_HEAD_BYTES or b"\n" in self.pending.replace(b"\r\n", b""):
-                    self._hand_over()  # too long, or a bare LF: the general path says so now
-                return
+                break
             try:
-                answer = self.edge.answer_hit(bytes(self.pending[:end + 4]))
+                answer = self.edge.answer_hit(buffer[start:end + 4])
             except Exception:  # noqa: BLE001 - a bug here must not cost the request: retry it there
                 answer = None
             if answer is None:
-                self._hand_over()
+                self._hand_over(buffer[start:])
                 return
-            del self.pending[:end + 4]
+            start = end + 4
             if isinstance(answer, Request):
                 self.edge.stats.heads_passed_on += 1
-                self._hand_over(first=answer)  # read and checked already: not parsed again
+                self._hand_over(buffer[start:], first=answer)  # read and checked: not parsed again
                 return
             pieces, keep_alive = answer
             for piece in pieces:
                 self.transport.write(piece)
             self.watchdog.end_request()
             if not keep_alive:
-                self.transport.close()  # after the buffered response is sent
-            elif self.transport.get_write_buffer_size() > 256 * 1024:
-                self._hand_over()  # the client is not reading: the general path bounds the wait
+                self.transport.close()  # after the buffered response is sent; the rest is ignored
+                return
+            if self.transport.get_write_buffer_size() > 256 * 1024:
+                self._hand_over(buffer[start:])  # the client is not reading: the general path bounds the wait
+                return
+        self.pending = buffer[start:]
+        if self.pending and (len(self.pending) > MAX_HEAD_BYTES
+                             or b"\n" in self.pending.replace(b"\r\n", b"")):
+            self._hand_over(self.pending)  # too long, or a bare LF: the general path says so now
 
-    def _hand_over(self, first: Request | None = None) -> None:
+    def _hand_over(self, unanswered: bytes, first: Request | None = None) -> None:
+        """Give the connection to the general path, with the bytes received but not yet answered."""
         self.handed_over = True
+        self.pending = b""
         self.watchdog.cancel()  # serve_connection keeps its own
-        if self.pending:
-            super().data_received(bytes(self.pending))
-            self.pending.clear()
+        if unanswered:
+            super().data_received(unanswered)
         self.edge.run_in_background(self.edge.serve_connection(self.reader, self.writer, self.take_back,
                                                                first))
 
@@ -881,7 +892,7 @@ class EdgeConnection(asyncio.StreamReaderProtocol):
 
     def eof_received(self) -> bool:
         if not self.handed_over and self.pending.strip(b"\r\n"):
-            self._hand_over()  # half a request, then EOF: the general path answers it (400)
+            self._hand_over(self.pending)  # half a request, then EOF: the general path answers it (400)
         if self.handed_over:
             return super().eof_received()
         return False  # the client has nothing more to ask: close once the answers are sent

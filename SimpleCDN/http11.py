@@ -30,6 +30,17 @@ MAX_REQUEST_BODY = 16 * 2**20
 READ_CHUNK = 64 * 1024
 
 _TOKEN_RE = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# The head most clients send, whole, in one regex pass (run on the head decoded as latin-1): a
+# request line "token SP target SP HTTP/1.x" (the target without spaces or controls), then
+# "name:value" lines whose names are tokens and whose values hold no control character but HTAB,
+# every line ending in CRLF. A head this matches is one parse_head accepts line by line, with the
+# same result; anything else (an error, or a rarer shape such as empty lines before the request
+# line) takes that line-by-line parse, which names what is wrong. The value pattern is greedy and
+# cannot end where a CR or LF is, so matching stays linear in the head's length.
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_SIMPLE_HEAD_RE = re.compile(rf"({_TOKEN}) ([^\x00-\x20\x7f]+) (HTTP/1\.[01])\r\n"
+                             rf"((?:{_TOKEN}:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*)\r\n")
+_SIMPLE_FIELD_RE = re.compile(rf"({_TOKEN}):([^\x00-\x08\x0a-\x1f\x7f]*)\r\n")
 # Every control character except HTAB (RFC 9110 §5.5: field-vchar is VCHAR or obs-text; HTAB and SP
 # appear only between them). CR, LF and NUL are the ones that can split or end a header.
 _CONTROL_RE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
@@ -76,6 +87,8 @@ class Request:
 
     @property
     def keep_alive(self) -> bool:
+        if "connection" not in self.fields:  # the usual case: HTTP/1.1 keeps it open, 1.0 does not
+            return self.version != "HTTP/1.0"
         connection = self.get("connection")
         tokens = {token.lower() for token in split_list(connection)} if connection else set()
         if self.version == "HTTP/1.0":
@@ -195,6 +208,27 @@ async def _read_head(reader: asyncio.StreamReader) -> bytes | None:
 
 def parse_head(head: bytes) -> tuple[str, str, str, Headers]:
     """Parse the request line and header fields strictly (RFC 9112 §3, §5; RFC 9110 §5.5)."""
+    simple = parse_simple_head(head)
+    return simple if simple is not None else parse_head_by_lines(head)
+
+
+def parse_simple_head(head: bytes) -> tuple[str, str, str, Headers] | None:
+    """parse_head for a head in the common shape (see _SIMPLE_HEAD_RE), checked by one regex pass
+    instead of one check per line (a third of a cache hit's CPU); None for any other head, valid or
+    not: parse_head_by_lines then decides. No bare CR or LF can be in a head this accepts."""
+    text = head.decode("latin-1")
+    match = _SIMPLE_HEAD_RE.fullmatch(text)
+    if match is None:
+        return None
+    method, target, version, block = match.groups()
+    headers = [(name, value.strip(" \t")) for name, value in _SIMPLE_FIELD_RE.findall(block)]
+    if len(headers) > MAX_HEADER_COUNT:
+        return None  # parse_head_by_lines refuses it with its 431
+    return method, target, version, headers
+
+
+def parse_head_by_lines(head: bytes) -> tuple[str, str, str, Headers]:
+    """The strict parse, one line at a time, with a specific error for each way a head is bad."""
     lines = head[:-4].split(b"\r\n")
     while lines and lines[0] == b"":  # §2.2: a server SHOULD ignore empty lines before the request
         lines.pop(0)
