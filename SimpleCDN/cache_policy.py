@@ -27,12 +27,14 @@ to cache such responses by default for the same reason.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import formatdate
+from types import MappingProxyType
 from urllib.parse import urlsplit
 
 Headers = list[tuple[str, str]]
@@ -71,7 +73,8 @@ class BadTarget(ValueError):
 def header_values(headers: Iterable[tuple[str, str]], name: str) -> list[str]:
     """Every value of field `name` (case-insensitive), in order."""
     name = name.lower()
-    return [value for key, value in headers if key.lower() == name]
+    length = len(name)  # most names differ in length: no need to lower-case those (a miss asks ~20 times)
+    return [value for key, value in headers if len(key) == length and key.lower() == name]
 
 
 def get_header(headers: Iterable[tuple[str, str]], name: str) -> str | None:
@@ -115,15 +118,18 @@ def strip_hop_by_hop(headers: Iterable[tuple[str, str]]) -> Headers:
 
 # ----------------------------------------------------------------------------------- Cache-Control
 
-def parse_cache_control(value: str | None) -> dict[str, str | None]:
-    """Parse Cache-Control into {lower-case directive: argument or None}.
+@functools.lru_cache(maxsize=1024)
+def parse_cache_control(value: str | None) -> Mapping[str, str | None]:
+    """Parse Cache-Control into {lower-case directive: argument or None}, read-only.
 
     Arguments may be tokens or quoted strings (`no-cache="Set-Cookie"`). Commas inside quotes do not
     split. If a directive repeats, the first occurrence wins, which is the conservative reading.
+    Remembered for the last 1024 values (a function of the text alone; an origin sends a few
+    distinct values, and one miss asks several rules about the same one): hence read-only.
     """
     directives: dict[str, str | None] = {}
     if not value:
-        return directives
+        return _NO_DIRECTIVES
     for part in _split_outside_quotes(value):
         name, sep, argument = part.partition("=")
         name = strip_ows(name).lower()
@@ -133,10 +139,15 @@ def parse_cache_control(value: str | None) -> dict[str, str | None]:
         if arg is not None and len(arg) >= 2 and arg[0] == arg[-1] == '"':
             arg = arg[1:-1]
         directives.setdefault(name, arg)
-    return directives
+    return MappingProxyType(directives)
+
+
+_NO_DIRECTIVES: Mapping[str, str | None] = MappingProxyType({})
 
 
 def _split_outside_quotes(value: str) -> list[str]:
+    if '"' not in value:  # the usual case: no quoted string, so every comma separates
+        return [part for part in value.split(",") if strip_ows(part)]
     parts, current, quoted = [], [], False
     for char in value:
         if char == '"':
@@ -150,7 +161,7 @@ def _split_outside_quotes(value: str) -> list[str]:
     return [part for part in parts if strip_ows(part)]
 
 
-def delta_seconds(directives: dict[str, str | None], name: str) -> int | None:
+def delta_seconds(directives: Mapping[str, str | None], name: str) -> int | None:
     """The non-negative integer argument of `name` (e.g. max-age), or None if absent or invalid.
 
     RFC 9111 §1.2.2: an invalid delta-seconds is not a number we may trust; callers treat None as
@@ -163,7 +174,7 @@ def delta_seconds(directives: dict[str, str | None], name: str) -> int | None:
     return min(int(arg), 2**31)  # §1.2.2: values beyond 2^31 mean "as long as you like"
 
 
-def cache_control(headers: Iterable[tuple[str, str]]) -> dict[str, str | None]:
+def cache_control(headers: Iterable[tuple[str, str]]) -> Mapping[str, str | None]:
     return parse_cache_control(get_header(headers, "cache-control"))
 
 
@@ -191,15 +202,26 @@ def parse_http_date(value: str | None, now: float | None = None) -> float | None
     """
     if not value:
         return None
+    if match := _RFC850_DATE.fullmatch(value):  # the one form whose meaning depends on today's date
+        _, day, month, year2, hour, minute, second = match.groups()
+        return _timestamp(str(_rfc850_year(int(year2), now)), month, day, hour, minute, second)
+    return _parse_fixed_date(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_fixed_date(value: str) -> float | None:
+    """IMF-fixdate or asctime -> POSIX seconds, or None. Remembered for the last 1024 values: a
+    function of the text alone, and Date and Last-Modified repeat (one miss reads each several times)."""
     if match := _IMF_FIXDATE.fullmatch(value):
         _, day, month, year, hour, minute, second = match.groups()
-    elif match := _RFC850_DATE.fullmatch(value):
-        _, day, month, year2, hour, minute, second = match.groups()
-        year = str(_rfc850_year(int(year2), now))
     elif match := _ASCTIME_DATE.fullmatch(value):
         _, month, day, hour, minute, second, year = match.groups()
     else:
         return None
+    return _timestamp(year, month, day, hour, minute, second)
+
+
+def _timestamp(year: str, month: str, day: str, hour: str, minute: str, second: str) -> float | None:
     try:
         moment = datetime(int(year), _MONTHS.index(month) + 1, int(day.strip()), int(hour), int(minute),
                           min(int(second), 59), tzinfo=UTC)  # no 31 Feb, no hour 24, no minute 60

@@ -149,12 +149,16 @@ class Edge:
 
     async def serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                                take_back: Callable[[], bool] | None = None,
-                               first: Request | None = None) -> None:
+                               first: Request | None = None,
+                               watchdog: IdleWatchdog | None = None) -> None:
         """Serve requests on one keep-alive connection until the client closes or errs — or until
         `take_back()` (asked between requests) says the fast hit path takes the connection again.
         `first`: a request the fast path has already read and checked (a miss), answered before
-        anything is read from `reader`, so its head is not parsed twice."""
-        watchdog = IdleWatchdog(writer, self.config.idle_timeout)
+        anything is read from `reader`, so its head is not parsed twice. `watchdog`: the fast
+        path's idle timer, which goes on with the connection (one timer per connection, not per
+        hand-over)."""
+        if watchdog is None:
+            watchdog = IdleWatchdog(writer, self.config.idle_timeout)
         handed_back = False
         try:
             while True:
@@ -184,8 +188,8 @@ class Edge:
             with contextlib.suppress(Exception):
                 writer.write(simple_response(500, "500 Internal Server Error", close=True))
         finally:
-            watchdog.cancel()
             if not handed_back:
+                watchdog.cancel()
                 writer.close()
 
     async def handle(self, request: Request, writer: asyncio.StreamWriter) -> bool:
@@ -874,11 +878,10 @@ class EdgeConnection(asyncio.StreamReaderProtocol):
         """Give the connection to the general path, with the bytes received but not yet answered."""
         self.handed_over = True
         self.pending = b""
-        self.watchdog.cancel()  # serve_connection keeps its own
         if unanswered:
             super().data_received(unanswered)
         self.edge.run_in_background(self.edge.serve_connection(self.reader, self.writer, self.take_back,
-                                                               first))
+                                                               first, self.watchdog))
 
     def take_back(self) -> bool:
         """Resume the fast path, if the general path has read everything the client sent (so the
@@ -887,7 +890,6 @@ class EdgeConnection(asyncio.StreamReaderProtocol):
                 or self.transport.get_write_buffer_size() > 256 * 1024):
             return False
         self.handed_over = False
-        self.watchdog = IdleWatchdog(self.writer, self.edge.config.idle_timeout)
         return True
 
     def eof_received(self) -> bool:
