@@ -71,6 +71,7 @@ SERVER_NAME = "simplecdn"
 NOT_ON_THE_FAST_PATH = frozenset({"content-length", "transfer-encoding", "expect", "range"})
 UNKEYED_HOST_FIELDS = ("x-forwarded-host", "x-forwarded-proto", "x-forwarded-server", "forwarded",
                        "x-original-url", "x-rewrite-url", "x-host")
+NOT_FORWARDED = ("host", "content-length", "expect", *UNKEYED_HOST_FIELDS)  # see _origin_request_headers
 
 
 @dataclass
@@ -461,8 +462,7 @@ class Edge:
                                 response_time, policy.vary_names(response.headers),
                                 policy_view=None if view is None else self._policy_view(kept))
         self.store.put(key, stored, request.headers)
-        leader_headers = policy.without(policy.strip_hop_by_hop(response.headers),
-                                        {"age", policy.OWN_TARGETED_FIELD})
+        leader_headers = policy.strip_hop_by_hop(response.headers, also=("age", policy.OWN_TARGETED_FIELD))
         # A full 200 is a MISS even when it replaced a stale copy: REVALIDATED means "the origin
         # confirmed our copy with 304", which is the saving a learner should be able to count.
         return Outcome("MISS", entry=stored, leader_headers=leader_headers)
@@ -498,8 +498,8 @@ class Edge:
                                    policy.vary_names(kept), policy_view=view, partial=parts)
         self.store.put(key, entry, request.headers)
         # The client is answered with the newest fields (its own Set-Cookie too, when one was sent).
-        leader_headers = policy.without(policy.strip_hop_by_hop(response.headers),
-                                        {"age", "content-range", policy.OWN_TARGETED_FIELD})
+        leader_headers = policy.strip_hop_by_hop(response.headers,
+                                                 also=("age", "content-range", policy.OWN_TARGETED_FIELD))
         return Outcome("MISS", entry=entry, leader_headers=leader_headers)
 
     def _stale_allowed_on_error(self, stale: StoredResponse, disconnected: bool = False) -> bool:
@@ -691,8 +691,7 @@ class Edge:
                       writer: asyncio.StreamWriter) -> bool:
         """Relay an origin response to the client as it arrives, storing nothing."""
         self.stats.count(label)
-        fields = policy.without(policy.strip_hop_by_hop(response.headers),
-                                ("content-length", policy.OWN_TARGETED_FIELD))
+        fields = policy.strip_hop_by_hop(response.headers, also=("content-length", policy.OWN_TARGETED_FIELD))
         chunked = False
         if response.transfer_codings and request.version != "HTTP/1.1":
             # RFC 9112 §6.1: no Transfer-Encoding to an HTTP/1.0 client, and without it the
@@ -762,7 +761,7 @@ class Edge:
         def relay(status: int, reason: str, headers: policy.Headers) -> None:
             # A 1xx has no content, and a server MUST NOT send Content-Length in one (RFC 9110 §8.6):
             # a client that believed it would take the final response's first bytes for its body.
-            fields = policy.without(policy.strip_hop_by_hop(headers), ("content-length",))
+            fields = policy.strip_hop_by_hop(headers, also=("content-length",))
             writer.write(response_head(status, reason, fields))
         return relay
 
@@ -793,8 +792,7 @@ class Edge:
         links from them would put the attacker's host into a response every user then gets from cache
         (the classic "unkeyed header" cache poisoning).
         """
-        headers = policy.without(policy.strip_hop_by_hop(request.headers),
-                                 {"host", "content-length", "expect", *UNKEYED_HOST_FIELDS, *drop})
+        headers = policy.strip_hop_by_hop(request.headers, also=(*NOT_FORWARDED, *drop))
         headers.append(("Via", f"1.1 {SERVER_NAME}"))
         return headers
 
