@@ -7,6 +7,7 @@ bad request after some hits still gets its specific error."""
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
 import time
 
@@ -72,6 +73,28 @@ def test_pipelined_hits_misses_and_a_post_are_answered_in_order(origin, edge):
     assert [(status, fields["x-cache"], body) for status, fields, body in replies] == [
         (200, "HIT", b"hit n=1"), (200, "HIT", b"other n=1"), (200, "MISS", b"cold n=1"),
         (200, "HIT", b"hit n=1"), (200, "BYPASS", b"posted"), (200, "HIT", b"other n=1")]
+
+
+def test_hits_whose_heads_arrive_in_random_pieces_are_answered_in_order(origin, edge):
+    """The fast path answers a head only once all of it has arrived, keeps the start of the next
+    one, and answers several heads that arrive together in order (seeded random cut points)."""
+    first, second = cached(origin, edge, "pieces-a"), cached(origin, edge, "pieces-b")
+    wire = (get(first) + get(second)) * 10 + get(first, "Connection: close")
+    rng = random.Random(16)
+    with socket.create_connection(("127.0.0.1", edge), timeout=TIMEOUT) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        at = 0
+        while at < len(wire):
+            step = rng.choice([1, 2, 7, 30, 90, 200])
+            sock.sendall(wire[at:at + step])
+            at += step
+            time.sleep(0.001)  # let most pieces arrive apart: this is what the test is about
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    replies = split_responses(data)
+    assert [(fields["x-cache"], body) for _, fields, body in replies] == \
+        [("HIT", b"pieces-a n=1"), ("HIT", b"pieces-b n=1")] * 10 + [("HIT", b"pieces-a n=1")]
 
 
 def test_connection_close_on_a_hit_ends_the_connection_after_its_answer(origin, edge):
