@@ -462,7 +462,11 @@ class Edge:
                                 response_time, policy.vary_names(response.headers),
                                 policy_view=None if view is None else self._policy_view(kept))
         self.store.put(key, stored, request.headers)
-        leader_headers = policy.strip_hop_by_hop(response.headers, also=("age", policy.OWN_TARGETED_FIELD))
+        leader_headers = None  # the stored fields are what the origin sent, less what no client gets
+        if not self.config.store_set_cookie and policy.get_header(response.headers, "set-cookie") is not None:
+            # ...except a Set-Cookie, which is not stored but is the fetching client's own.
+            leader_headers = policy.strip_hop_by_hop(response.headers,
+                                                     also=("age", policy.OWN_TARGETED_FIELD))
         # A full 200 is a MISS even when it replaced a stale copy: REVALIDATED means "the origin
         # confirmed our copy with 304", which is the saving a learner should be able to count.
         return Outcome("MISS", entry=stored, leader_headers=leader_headers)

@@ -486,8 +486,8 @@ class OriginResponse:
         """
         if self.connection.pool is None:
             return
-        if (self._done or self._mode == "none") and self.reusable and not unread_bytes(
-                self.connection.reader):
+        if (self._done or self._mode == "none") and self.reusable and not self.connection.expired \
+                and not unread_bytes(self.connection.reader):
             self.connection.pool.give_back(self.connection)
         else:
             self.connection.close()
@@ -495,10 +495,7 @@ class OriginResponse:
 
     async def _within_timeout(self, awaitable):
         try:
-            # asyncio.timeout, not wait_for: wait_for wraps the read in a new Task, which cost more
-            # per body piece than the read itself (profiled on the miss path).
-            async with asyncio.timeout(self._timeout):
-                return await awaitable
+            return await self.connection.read_within(awaitable, self._timeout)
         except TimeoutError:
             raise OriginError(f"the origin sent nothing for {self._timeout:g}s", timeout=True) from None
         except (ConnectionError, OSError) as exc:
@@ -512,10 +509,29 @@ class OriginConnection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pool: OriginPool):
         self.reader = reader
         self.writer = writer
+        self.expired = False  # a read outlasted its timeout: the reader is failed, never reuse it
         self.pool: OriginPool | None = pool
 
     def close(self) -> None:
         self.writer.close()
+
+    async def read_within(self, awaitable, timeout: float):
+        """Await `awaitable`, a read from this connection; TimeoutError if it has not completed
+        within `timeout` seconds. The timer fails the reader itself (StreamReader.set_exception):
+        one timer handle per read, where asyncio.timeout costs more than the read it guards (its
+        context manager, rescheduling and cancelling, profiled on the miss path) and wait_for more
+        still (a Task per read)."""
+        timer = asyncio.get_running_loop().call_later(timeout, self._expire)
+        try:
+            return await awaitable
+        finally:
+            timer.cancel()
+
+    def _expire(self) -> None:
+        # If the read completed in this same loop turn, the failure waits for the next read on
+        # this connection, which `expired` keeps from ever being another request's.
+        self.expired = True
+        self.reader.set_exception(TimeoutError())
 
 
 class OriginPool:
@@ -596,8 +612,7 @@ class OriginPool:
         """
         for count in range(MAX_INTERIM_RESPONSES + 1):
             try:
-                async with asyncio.timeout(self.timeout):
-                    head = await connection.reader.readuntil(b"\r\n\r\n")
+                head = await connection.read_within(connection.reader.readuntil(b"\r\n\r\n"), self.timeout)
             except TimeoutError:
                 raise OriginError(f"the origin did not answer within {self.timeout:g}s",
                                   timeout=True) from None
@@ -623,6 +638,7 @@ class OriginPool:
         while self._idle:
             connection = self._idle.pop()
             if (not connection.reader.at_eof() and not connection.writer.is_closing()
+                    and not connection.expired
                     and not unread_bytes(connection.reader)):  # bytes sent while idle: not ours
                 connection.pool = self
                 return connection

@@ -4,6 +4,7 @@ under seeded random garbage: every connection gets a 4xx/5xx or is closed, the e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import socket
 import time
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from SimpleCDN.http11 import (
     HttpError,
+    OriginError,
     OriginPool,
     parse_content_length,
     parse_head,
@@ -217,6 +219,47 @@ def test_a_pooled_connection_on_which_bytes_arrived_while_idle_is_not_reused():
         second = await pool.request("GET", "/second", [])
         assert await second.read_body() == b"/second"
         assert connections == 2
+        pool.close_idle()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(scenario())
+
+
+def test_origin_reads_time_out_and_a_timed_out_connection_is_never_reused():
+    """Each origin read has its own timer (OriginConnection.read_within): a stalled body is a
+    timeout (504), not a hang; and a connection whose timer fired, even in the same loop turn as
+    its read completed, is closed instead of going back to the pool with a failed reader."""
+
+    async def scenario() -> None:
+        connections = 0
+
+        async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+                while True:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    if b"/stall" in head:  # the head and half the body, then nothing
+                        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n12345")
+                    else:
+                        writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+            writer.close()
+
+        server = await asyncio.start_server(origin, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = OriginPool(f"http://127.0.0.1:{port}", timeout=0.3)
+        stalled = await pool.request("GET", "/stall", [])
+        with pytest.raises(OriginError) as caught:
+            await stalled.read_body()
+        assert caught.value.timeout and pool._idle == []
+        answered = await pool.request("GET", "/empty", [])  # a 204: no body read, released at once
+        answered.connection._expire()  # its timer's callback, as if it ran in the read's last turn
+        answered.release()
+        assert pool._idle == []  # closed: pooled, its failed reader would fail the next request
+        again = await pool.request("GET", "/empty", [])
+        assert again.status == 204 and connections == 3
+        again.release()
         pool.close_idle()
         server.close()
         await server.wait_closed()
