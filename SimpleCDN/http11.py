@@ -40,7 +40,6 @@ _TOKEN_RE = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")  # \Z: "$" would als
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _SIMPLE_HEAD_RE = re.compile(rf"({_TOKEN}) ([^\x00-\x20\x7f]+) (HTTP/1\.[01])\r\n"
                              rf"((?:{_TOKEN}:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*)\r\n")
-_SIMPLE_FIELD_RE = re.compile(rf"({_TOKEN}):([^\x00-\x08\x0a-\x1f\x7f]*)\r\n")
 # The same for an origin's response head: "HTTP/1.x NNN reason" (a reason without controls), fields.
 _SIMPLE_RESPONSE_HEAD_RE = re.compile(rf"HTTP/1\.[01] ([1-5][0-9][0-9]) ([^\x00-\x08\x0a-\x1f\x7f]*)\r\n"
                                       rf"((?:{_TOKEN}:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*)\r\n")
@@ -226,10 +225,20 @@ def parse_simple_head(head: bytes) -> tuple[str, str, str, Headers] | None:
     if match is None:
         return None
     method, target, version, block = match.groups()
-    headers = [(name, value.strip(" \t")) for name, value in _SIMPLE_FIELD_RE.findall(block)]
+    headers = _split_checked_fields(block)
     if len(headers) > MAX_HEADER_COUNT:
         return None  # parse_head_by_lines refuses it with its 431
     return method, target, version, headers
+
+
+def _split_checked_fields(block: str) -> Headers:
+    """The (name, value) pairs of field lines a _SIMPLE_*_RE has checked: every line "token:value"
+    ending in CRLF, so the first colon ends the name and only OWS needs stripping."""
+    headers = []
+    for line in block.split("\r\n")[:-1]:
+        name, _, value = line.partition(":")
+        headers.append((name, value.strip(" \t")))
+    return headers
 
 
 def parse_head_by_lines(head: bytes) -> tuple[str, str, str, Headers]:
@@ -683,8 +692,7 @@ def parse_response_head(head: bytes) -> tuple[int, str, Headers]:
     match = _SIMPLE_RESPONSE_HEAD_RE.fullmatch(head.decode("latin-1"))
     if match is not None:
         status, reason, block = match.groups()
-        headers = [(name, value.strip(" \t")) for name, value in _SIMPLE_FIELD_RE.findall(block)]
-        return int(status), reason, headers
+        return int(status), reason, _split_checked_fields(block)
     return parse_response_head_by_lines(head)
 
 
