@@ -70,9 +70,25 @@ class BadTarget(ValueError):
 
 # ---------------------------------------------------------------------------------------- headers
 
+class Fields(tuple):
+    """An immutable list of (name, value) fields that finds a field without a scan: its values by
+    lower-case name are indexed on first use. A miss asks about twenty questions of one response's
+    fields (storable? how fresh? varies on what?), and each would otherwise lower-case and compare
+    every name. Accepted wherever a list of (name, value) pairs is."""
+
+    @functools.cached_property
+    def by_name(self) -> dict[str, list[str]]:
+        index: dict[str, list[str]] = {}
+        for name, value in self:
+            index.setdefault(name.lower(), []).append(value)
+        return index
+
+
 def header_values(headers: Iterable[tuple[str, str]], name: str) -> list[str]:
     """Every value of field `name` (case-insensitive), in order."""
     name = name.lower()
+    if type(headers) is Fields:
+        return list(headers.by_name.get(name, ()))
     length = len(name)  # most names differ in length: no need to lower-case those (a miss asks ~20 times)
     return [value for key, value in headers if len(key) == length and key.lower() == name]
 

@@ -421,8 +421,8 @@ class Edge:
         response_time = time.time()
         if response.status == 304 and stale is not None:
             await self._drain(response)
-            merged = policy.merge_304_headers(stale.headers, response.headers,
-                                              keep_set_cookie=self.config.store_set_cookie)
+            merged = policy.Fields(policy.merge_304_headers(stale.headers, response.headers,
+                                                            keep_set_cookie=self.config.store_set_cookie))
             refreshed = StoredResponse(stale.status, stale.reason, merged, stale.body, request_time,
                                        response_time, stale.vary, policy_view=self._policy_view(merged))
             self.store.replace(key, stale, refreshed)
@@ -457,7 +457,9 @@ class Edge:
         if response.status == 206:
             return self._store_piece(key, request, response, body_bytes, pieces or None,
                                      request_time, response_time)
-        kept = policy.headers_to_store(response.headers, keep_set_cookie=self.config.store_set_cookie)
+        # Fields (indexed): freshness and Age read the kept fields several times.
+        kept = policy.Fields(policy.headers_to_store(response.headers,
+                                                     keep_set_cookie=self.config.store_set_cookie))
         stored = StoredResponse(response.status, response.reason, kept, body_bytes, request_time,
                                 response_time, policy.vary_names(response.headers),
                                 policy_view=None if view is None else self._policy_view(kept))

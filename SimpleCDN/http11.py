@@ -22,7 +22,7 @@ from email.utils import formatdate
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
-from .cache_policy import Headers, get_header, split_list, strip_ows
+from .cache_policy import Fields, Headers, get_header, split_list, strip_ows
 
 MAX_HEAD_BYTES = 16 * 1024
 MAX_HEADER_COUNT = 100
@@ -606,7 +606,7 @@ class OriginPool:
             # response before caching or forwarding it (and RFC 9111's age calculation needs one).
             response_headers.append(("Date", formatdate(usegmt=True)))
         try:
-            return OriginResponse(connection, status, reason, response_headers, method, self.timeout)
+            return OriginResponse(connection, status, reason, Fields(response_headers), method, self.timeout)
         except OriginError:
             connection.close()  # its framing is unknown, so it can neither be reused nor left open
             raise
