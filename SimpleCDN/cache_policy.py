@@ -95,7 +95,8 @@ def header_values(headers: Iterable[tuple[str, str]], name: str) -> list[str]:
 
 def get_header(headers: Iterable[tuple[str, str]], name: str) -> str | None:
     """The field's combined value (repeats joined by ', ' as RFC 9110 §5.3 allows), or None."""
-    values = header_values(headers, name)
+    # An indexed Fields' own list is not copied: it is only joined here.
+    values = headers.by_name.get(name.lower()) if type(headers) is Fields else header_values(headers, name)
     return ", ".join(values) if values else None
 
 
