@@ -841,12 +841,12 @@ class EdgeConnection(asyncio.StreamReaderProtocol):
         if self.handed_over:
             super().data_received(data)
             return
+        if self.transport.is_closing():
+            return  # closed after a Connection: close answer: what the client sends next is ignored
         # Usually `data` is exactly one request head and nothing waits in `pending`: the head is
         # then `data` itself, not a copy (slicing a bytes object whole returns it).
         buffer = self.pending + data if self.pending else data
         start = 0  # where the first request not yet answered begins
-        if self.transport.is_closing():
-            return
         while True:
             end = buffer.find(b"\r\n\r\n", start)
             if end < 0:
