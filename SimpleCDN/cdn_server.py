@@ -57,7 +57,7 @@ from .http11 import (
     simple_response,
     unread_bytes,
 )
-from .lru_store import LRUStore, StoredResponse
+from .lru_store import WHOLE_ANSWER_MAX, LRUStore, StoredResponse
 
 ADMIN_STATS = "/__stats"
 ADMIN_PURGE = "/__purge"
@@ -634,28 +634,35 @@ class Edge:
                         now: float | None = None, headers: policy.Headers | None = None) -> list[bytes]:
         """The bytes that answer `request` from `entry` (see _serve_entry), counted in the stats."""
         self.stats.count(label)
-        age = freshness(entry).age(now or time.time())
-        tail = f"Age: {int(age)}\r\nX-Cache: {label}\r\nVia: 1.1 {SERVER_NAME}\r\n\r\n".encode()
+        age = int(freshness(entry).age(now or time.time()))
         source = headers if headers is not None else entry.headers
         if entry.status == 200 and has_conditional(request) \
                 and policy.conditional_request_matches(request.headers, entry.headers):
-            return [response_head(304, "Not Modified", policy.response_304_headers(source))[:-2] + tail]
+            head = response_head(304, "Not Modified", policy.response_304_headers(source))
+            return [head[:-2] + answer_tail(age, label)]
         if (entry.status == 200 or entry.partial is not None) and request.method == "GET" \
                 and "range" in request.fields:
-            partial = self._partial_response(request, entry, source, tail)
+            partial = self._partial_response(request, entry, source, answer_tail(age, label))
             if partial is not None:
                 return [partial]
+        body = entry.body if request.method != "HEAD" else b""
+        self.stats.bytes_served += len(body)
         if headers is not None:
             prefix = self._head_prefix(entry, headers)
         else:
             if entry.head_prefix is None:
                 entry.head_prefix = self._head_prefix(entry, entry.headers)
             prefix = entry.head_prefix
-        body = entry.body if request.method != "HEAD" else b""
-        self.stats.bytes_served += len(body)
-        if len(body) <= 65536:
-            return [prefix + tail + body]  # one send(): copying a small body beats a 2nd syscall
-        return [prefix + tail, body]
+        if len(body) > WHOLE_ANSWER_MAX:
+            return [prefix + answer_tail(age, label), body]  # two sends beat copying a large body
+        if headers is not None or request.method == "HEAD":
+            return [prefix + answer_tail(age, label) + body]  # one send()
+        # A GET answered with the stored fields: the same bytes for every such answer in the same
+        # second of Age (one send() each), built once rather than built and copied for every hit.
+        kept = entry.answer
+        if kept is None or kept[0] != age or kept[1] != label:
+            kept = entry.answer = (age, label, prefix + answer_tail(age, label) + body)
+        return [kept[2]]
 
     def _partial_response(self, request: Request, entry: StoredResponse, headers: policy.Headers,
                           tail: bytes) -> bytes | None:
@@ -946,6 +953,11 @@ def freshness(entry: StoredResponse) -> policy.Freshness:
         entry.freshness = policy.Freshness.of(entry.status, entry.rules, entry.request_time,
                                               entry.response_time)
     return entry.freshness
+
+
+def answer_tail(age: int, label: str) -> bytes:
+    """The fields every replayed response gets for this request, and the blank line after them."""
+    return f"Age: {age}\r\nX-Cache: {label}\r\nVia: 1.1 {SERVER_NAME}\r\n\r\n".encode()
 
 
 def has_conditional(request: Request) -> bool:

@@ -202,3 +202,22 @@ def split_complete(data: bytes) -> list[tuple[int, dict, bytes]]:
         return []
     length = int(dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:]).get(b"Content-Length", b"0"))
     return split_responses(data) if len(rest) >= length else []
+
+
+def test_a_kept_whole_answer_still_carries_the_current_age_and_label(origin, edge):
+    """A stored response keeps its last GET answer whole (StoredResponse.answer) and sends it again
+    to later hits: only within the same second of Age and with the same X-Cache label."""
+    path = paths("kept")
+    origin.script(path, [("Cache-Control", "max-age=600")], body="kept n={n}")
+    first = request(edge, path)
+    hits = [request(edge, path) for _ in range(3)]
+    time.sleep(2.2)  # the scenario itself: the stored response grows older
+    later = request(edge, path)
+    head = request(edge, path, method="HEAD")
+    assert (first.x_cache, first.headers["age"], first.body) == ("MISS", "0", b"kept n=1")
+    assert [(hit.x_cache, hit.body) for hit in hits] == [("HIT", b"kept n=1")] * 3
+    assert all(int(hit.headers["age"]) <= 1 for hit in hits)
+    assert (later.x_cache, later.body) == ("HIT", b"kept n=1") and int(later.headers["age"]) >= 2
+    assert later.headers["date"] == first.headers["date"]  # the origin's Date, replayed as stored
+    assert (head.x_cache, head.body, head.headers["content-length"]) == ("HIT", b"", "8")
+    assert origin.count(path) == 1
