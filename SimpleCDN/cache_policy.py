@@ -27,12 +27,14 @@ to cache such responses by default for the same reason.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import formatdate
+from types import MappingProxyType
 from urllib.parse import urlsplit
 
 Headers = list[tuple[str, str]]
@@ -59,7 +61,7 @@ NOT_UPDATED_BY_304 = frozenset({"content-length", "content-encoding", "transfer-
 HEURISTIC_FRACTION = 0.1          # RFC 9111 §4.2.2: "10% of the time since Last-Modified" is typical
 HEURISTIC_MAX_SECONDS = 86_400    # ...but never more than a day, so a stale guess cannot last long
 
-_TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")  # \Z: "$" would also match before a final LF
 
 
 class BadTarget(ValueError):
@@ -68,15 +70,33 @@ class BadTarget(ValueError):
 
 # ---------------------------------------------------------------------------------------- headers
 
+class Fields(tuple):
+    """An immutable list of (name, value) fields that finds a field without a scan: its values by
+    lower-case name are indexed on first use. A miss asks about twenty questions of one response's
+    fields (storable? how fresh? varies on what?), and each would otherwise lower-case and compare
+    every name. Accepted wherever a list of (name, value) pairs is."""
+
+    @functools.cached_property
+    def by_name(self) -> dict[str, list[str]]:
+        index: dict[str, list[str]] = {}
+        for name, value in self:
+            index.setdefault(name.lower(), []).append(value)
+        return index
+
+
 def header_values(headers: Iterable[tuple[str, str]], name: str) -> list[str]:
     """Every value of field `name` (case-insensitive), in order."""
     name = name.lower()
-    return [value for key, value in headers if key.lower() == name]
+    if type(headers) is Fields:
+        return list(headers.by_name.get(name, ()))
+    length = len(name)  # most names differ in length: no need to lower-case those (a miss asks ~20 times)
+    return [value for key, value in headers if len(key) == length and key.lower() == name]
 
 
 def get_header(headers: Iterable[tuple[str, str]], name: str) -> str | None:
     """The field's combined value (repeats joined by ', ' as RFC 9110 §5.3 allows), or None."""
-    values = header_values(headers, name)
+    # An indexed Fields' own list is not copied: it is only joined here.
+    values = headers.by_name.get(name.lower()) if type(headers) is Fields else header_values(headers, name)
     return ", ".join(values) if values else None
 
 
@@ -106,24 +126,28 @@ def split_list(value: str | None) -> list[str]:
     return [item for item in (strip_ows(part) for part in value.split(",")) if item]
 
 
-def strip_hop_by_hop(headers: Iterable[tuple[str, str]]) -> Headers:
-    """Remove hop-by-hop fields, including those the Connection field names (RFC 9110 §7.6.1)."""
+def strip_hop_by_hop(headers: Iterable[tuple[str, str]], also: Iterable[str] = ()) -> Headers:
+    """Remove hop-by-hop fields, including those the Connection field names (RFC 9110 §7.6.1), and
+    the fields named in `also` (in the same pass: a miss does this three times)."""
     headers = list(headers)
-    named = {token.lower() for token in split_list(get_header(headers, "connection"))}
-    return without(headers, HOP_BY_HOP | named)
+    named = split_list(get_header(headers, "connection"))
+    return without(headers, HOP_BY_HOP.union(named, also))
 
 
 # ----------------------------------------------------------------------------------- Cache-Control
 
-def parse_cache_control(value: str | None) -> dict[str, str | None]:
-    """Parse Cache-Control into {lower-case directive: argument or None}.
+@functools.lru_cache(maxsize=1024)
+def parse_cache_control(value: str | None) -> Mapping[str, str | None]:
+    """Parse Cache-Control into {lower-case directive: argument or None}, read-only.
 
     Arguments may be tokens or quoted strings (`no-cache="Set-Cookie"`). Commas inside quotes do not
     split. If a directive repeats, the first occurrence wins, which is the conservative reading.
+    Remembered for the last 1024 values (a function of the text alone; an origin sends a few
+    distinct values, and one miss asks several rules about the same one): hence read-only.
     """
     directives: dict[str, str | None] = {}
     if not value:
-        return directives
+        return _NO_DIRECTIVES
     for part in _split_outside_quotes(value):
         name, sep, argument = part.partition("=")
         name = strip_ows(name).lower()
@@ -133,10 +157,15 @@ def parse_cache_control(value: str | None) -> dict[str, str | None]:
         if arg is not None and len(arg) >= 2 and arg[0] == arg[-1] == '"':
             arg = arg[1:-1]
         directives.setdefault(name, arg)
-    return directives
+    return MappingProxyType(directives)
+
+
+_NO_DIRECTIVES: Mapping[str, str | None] = MappingProxyType({})
 
 
 def _split_outside_quotes(value: str) -> list[str]:
+    if '"' not in value:  # the usual case: no quoted string, so every comma separates
+        return [part for part in value.split(",") if strip_ows(part)]
     parts, current, quoted = [], [], False
     for char in value:
         if char == '"':
@@ -150,7 +179,7 @@ def _split_outside_quotes(value: str) -> list[str]:
     return [part for part in parts if strip_ows(part)]
 
 
-def delta_seconds(directives: dict[str, str | None], name: str) -> int | None:
+def delta_seconds(directives: Mapping[str, str | None], name: str) -> int | None:
     """The non-negative integer argument of `name` (e.g. max-age), or None if absent or invalid.
 
     RFC 9111 §1.2.2: an invalid delta-seconds is not a number we may trust; callers treat None as
@@ -163,7 +192,7 @@ def delta_seconds(directives: dict[str, str | None], name: str) -> int | None:
     return min(int(arg), 2**31)  # §1.2.2: values beyond 2^31 mean "as long as you like"
 
 
-def cache_control(headers: Iterable[tuple[str, str]]) -> dict[str, str | None]:
+def cache_control(headers: Iterable[tuple[str, str]]) -> Mapping[str, str | None]:
     return parse_cache_control(get_header(headers, "cache-control"))
 
 
@@ -191,15 +220,26 @@ def parse_http_date(value: str | None, now: float | None = None) -> float | None
     """
     if not value:
         return None
+    if match := _RFC850_DATE.fullmatch(value):  # the one form whose meaning depends on today's date
+        _, day, month, year2, hour, minute, second = match.groups()
+        return _timestamp(str(_rfc850_year(int(year2), now)), month, day, hour, minute, second)
+    return _parse_fixed_date(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_fixed_date(value: str) -> float | None:
+    """IMF-fixdate or asctime -> POSIX seconds, or None. Remembered for the last 1024 values: a
+    function of the text alone, and Date and Last-Modified repeat (one miss reads each several times)."""
     if match := _IMF_FIXDATE.fullmatch(value):
         _, day, month, year, hour, minute, second = match.groups()
-    elif match := _RFC850_DATE.fullmatch(value):
-        _, day, month, year2, hour, minute, second = match.groups()
-        year = str(_rfc850_year(int(year2), now))
     elif match := _ASCTIME_DATE.fullmatch(value):
         _, month, day, hour, minute, second, year = match.groups()
     else:
         return None
+    return _timestamp(year, month, day, hour, minute, second)
+
+
+def _timestamp(year: str, month: str, day: str, hour: str, minute: str, second: str) -> float | None:
     try:
         moment = datetime(int(year), _MONTHS.index(month) + 1, int(day.strip()), int(hour), int(minute),
                           min(int(second), 59), tzinfo=UTC)  # no 31 Feb, no hour 24, no minute 60
@@ -304,7 +344,7 @@ def headers_to_store(response_headers: Sequence[tuple[str, str]], keep_set_cooki
     with the current age when it replays the response.
     """
     drop = set(consumed) if keep_set_cookie else {"set-cookie", *consumed}
-    return without(strip_hop_by_hop(response_headers), drop)
+    return strip_hop_by_hop(response_headers, also=drop)
 
 
 # ------------------------------------------------------------------ targeted Cache-Control (RFC 9213)
@@ -621,6 +661,8 @@ def variant_key(names: Sequence[str], request_headers: Sequence[tuple[str, str]]
     §4.1 explicitly permits; a missing field and an empty one are kept distinct. With `normalise`,
     Accept-Encoding and Accept-Language are also compared by meaning (see normalise_accept).
     """
+    if not names:
+        return ()  # most responses vary on nothing: one variant, no fields to read
     key = []
     for name in names:
         value = get_header(request_headers, name)

@@ -50,14 +50,14 @@ from .http11 import (
     OriginResponse,
     Request,
     field_index,
-    parse_head,
+    parse_simple_head,
     read_request,
     reason_phrase,
     response_head,
     simple_response,
     unread_bytes,
 )
-from .lru_store import LRUStore, StoredResponse
+from .lru_store import WHOLE_ANSWER_MAX, LRUStore, StoredResponse
 
 ADMIN_STATS = "/__stats"
 ADMIN_PURGE = "/__purge"
@@ -71,6 +71,7 @@ SERVER_NAME = "simplecdn"
 NOT_ON_THE_FAST_PATH = frozenset({"content-length", "transfer-encoding", "expect", "range"})
 UNKEYED_HOST_FIELDS = ("x-forwarded-host", "x-forwarded-proto", "x-forwarded-server", "forwarded",
                        "x-original-url", "x-rewrite-url", "x-host")
+NOT_FORWARDED = ("host", "content-length", "expect", *UNKEYED_HOST_FIELDS)  # see _origin_request_headers
 
 
 @dataclass
@@ -123,9 +124,12 @@ class EdgeStats:
     heads_passed_on: int = 0  # requests the fast path read, checked and handed over (not parsed twice)
 
     def count(self, label: str) -> None:
-        attribute = {"HIT": "hits", "MISS": "misses", "REVALIDATED": "revalidated", "STALE": "stale",
-                     "BYPASS": "bypass"}[label]
+        attribute = COUNTER_OF_LABEL[label]
         setattr(self, attribute, getattr(self, attribute) + 1)
+
+
+COUNTER_OF_LABEL = {"HIT": "hits", "MISS": "misses", "REVALIDATED": "revalidated", "STALE": "stale",
+                    "BYPASS": "bypass"}
 
 
 class Edge:
@@ -146,12 +150,16 @@ class Edge:
 
     async def serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                                take_back: Callable[[], bool] | None = None,
-                               first: Request | None = None) -> None:
+                               first: Request | None = None,
+                               watchdog: IdleWatchdog | None = None) -> None:
         """Serve requests on one keep-alive connection until the client closes or errs — or until
         `take_back()` (asked between requests) says the fast hit path takes the connection again.
         `first`: a request the fast path has already read and checked (a miss), answered before
-        anything is read from `reader`, so its head is not parsed twice."""
-        watchdog = IdleWatchdog(writer, self.config.idle_timeout)
+        anything is read from `reader`, so its head is not parsed twice. `watchdog`: the fast
+        path's idle timer, which goes on with the connection (one timer per connection, not per
+        hand-over)."""
+        if watchdog is None:
+            watchdog = IdleWatchdog(writer, self.config.idle_timeout)
         handed_back = False
         try:
             while True:
@@ -181,8 +189,8 @@ class Edge:
             with contextlib.suppress(Exception):
                 writer.write(simple_response(500, "500 Internal Server Error", close=True))
         finally:
-            watchdog.cancel()
             if not handed_back:
+                watchdog.cancel()
                 writer.close()
 
     async def handle(self, request: Request, writer: asyncio.StreamWriter) -> bool:
@@ -234,12 +242,10 @@ class Edge:
         that path makes too, in the same order."""
         if len(head) > MAX_HEAD_BYTES:
             return None  # the general path refuses it with its 431
-        if head.count(b"\n") != head.count(b"\r\n") or head.count(b"\r") != head.count(b"\r\n"):
-            return None  # a bare CR or LF: the general path refuses it with its 400
-        try:
-            method, target, version, headers = parse_head(head)
-        except HttpError:
-            return None
+        parsed = parse_simple_head(head)  # no bare CR or LF, every field well-formed
+        if parsed is None:
+            return None  # a bad head, or a rare shape: the general path parses it line by line
+        method, target, version, headers = parsed
         fields = field_index(headers)
         hosts = len(fields.get("host", ()))
         if (method not in ("GET", "HEAD") or hosts > 1 or (version == "HTTP/1.1" and hosts == 0)
@@ -415,8 +421,8 @@ class Edge:
         response_time = time.time()
         if response.status == 304 and stale is not None:
             await self._drain(response)
-            merged = policy.merge_304_headers(stale.headers, response.headers,
-                                              keep_set_cookie=self.config.store_set_cookie)
+            merged = policy.Fields(policy.merge_304_headers(stale.headers, response.headers,
+                                                            keep_set_cookie=self.config.store_set_cookie))
             refreshed = StoredResponse(stale.status, stale.reason, merged, stale.body, request_time,
                                        response_time, stale.vary, policy_view=self._policy_view(merged))
             self.store.replace(key, stale, refreshed)
@@ -451,13 +457,18 @@ class Edge:
         if response.status == 206:
             return self._store_piece(key, request, response, body_bytes, pieces or None,
                                      request_time, response_time)
-        kept = policy.headers_to_store(response.headers, keep_set_cookie=self.config.store_set_cookie)
+        # Fields (indexed): freshness and Age read the kept fields several times.
+        kept = policy.Fields(policy.headers_to_store(response.headers,
+                                                     keep_set_cookie=self.config.store_set_cookie))
         stored = StoredResponse(response.status, response.reason, kept, body_bytes, request_time,
                                 response_time, policy.vary_names(response.headers),
                                 policy_view=None if view is None else self._policy_view(kept))
         self.store.put(key, stored, request.headers)
-        leader_headers = policy.without(policy.strip_hop_by_hop(response.headers),
-                                        {"age", policy.OWN_TARGETED_FIELD})
+        leader_headers = None  # the stored fields are what the origin sent, less what no client gets
+        if not self.config.store_set_cookie and policy.get_header(response.headers, "set-cookie") is not None:
+            # ...except a Set-Cookie, which is not stored but is the fetching client's own.
+            leader_headers = policy.strip_hop_by_hop(response.headers,
+                                                     also=("age", policy.OWN_TARGETED_FIELD))
         # A full 200 is a MISS even when it replaced a stale copy: REVALIDATED means "the origin
         # confirmed our copy with 304", which is the saving a learner should be able to count.
         return Outcome("MISS", entry=stored, leader_headers=leader_headers)
@@ -493,8 +504,8 @@ class Edge:
                                    policy.vary_names(kept), policy_view=view, partial=parts)
         self.store.put(key, entry, request.headers)
         # The client is answered with the newest fields (its own Set-Cookie too, when one was sent).
-        leader_headers = policy.without(policy.strip_hop_by_hop(response.headers),
-                                        {"age", "content-range", policy.OWN_TARGETED_FIELD})
+        leader_headers = policy.strip_hop_by_hop(response.headers,
+                                                 also=("age", "content-range", policy.OWN_TARGETED_FIELD))
         return Outcome("MISS", entry=entry, leader_headers=leader_headers)
 
     def _stale_allowed_on_error(self, stale: StoredResponse, disconnected: bool = False) -> bool:
@@ -623,28 +634,35 @@ class Edge:
                         now: float | None = None, headers: policy.Headers | None = None) -> list[bytes]:
         """The bytes that answer `request` from `entry` (see _serve_entry), counted in the stats."""
         self.stats.count(label)
-        age = freshness(entry).age(now or time.time())
-        tail = f"Age: {int(age)}\r\nX-Cache: {label}\r\nVia: 1.1 {SERVER_NAME}\r\n\r\n".encode()
+        age = int(freshness(entry).age(now or time.time()))
         source = headers if headers is not None else entry.headers
         if entry.status == 200 and has_conditional(request) \
                 and policy.conditional_request_matches(request.headers, entry.headers):
-            return [response_head(304, "Not Modified", policy.response_304_headers(source))[:-2] + tail]
+            head = response_head(304, "Not Modified", policy.response_304_headers(source))
+            return [head[:-2] + answer_tail(age, label)]
         if (entry.status == 200 or entry.partial is not None) and request.method == "GET" \
                 and "range" in request.fields:
-            partial = self._partial_response(request, entry, source, tail)
+            partial = self._partial_response(request, entry, source, answer_tail(age, label))
             if partial is not None:
                 return [partial]
+        body = entry.body if request.method != "HEAD" else b""
+        self.stats.bytes_served += len(body)
         if headers is not None:
             prefix = self._head_prefix(entry, headers)
         else:
             if entry.head_prefix is None:
                 entry.head_prefix = self._head_prefix(entry, entry.headers)
             prefix = entry.head_prefix
-        body = entry.body if request.method != "HEAD" else b""
-        self.stats.bytes_served += len(body)
-        if len(body) <= 65536:
-            return [prefix + tail + body]  # one send(): copying a small body beats a 2nd syscall
-        return [prefix + tail, body]
+        if len(body) > WHOLE_ANSWER_MAX:
+            return [prefix + answer_tail(age, label), body]  # two sends beat copying a large body
+        if headers is not None or request.method == "HEAD":
+            return [prefix + answer_tail(age, label) + body]  # one send()
+        # A GET answered with the stored fields: the same bytes for every such answer in the same
+        # second of Age (one send() each), built once rather than built and copied for every hit.
+        kept = entry.answer
+        if kept is None or kept[0] != age or kept[1] != label:
+            kept = entry.answer = (age, label, prefix + answer_tail(age, label) + body)
+        return [kept[2]]
 
     def _partial_response(self, request: Request, entry: StoredResponse, headers: policy.Headers,
                           tail: bytes) -> bytes | None:
@@ -686,8 +704,7 @@ class Edge:
                       writer: asyncio.StreamWriter) -> bool:
         """Relay an origin response to the client as it arrives, storing nothing."""
         self.stats.count(label)
-        fields = policy.without(policy.strip_hop_by_hop(response.headers),
-                                ("content-length", policy.OWN_TARGETED_FIELD))
+        fields = policy.strip_hop_by_hop(response.headers, also=("content-length", policy.OWN_TARGETED_FIELD))
         chunked = False
         if response.transfer_codings and request.version != "HTTP/1.1":
             # RFC 9112 §6.1: no Transfer-Encoding to an HTTP/1.0 client, and without it the
@@ -757,7 +774,7 @@ class Edge:
         def relay(status: int, reason: str, headers: policy.Headers) -> None:
             # A 1xx has no content, and a server MUST NOT send Content-Length in one (RFC 9110 §8.6):
             # a client that believed it would take the final response's first bytes for its body.
-            fields = policy.without(policy.strip_hop_by_hop(headers), ("content-length",))
+            fields = policy.strip_hop_by_hop(headers, also=("content-length",))
             writer.write(response_head(status, reason, fields))
         return relay
 
@@ -788,8 +805,7 @@ class Edge:
         links from them would put the attacker's host into a response every user then gets from cache
         (the classic "unkeyed header" cache poisoning).
         """
-        headers = policy.without(policy.strip_hop_by_hop(request.headers),
-                                 {"host", "content-length", "expect", *UNKEYED_HOST_FIELDS, *drop})
+        headers = policy.strip_hop_by_hop(request.headers, also=(*NOT_FORWARDED, *drop))
         headers.append(("Via", f"1.1 {SERVER_NAME}"))
         return headers
 
@@ -819,7 +835,7 @@ class EdgeConnection(asyncio.StreamReaderProtocol):
         self.edge = edge
         self.reader = asyncio.StreamReader(limit=MAX_HEAD_BYTES)
         super().__init__(self.reader)
-        self.pending = bytearray()  # received, not yet answered (the fast path's own buffer)
+        self.pending = b""  # received, not yet answered: the start of a request head (the fast path's buffer)
         self.handed_over = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -832,42 +848,51 @@ class EdgeConnection(asyncio.StreamReaderProtocol):
         if self.handed_over:
             super().data_received(data)
             return
-        self.pending += data
-        while not self.handed_over and not self.transport.is_closing():
-            end = self.pending.find(b"\r\n\r\n")
+        if self.transport.is_closing():
+            return  # closed after a Connection: close answer: what the client sends next is ignored
+        # Usually `data` is exactly one request head and nothing waits in `pending`: the head is
+        # then `data` itself, not a copy (slicing a bytes object whole returns it).
+        buffer = self.pending + data if self.pending else data
+        start = 0  # where the first request not yet answered begins
+        while True:
+            end = buffer.find(b"\r\n\r\n", start)
             if end < 0:
-                if len(self.pending) > MAX_HEAD_BYTES or b"\n" in self.pending.replace(b"\r\n", b""):
-                    self._hand_over()  # too long, or a bare LF: the general path says so now
-                return
+                break
             try:
-                answer = self.edge.answer_hit(bytes(self.pending[:end + 4]))
+                answer = self.edge.answer_hit(buffer[start:end + 4])
             except Exception:  # noqa: BLE001 - a bug here must not cost the request: retry it there
                 answer = None
             if answer is None:
-                self._hand_over()
+                self._hand_over(buffer[start:])
                 return
-            del self.pending[:end + 4]
+            start = end + 4
             if isinstance(answer, Request):
                 self.edge.stats.heads_passed_on += 1
-                self._hand_over(first=answer)  # read and checked already: not parsed again
+                self._hand_over(buffer[start:], first=answer)  # read and checked: not parsed again
                 return
             pieces, keep_alive = answer
             for piece in pieces:
                 self.transport.write(piece)
             self.watchdog.end_request()
             if not keep_alive:
-                self.transport.close()  # after the buffered response is sent
-            elif self.transport.get_write_buffer_size() > 256 * 1024:
-                self._hand_over()  # the client is not reading: the general path bounds the wait
+                self.transport.close()  # after the buffered response is sent; the rest is ignored
+                return
+            if self.transport.get_write_buffer_size() > 256 * 1024:
+                self._hand_over(buffer[start:])  # the client is not reading: the general path bounds the wait
+                return
+        self.pending = buffer[start:]
+        if self.pending and (len(self.pending) > MAX_HEAD_BYTES
+                             or b"\n" in self.pending.replace(b"\r\n", b"")):
+            self._hand_over(self.pending)  # too long, or a bare LF: the general path says so now
 
-    def _hand_over(self, first: Request | None = None) -> None:
+    def _hand_over(self, unanswered: bytes, first: Request | None = None) -> None:
+        """Give the connection to the general path, with the bytes received but not yet answered."""
         self.handed_over = True
-        self.watchdog.cancel()  # serve_connection keeps its own
-        if self.pending:
-            super().data_received(bytes(self.pending))
-            self.pending.clear()
+        self.pending = b""
+        if unanswered:
+            super().data_received(unanswered)
         self.edge.run_in_background(self.edge.serve_connection(self.reader, self.writer, self.take_back,
-                                                               first))
+                                                               first, self.watchdog))
 
     def take_back(self) -> bool:
         """Resume the fast path, if the general path has read everything the client sent (so the
@@ -876,12 +901,11 @@ class EdgeConnection(asyncio.StreamReaderProtocol):
                 or self.transport.get_write_buffer_size() > 256 * 1024):
             return False
         self.handed_over = False
-        self.watchdog = IdleWatchdog(self.writer, self.edge.config.idle_timeout)
         return True
 
     def eof_received(self) -> bool:
         if not self.handed_over and self.pending.strip(b"\r\n"):
-            self._hand_over()  # half a request, then EOF: the general path answers it (400)
+            self._hand_over(self.pending)  # half a request, then EOF: the general path answers it (400)
         if self.handed_over:
             return super().eof_received()
         return False  # the client has nothing more to ask: close once the answers are sent
@@ -929,6 +953,11 @@ def freshness(entry: StoredResponse) -> policy.Freshness:
         entry.freshness = policy.Freshness.of(entry.status, entry.rules, entry.request_time,
                                               entry.response_time)
     return entry.freshness
+
+
+def answer_tail(age: int, label: str) -> bytes:
+    """The fields every replayed response gets for this request, and the blank line after them."""
+    return f"Age: {age}\r\nX-Cache: {label}\r\nVia: 1.1 {SERVER_NAME}\r\n\r\n".encode()
 
 
 def has_conditional(request: Request) -> bool:

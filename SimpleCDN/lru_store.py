@@ -23,6 +23,9 @@ from typing import Any
 from .cache_policy import Headers, PartialContent, variant_key
 
 ENTRY_OVERHEAD_BYTES = 200  # a rough charge for the Python objects around each entry
+# A complete response whose body is at most this long is answered with one send() of one bytes
+# object, and keeps its last answer whole (StoredResponse.answer): charged twice its body.
+WHOLE_ANSWER_MAX = 64 * 1024
 
 
 @dataclass
@@ -42,6 +45,9 @@ class StoredResponse:
     # serialised status line + headers, so a hit does not re-parse or re-serialise them.
     freshness: Any = field(default=None, compare=False, repr=False)
     head_prefix: bytes | None = field(default=None, compare=False, repr=False)
+    # The last plain GET answer, whole: (Age in seconds, X-Cache label, bytes). Every hit in the
+    # same second of Age sends these same bytes, instead of building and copying them again.
+    answer: tuple[int, str, bytes] | None = field(default=None, compare=False, repr=False)
     # The fields the cache's decisions read, when a targeted field (CDN-Cache-Control, RFC 9213)
     # replaced Cache-Control and Expires for this cache; None: the stored headers themselves.
     policy_view: Headers | None = field(default=None, compare=False, repr=False)
@@ -58,7 +64,9 @@ class StoredResponse:
         """The bytes charged against the cache budget: body, header text and a fixed overhead."""
         header_bytes = sum(len(k) + len(v) + 4 for k, v in self.headers)
         pieces = self.partial.size if self.partial is not None else 0
-        return len(self.body) + pieces + header_bytes + ENTRY_OVERHEAD_BYTES
+        whole = self.partial is None and len(self.body) <= WHOLE_ANSWER_MAX
+        answer = len(self.body) + header_bytes if whole else 0  # the kept answer (see `answer`)
+        return len(self.body) + pieces + header_bytes + answer + ENTRY_OVERHEAD_BYTES
 
 
 class LRUStore:

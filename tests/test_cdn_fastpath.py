@@ -7,6 +7,7 @@ bad request after some hits still gets its specific error."""
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
 import time
 
@@ -72,6 +73,28 @@ def test_pipelined_hits_misses_and_a_post_are_answered_in_order(origin, edge):
     assert [(status, fields["x-cache"], body) for status, fields, body in replies] == [
         (200, "HIT", b"hit n=1"), (200, "HIT", b"other n=1"), (200, "MISS", b"cold n=1"),
         (200, "HIT", b"hit n=1"), (200, "BYPASS", b"posted"), (200, "HIT", b"other n=1")]
+
+
+def test_hits_whose_heads_arrive_in_random_pieces_are_answered_in_order(origin, edge):
+    """The fast path answers a head only once all of it has arrived, keeps the start of the next
+    one, and answers several heads that arrive together in order (seeded random cut points)."""
+    first, second = cached(origin, edge, "pieces-a"), cached(origin, edge, "pieces-b")
+    wire = (get(first) + get(second)) * 10 + get(first, "Connection: close")
+    rng = random.Random(16)
+    with socket.create_connection(("127.0.0.1", edge), timeout=TIMEOUT) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        at = 0
+        while at < len(wire):
+            step = rng.choice([1, 2, 7, 30, 90, 200])
+            sock.sendall(wire[at:at + step])
+            at += step
+            time.sleep(0.001)  # let most pieces arrive apart: this is what the test is about
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    replies = split_responses(data)
+    assert [(fields["x-cache"], body) for _, fields, body in replies] == \
+        [("HIT", b"pieces-a n=1"), ("HIT", b"pieces-b n=1")] * 10 + [("HIT", b"pieces-a n=1")]
 
 
 def test_connection_close_on_a_hit_ends_the_connection_after_its_answer(origin, edge):
@@ -179,3 +202,22 @@ def split_complete(data: bytes) -> list[tuple[int, dict, bytes]]:
         return []
     length = int(dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:]).get(b"Content-Length", b"0"))
     return split_responses(data) if len(rest) >= length else []
+
+
+def test_a_kept_whole_answer_still_carries_the_current_age_and_label(origin, edge):
+    """A stored response keeps its last GET answer whole (StoredResponse.answer) and sends it again
+    to later hits: only within the same second of Age and with the same X-Cache label."""
+    path = paths("kept")
+    origin.script(path, [("Cache-Control", "max-age=600")], body="kept n={n}")
+    first = request(edge, path)
+    hits = [request(edge, path) for _ in range(3)]
+    time.sleep(2.2)  # the scenario itself: the stored response grows older
+    later = request(edge, path)
+    head = request(edge, path, method="HEAD")
+    assert (first.x_cache, first.headers["age"], first.body) == ("MISS", "0", b"kept n=1")
+    assert [(hit.x_cache, hit.body) for hit in hits] == [("HIT", b"kept n=1")] * 3
+    assert all(int(hit.headers["age"]) <= 1 for hit in hits)
+    assert (later.x_cache, later.body) == ("HIT", b"kept n=1") and int(later.headers["age"]) >= 2
+    assert later.headers["date"] == first.headers["date"]  # the origin's Date, replayed as stored
+    assert (head.x_cache, head.body, head.headers["content-length"]) == ("HIT", b"", "8")
+    assert origin.count(path) == 1

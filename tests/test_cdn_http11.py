@@ -4,6 +4,7 @@ under seeded random garbage: every connection gets a 4xx/5xx or is closed, the e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import socket
 import time
@@ -14,10 +15,14 @@ from hypothesis import strategies as st
 
 from SimpleCDN.http11 import (
     HttpError,
+    OriginError,
     OriginPool,
     parse_content_length,
     parse_head,
+    parse_head_by_lines,
     parse_response_head,
+    parse_response_head_by_lines,
+    parse_simple_head,
     unread_bytes,
 )
 from tests.cdn_helpers import raw_exchange, request, start_edge, start_origin
@@ -49,10 +54,70 @@ def test_parse_response_head_accepts_only_clean_heads_and_raises_value_error_oth
 @pytest.mark.parametrize("head", [b"HTTP/1.1 000 Zero", b"HTTP/1.1 600 X", b"HTTP/1.1 99 X",
                                   b"HTTP/2 200 OK", b"HTTP/1.1 200 O\nK", b"HTTP/1.1 200 OK\r\nX: a\rb",
                                   b"HTTP/1.1 200 OK\r\nX: a\x00b", b"HTTP/1.1 200 OK\r\nX: a\r\n folded",
-                                  b"HTTP/1.1 200 OK\r\nX y: z", b"HTTP/1.1 200 OK\r\nX: a\nSet-Cookie: b"])
+                                  b"HTTP/1.1 200 OK\r\nX y: z", b"HTTP/1.1 200 OK\r\nX: a\nSet-Cookie: b",
+                                  b"HTTP/1.1 200 OK\r\nX-A\n: v"])
 def test_parse_response_head_refuses(head):
     with pytest.raises(ValueError):
         parse_response_head(head + b"\r\n\r\n")
+
+
+# Heads made of the pieces that decide a parse: tokens, separators, whitespace, controls, bare CR
+# and LF, obs-text. Many are valid; the rest fail in every place a head can.
+_PIECES = [b"GET", b"HEAD", b"G(T", b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/1.1 200", b"404",
+           b" ", b"  ", b"\t", b"/", b"/a?b=c", b":", b"Host", b"X-A", b"a", b"1", b"\r", b"\n",
+           b"\r\n", b"\x00", b"\x0b", b"\x7f", b"\x85", b"\xe9"]
+_LINE = st.lists(st.sampled_from(_PIECES), max_size=7).map(b"".join)
+_BENIGN = st.lists(st.sampled_from([b"a", b"1", b" ", b"\t", b":", b"/", b",", b"\x85", b"\xe9"]),
+                   max_size=6).map(b"".join)
+_FIELD = st.tuples(st.sampled_from([b"Host", b"X-A", b"a", b"X y", b"", b" X", b"X\n"]),
+                   st.sampled_from([b":", b": ", b" :"]), st.one_of(_BENIGN, _BENIGN, _LINE)).map(b"".join)
+_GOOD_FIELD = st.tuples(st.sampled_from([b"Host", b"X-A", b"user-agent"]), st.sampled_from([b":", b": "]),
+                        _BENIGN).map(b"".join)
+_FIELDS = st.one_of(st.lists(_GOOD_FIELD, max_size=5), st.lists(st.one_of(_FIELD, _LINE), max_size=5))
+
+
+@settings(max_examples=800, deadline=None, derandomize=True)
+@given(st.one_of(st.sampled_from([b"GET /x HTTP/1.1", b"HEAD /a?b=%41\xe9 HTTP/1.0"]), _LINE,
+                 st.sampled_from([b"\r\nGET / HTTP/1.1", b"GET /\t HTTP/1.1", b"GET  / HTTP/1.1"])), _FIELDS)
+def test_the_one_pass_request_parse_agrees_with_the_line_by_line_one(request_line, fields):
+    """parse_simple_head (the fast path's) accepts only heads the strict line-by-line parse accepts,
+    and reads them the same; whatever it does not accept is left to that parse."""
+    head = b"\r\n".join([request_line, *fields]) + b"\r\n\r\n"
+    simple = parse_simple_head(head)
+    if simple is not None:
+        assert parse_head_by_lines(head) == simple
+        assert parse_head(head) == simple
+
+
+@settings(max_examples=800, deadline=None, derandomize=True)
+@given(st.one_of(_LINE, st.sampled_from([b"HTTP/1.1 200 OK", b"HTTP/1.0 404 Not  Found", b"HTTP/1.1 204 ",
+                                         b"HTTP/1.1 200", b"HTTP/1.1 200 \tOK\x85"])), _FIELDS)
+def test_the_one_pass_response_parse_agrees_with_the_line_by_line_one(status_line, fields):
+    head = b"\r\n".join([status_line, *fields]) + b"\r\n\r\n"
+    try:
+        expected = parse_response_head_by_lines(head)
+    except ValueError:
+        expected = None
+    try:
+        assert parse_response_head(head) == expected
+    except ValueError:
+        assert expected is None
+
+
+@pytest.mark.parametrize("head", [b"GET /x HTTP/1.1\r\nHost: a\r\nUser-Agent: b c \t\r\n\r\n",
+                                  b"HEAD /a?b=%41 HTTP/1.0\r\n\r\n",
+                                  b"GET / HTTP/1.1\r\nX:\r\nY:\xe9\r\n\r\n"])
+def test_common_heads_take_the_one_pass_parse(head):
+    """The equivalence tests above would pass with a one-pass parse that accepts nothing at all."""
+    assert parse_simple_head(head) == parse_head_by_lines(head)
+
+
+def test_a_field_name_ending_in_a_bare_lf_is_refused():
+    """A token check with "$" also matches before a final LF, so "Host<LF>" passed as a name."""
+    with pytest.raises(HttpError):
+        parse_head(b"GET / HTTP/1.1\r\nHost\n: x\r\n\r\n")
+    with pytest.raises(HttpError):
+        parse_head_by_lines(b"GET / HTTP/1.1\r\nHost: x\r\nX-A\n: x\r\n\r\n")
 
 
 def test_parse_response_head_removes_only_optional_whitespace():
@@ -154,6 +219,47 @@ def test_a_pooled_connection_on_which_bytes_arrived_while_idle_is_not_reused():
         second = await pool.request("GET", "/second", [])
         assert await second.read_body() == b"/second"
         assert connections == 2
+        pool.close_idle()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(scenario())
+
+
+def test_origin_reads_time_out_and_a_timed_out_connection_is_never_reused():
+    """Each origin read has its own timer (OriginConnection.read_within): a stalled body is a
+    timeout (504), not a hang; and a connection whose timer fired, even in the same loop turn as
+    its read completed, is closed instead of going back to the pool with a failed reader."""
+
+    async def scenario() -> None:
+        connections = 0
+
+        async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+                while True:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    if b"/stall" in head:  # the head and half the body, then nothing
+                        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n12345")
+                    else:
+                        writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+            writer.close()
+
+        server = await asyncio.start_server(origin, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = OriginPool(f"http://127.0.0.1:{port}", timeout=0.3)
+        stalled = await pool.request("GET", "/stall", [])
+        with pytest.raises(OriginError) as caught:
+            await stalled.read_body()
+        assert caught.value.timeout and pool._idle == []
+        answered = await pool.request("GET", "/empty", [])  # a 204: no body read, released at once
+        answered.connection._expire()  # its timer's callback, as if it ran in the read's last turn
+        answered.release()
+        assert pool._idle == []  # closed: pooled, its failed reader would fail the next request
+        again = await pool.request("GET", "/empty", [])
+        assert again.status == 204 and connections == 3
+        again.release()
         pool.close_idle()
         server.close()
         await server.wait_closed()

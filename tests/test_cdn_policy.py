@@ -486,3 +486,26 @@ def test_a_304_updates_a_stored_set_cookie_only_in_rfc_mode():
     fresh = [("ETag", '"v1"'), ("Set-Cookie", "id=2")]
     assert ("Set-Cookie", "id=2") in p.merge_304_headers(stored, fresh, keep_set_cookie=True)
     assert ("Set-Cookie", "id=2") not in p.merge_304_headers(stored, fresh)
+
+
+def test_indexed_fields_answer_like_the_plain_list():
+    """p.Fields finds a field through its index; every answer must be the plain list's."""
+    pairs = [("Cache-Control", "max-age=60"), ("ETag", '"a"'), ("cache-control", "public"),
+             ("X-Empty", ""), ("Set-Cookie", "a=1"), ("SET-COOKIE", "b=2")]
+    fields = p.Fields(pairs)
+    for name in ("cache-control", "CACHE-CONTROL", "etag", "x-empty", "set-cookie", "age", "x"):
+        assert p.header_values(fields, name) == p.header_values(pairs, name)
+        assert p.get_header(fields, name) == p.get_header(pairs, name)
+    assert p.cache_control(fields) == {"max-age": "60", "public": None}
+    p.header_values(fields, "set-cookie").append("c=3")  # a caller's copy, not the index
+    assert p.get_header(fields, "set-cookie") == "a=1, b=2"
+    assert list(fields) == pairs
+
+
+def test_a_remembered_cache_control_parse_cannot_be_changed_by_a_caller():
+    """parse_cache_control is memoised by value: a caller that changed its answer would change
+    every later answer for that value."""
+    directives = p.parse_cache_control("max-age=5")
+    with pytest.raises(TypeError):
+        directives["max-age"] = "999"  # type: ignore[index]
+    assert p.parse_cache_control("max-age=5") == {"max-age": "5"}
