@@ -161,7 +161,7 @@ def test_masking_in_place_is_right_at_every_alignment():
     """The numpy path XORs the bytes before the first 8-byte-aligned address on their own and
     rotates the key for the rest: every start offset and length must still give §5.3's XOR."""
     rng = random.Random(5003)
-    for length in (4096, 4097, 4099, 4103, 65536 + 5):
+    for length in (512, 4097, 4103, 65536 + 5, 256 * 1024, 256 * 1024 + 7):
         for start in range(9):  # every alignment of the payload's first byte, and then some
             payload, mask = rng.randbytes(length), rng.randbytes(4)
             frame = encode_frame(Opcode.BINARY, payload, mask=mask)
