@@ -251,7 +251,7 @@ class Pump(asyncio.BufferedProtocol):
         self.unread(head[end + 4:])
         return head[:end + 4]
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self.transport.write(data)
 
     def writable(self) -> bool:
