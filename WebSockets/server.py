@@ -104,7 +104,7 @@ class Pump(asyncio.BufferedProtocol):
     reads at most 256 KiB at a time, so a 1 MiB message came in 5+ chunks and woke this
     connection's coroutine 5+ times, each wake-up with its read-timeout timer, flush and budget
     check. Reading up to READ_SIZE at once, and not waking the coroutine for bytes that only
-    extend a binary frame still arriving, a 1 MiB message wakes it once.
+    extend a binary frame still arriving, a 1 MiB message wakes it once or twice.
     """
 
     def __init__(self, server: WebSocketServer):
