@@ -79,8 +79,11 @@ class ChatClient:
 
     def _new_socket(self) -> socketio.Client:
         # No automatic reconnection: a test or benchmark must see a drop, not paper over it;
-        # `reconnect` is the explicit way back.
-        sio = socketio.Client(reconnection=False)
+        # `reconnect` is the explicit way back. No SIGINT handler either: engineio's disconnects
+        # every client from inside the signal handler, which takes the send queue's lock, and a
+        # Ctrl-C landing while the main thread holds that lock (in `emit`) deadlocked the demo.
+        # Ctrl-C stays a KeyboardInterrupt, and our callers' `finally:` blocks disconnect.
+        sio = socketio.Client(reconnection=False, handle_sigint=False)
         for event in SERVER_EVENTS:
             sio.on(event, self._recorder(event))
         sio.on("disconnect", self._recorder("disconnect"))
