@@ -72,16 +72,18 @@ class BadTarget(ValueError):
 
 class Fields(tuple):
     """An immutable list of (name, value) fields that finds a field without a scan: its values by
-    lower-case name are indexed on first use. A miss asks about twenty questions of one response's
-    fields (storable? how fresh? varies on what?), and each would otherwise lower-case and compare
-    every name. Accepted wherever a list of (name, value) pairs is."""
+    lower-case name are indexed when it is made. A miss asks about twenty questions of one
+    response's fields (storable? how fresh? varies on what?), and each would otherwise lower-case
+    and compare every name. Accepted wherever a list of (name, value) pairs is.
 
-    @functools.cached_property
-    def by_name(self) -> dict[str, list[str]]:
+    The index is built eagerly, not with functools.cached_property: every Fields is asked at once,
+    and on Python 3.11 cached_property takes a lock on each access (it costs more than the lookup)."""
+
+    def __init__(self, fields: Iterable[tuple[str, str]] = ()):
         index: dict[str, list[str]] = {}
         for name, value in self:
             index.setdefault(name.lower(), []).append(value)
-        return index
+        self.by_name = index
 
 
 def header_values(headers: Iterable[tuple[str, str]], name: str) -> list[str]:

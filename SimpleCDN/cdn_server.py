@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -103,6 +104,9 @@ class Outcome:
     leader_headers: policy.Headers | None = None
     passthrough: OriginResponse | None = None
     prefix: list[bytes] = field(default_factory=list)
+    # A complete 200 fetched with store_later=True: `entry` is not in the store yet, and this puts
+    # it there. The leader calls it once its client's answer is written (see Edge._get).
+    store: Callable[[], object] | None = None
 
 
 @dataclass
@@ -287,7 +291,8 @@ class Edge:
                 return await self._serve_entry(request, entry, "STALE", writer, now=now)
         try:
             outcome, leader = await self._coalesced_fetch(key, request, target, entry,
-                                                          self._interim_relay(request, writer))
+                                                          self._interim_relay(request, writer),
+                                                          store_later=True)
         except OriginError as exc:
             return self._origin_failed(exc, writer)
         if not leader and (outcome.entry is None or outcome.entry.variant != policy.variant_key(
@@ -305,8 +310,12 @@ class Edge:
             return await self._stream(request, outcome.passthrough, outcome.prefix, "BYPASS", writer)
         assert outcome.entry is not None
         if leader:
+            # The store is filled after this answer is written (outcome.store), not before: the
+            # client waits for its bytes, not for the bookkeeping. Nothing can look the key up in
+            # between — no await separates the fetch's end from the write — and the coalesced
+            # waiters, woken by the fetch's future, run only after this step, store filled.
             return await self._serve_entry(request, outcome.entry, outcome.label, writer,
-                                           headers=outcome.leader_headers)
+                                           headers=outcome.leader_headers, then=outcome.store)
         # A coalesced waiter is served from the cache the leader just filled: the origin did no
         # work for it, so it is a HIT (as nginx reports requests released by proxy_cache_lock).
         label = "STALE" if outcome.label == "STALE" else "HIT"
@@ -367,16 +376,18 @@ class Edge:
 
     async def _coalesced_fetch(self, key: str, request: Request, target: str,
                                stale: StoredResponse | None,
-                               on_interim: InterimHandler | None = None) -> tuple[Outcome, bool]:
+                               on_interim: InterimHandler | None = None,
+                               store_later: bool = False) -> tuple[Outcome, bool]:
         """Join the in-flight fetch for `key` or become its leader. Returns (outcome, am_leader).
-        Only the leader's client sees the origin's interim (1xx) responses."""
+        Only the leader's client sees the origin's interim (1xx) responses. `store_later`: see
+        _fetch; it applies to the leader's own fetch only."""
         pending = self.inflight.get(key)
         if pending is not None:
             return await asyncio.shield(pending), False
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self.inflight[key] = future
         try:
-            outcome = await self._fetch(key, request, target, stale, on_interim)
+            outcome = await self._fetch(key, request, target, stale, on_interim, store_later=store_later)
         except BaseException as exc:
             future.set_exception(exc if isinstance(exc, OriginError) else OriginError(
                 f"the fetch failed: {type(exc).__name__}"))
@@ -390,7 +401,7 @@ class Edge:
 
     async def _fetch(self, key: str, request: Request, target: str,
                      stale: StoredResponse | None, on_interim: InterimHandler | None = None,
-                     pieces: StoredResponse | bool = False) -> Outcome:
+                     pieces: StoredResponse | bool = False, store_later: bool = False) -> Outcome:
         """One origin round trip for GET `target`; stores the result when policy allows.
 
         With `stale` this is a revalidation: the stored validators are sent, and a 304 refreshes
@@ -400,6 +411,9 @@ class Edge:
         `pieces` (the stored partial entry, or None when there is none yet) forwards the client's
         one Range: a 206 answer is stored with those pieces. Without it, the whole representation is
         fetched, also for a Range request whose object is stored complete but stale.
+
+        `store_later`: a complete 200 is not put in the store here but by the returned
+        Outcome.store, which the caller must call (it does so once its client is answered).
         """
         ranged = pieces is not False
         drop = policy.CONDITIONAL_REQUEST_FIELDS if ranged else (*policy.CONDITIONAL_REQUEST_FIELDS, "range")
@@ -463,7 +477,13 @@ class Edge:
         stored = StoredResponse(response.status, response.reason, kept, body_bytes, request_time,
                                 response_time, policy.vary_names(response.headers),
                                 policy_view=None if view is None else self._policy_view(kept))
-        self.store.put(key, stored, request.headers)
+        store = functools.partial(self.store.put, key, stored, request.headers)
+        if store_later:
+            # The coalesced waiters compare the variant before the store sets it: set it now.
+            stored.variant = policy.variant_key(stored.vary, request.headers, self.config.normalise_vary)
+        else:
+            store()
+            store = None
         leader_headers = None  # the stored fields are what the origin sent, less what no client gets
         if not self.config.store_set_cookie and policy.get_header(response.headers, "set-cookie") is not None:
             # ...except a Set-Cookie, which is not stored but is the fetching client's own.
@@ -471,7 +491,7 @@ class Edge:
                                                      also=("age", policy.OWN_TARGETED_FIELD))
         # A full 200 is a MISS even when it replaced a stale copy: REVALIDATED means "the origin
         # confirmed our copy with 304", which is the saving a learner should be able to count.
-        return Outcome("MISS", entry=stored, leader_headers=leader_headers)
+        return Outcome("MISS", entry=stored, leader_headers=leader_headers, store=store)
 
     def _store_piece(self, key: str, request: Request, response: OriginResponse, body: bytes,
                      stored: StoredResponse | None, request_time: float, response_time: float) -> Outcome:
@@ -621,11 +641,14 @@ class Edge:
 
     async def _serve_entry(self, request: Request, entry: StoredResponse, label: str,
                            writer: asyncio.StreamWriter, now: float | None = None,
-                           headers: policy.Headers | None = None) -> bool:
+                           headers: policy.Headers | None = None,
+                           then: Callable[[], object] | None = None) -> bool:
         """Replay a stored response (status, headers, body) with Age and X-Cache, or a 304 if the
-        client's own conditional request matches it."""
+        client's own conditional request matches it. `then`: called once the answer is written."""
         for piece in self._entry_response(request, entry, label, now, headers):
             writer.write(piece)
+        if then is not None:
+            then()
         if writer.transport.get_write_buffer_size() > 256 * 1024:
             await self._drain_client(writer)
         return True

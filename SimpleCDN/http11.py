@@ -455,7 +455,12 @@ class OriginResponse:
             if self._mode == "length":
                 remaining = self.content_length or 0
                 while remaining:
-                    piece = await self._within_timeout(reader.read(min(remaining, READ_CHUNK)))
+                    # When the rest has all arrived (the usual small body: it came with the head),
+                    # the read returns at once and needs no timer (arming and cancelling one costs
+                    # more than the read).
+                    arrived = unread_bytes(reader) >= remaining
+                    size = remaining if arrived else min(remaining, READ_CHUNK)
+                    piece = await self._within_timeout(reader.read(size), timed=not arrived)
                     if not piece:
                         raise OriginError("the origin closed the connection mid-body")
                     remaining -= len(piece)
@@ -503,8 +508,10 @@ class OriginResponse:
             self.connection.close()
         self.connection.pool = None  # released exactly once
 
-    async def _within_timeout(self, awaitable):
+    async def _within_timeout(self, awaitable, timed: bool = True):
         try:
+            if not timed:
+                return await awaitable
             return await self.connection.read_within(awaitable, self._timeout)
         except TimeoutError:
             raise OriginError(f"the origin sent nothing for {self._timeout:g}s", timeout=True) from None
