@@ -477,7 +477,7 @@ class Edge:
         stored = StoredResponse(response.status, response.reason, kept, body_bytes, request_time,
                                 response_time, policy.vary_names(response.headers),
                                 policy_view=None if view is None else self._policy_view(kept))
-        store = functools.partial(self.store.put, key, stored, request.headers)
+        store = functools.partial(self._keep, key, stored, request.headers)
         if store_later:
             # The coalesced waiters compare the variant before the store sets it: set it now.
             stored.variant = policy.variant_key(stored.vary, request.headers, self.config.normalise_vary)
@@ -492,6 +492,11 @@ class Edge:
         # A full 200 is a MISS even when it replaced a stale copy: REVALIDATED means "the origin
         # confirmed our copy with 304", which is the saving a learner should be able to count.
         return Outcome("MISS", entry=stored, leader_headers=leader_headers, store=store)
+
+    def _keep(self, key: str, entry: StoredResponse, request_headers: policy.Headers) -> None:
+        """Put a fetched response in the store, with the freshness facts its reuses will read."""
+        freshness(entry)
+        self.store.put(key, entry, request_headers)
 
     def _store_piece(self, key: str, request: Request, response: OriginResponse, body: bytes,
                      stored: StoredResponse | None, request_time: float, response_time: float) -> Outcome:
@@ -546,6 +551,10 @@ class Edge:
     async def _read_up_to(self, response: OriginResponse, limit: int) -> tuple[list[bytes], bool]:
         """Read the body while it fits in `limit`. (pieces, True) when complete; else the pieces so
         far and False, leaving the rest of the body for the caller to stream."""
+        arrived = await response.read_arrived_body(limit)
+        if arrived is not None:
+            self.stats.origin_bytes += len(arrived)
+            return [arrived], True
         pieces: list[bytes] = []
         size = 0
         async for piece in response.pieces():
@@ -657,7 +666,7 @@ class Edge:
                         now: float | None = None, headers: policy.Headers | None = None) -> list[bytes]:
         """The bytes that answer `request` from `entry` (see _serve_entry), counted in the stats."""
         self.stats.count(label)
-        age = int(freshness(entry).age(now or time.time()))
+        age = int(current_age(entry, now or time.time()))
         source = headers if headers is not None else entry.headers
         if entry.status == 200 and has_conditional(request) \
                 and policy.conditional_request_matches(request.headers, entry.headers):
@@ -828,7 +837,11 @@ class Edge:
         links from them would put the attacker's host into a response every user then gets from cache
         (the classic "unkeyed header" cache poisoning).
         """
-        headers = policy.strip_hop_by_hop(request.headers, also=(*NOT_FORWARDED, *drop))
+        if "connection" in request.fields:  # it may name more hop-by-hop fields (RFC 9110 §7.6.1)
+            headers = policy.strip_hop_by_hop(request.headers, also=(*NOT_FORWARDED, *drop))
+        else:  # the usual request: one pass over its fields with a set made once
+            unwanted = _never_forwarded(tuple(drop))
+            headers = [(name, value) for name, value in request.headers if name.lower() not in unwanted]
         headers.append(("Via", f"1.1 {SERVER_NAME}"))
         return headers
 
@@ -968,6 +981,21 @@ class IdleWatchdog:
 
     def cancel(self) -> None:
         self._handle.cancel()
+
+
+@functools.lru_cache(maxsize=8)
+def _never_forwarded(drop: tuple[str, ...]) -> frozenset[str]:
+    """Hop-by-hop fields, NOT_FORWARDED and `drop`: the fields no request to the origin carries."""
+    return policy.HOP_BY_HOP.union(NOT_FORWARDED, (name.lower() for name in drop))
+
+
+def current_age(entry: StoredResponse, now: float) -> float:
+    """The entry's current age (RFC 9111 §4.2.3). A response just fetched is answered before its
+    freshness facts are worked out (they matter from its first reuse on): only its age is needed."""
+    if entry.freshness is None:
+        return policy.corrected_initial_age(entry.rules, entry.request_time, entry.response_time) \
+            + (now - entry.response_time)
+    return entry.freshness.age(now)
 
 
 def freshness(entry: StoredResponse) -> policy.Freshness:
