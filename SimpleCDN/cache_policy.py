@@ -79,10 +79,15 @@ class Fields(tuple):
     The index is built eagerly, not with functools.cached_property: every Fields is asked at once,
     and on Python 3.11 cached_property takes a lock on each access (it costs more than the lookup)."""
 
-    def __init__(self, fields: Iterable[tuple[str, str]] = ()):
-        index: dict[str, list[str]] = {}
-        for name, value in self:
-            index.setdefault(name.lower(), []).append(value)
+    def __new__(cls, fields: Iterable[tuple[str, str]] = (), index: dict[str, list[str]] | None = None):
+        return super().__new__(cls, fields)
+
+    def __init__(self, fields: Iterable[tuple[str, str]] = (), index: dict[str, list[str]] | None = None):
+        """`index`: the fields' index when the caller already has one (a parsed request's)."""
+        if index is None:
+            index = {}
+            for name, value in self:
+                index.setdefault(name.lower(), []).append(value)
         self.by_name = index
 
 
@@ -131,9 +136,11 @@ def split_list(value: str | None) -> list[str]:
 def strip_hop_by_hop(headers: Iterable[tuple[str, str]], also: Iterable[str] = ()) -> Headers:
     """Remove hop-by-hop fields, including those the Connection field names (RFC 9110 §7.6.1), and
     the fields named in `also` (in the same pass: a miss does this three times)."""
-    headers = list(headers)
+    if type(headers) is not Fields:
+        headers = list(headers)
     named = split_list(get_header(headers, "connection"))
-    return without(headers, HOP_BY_HOP.union(named, also))
+    drop = HOP_BY_HOP.union(name.lower() for name in (*named, *also))  # HOP_BY_HOP is lower-case
+    return [(key, value) for key, value in headers if key.lower() not in drop]
 
 
 # ----------------------------------------------------------------------------------- Cache-Control
