@@ -79,16 +79,18 @@ class Fields(tuple):
     The index is built eagerly, not with functools.cached_property: every Fields is asked at once,
     and on Python 3.11 cached_property takes a lock on each access (it costs more than the lookup)."""
 
-    def __new__(cls, fields: Iterable[tuple[str, str]] = (), index: dict[str, list[str]] | None = None):
-        return super().__new__(cls, fields)
-
-    def __init__(self, fields: Iterable[tuple[str, str]] = (), index: dict[str, list[str]] | None = None):
-        """`index`: the fields' index when the caller already has one (a parsed request's)."""
-        if index is None:
-            index = {}
-            for name, value in self:
-                index.setdefault(name.lower(), []).append(value)
+    def __init__(self, fields: Iterable[tuple[str, str]] = ()):
+        index: dict[str, list[str]] = {}
+        for name, value in self:
+            index.setdefault(name.lower(), []).append(value)
         self.by_name = index
+
+    @classmethod
+    def with_index(cls, fields: Iterable[tuple[str, str]], index: dict[str, list[str]]) -> Fields:
+        """Fields whose index the caller already has (a parsed request's), not built again."""
+        made = tuple.__new__(cls, fields)
+        made.by_name = index
+        return made
 
 
 def header_values(headers: Iterable[tuple[str, str]], name: str) -> list[str]:

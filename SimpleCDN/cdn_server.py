@@ -72,6 +72,8 @@ SERVER_NAME = "simplecdn"
 NOT_ON_THE_FAST_PATH = frozenset({"content-length", "transfer-encoding", "expect", "range"})
 UNKEYED_HOST_FIELDS = ("x-forwarded-host", "x-forwarded-proto", "x-forwarded-server", "forwarded",
                        "x-original-url", "x-rewrite-url", "x-host")
+# Stored fields a replayed response gets anew (Content-Length, Age) or never (this edge's own field).
+NOT_REPLAYED = frozenset({"content-length", "age", policy.OWN_TARGETED_FIELD})
 NOT_FORWARDED = ("host", "content-length", "expect", *UNKEYED_HOST_FIELDS)  # see _origin_request_headers
 
 
@@ -200,6 +202,7 @@ class Edge:
     async def handle(self, request: Request, writer: asyncio.StreamWriter) -> bool:
         """Answer one request. Returns False when the connection must close afterwards."""
         self.stats.requests += 1
+        request.index_headers()
         if self.config.client_latency_ms:
             await asyncio.sleep(self.config.client_latency_ms / 1000)
         try:
@@ -726,11 +729,13 @@ class Edge:
 
     @staticmethod
     def _head_prefix(entry: StoredResponse, headers: policy.Headers) -> bytes:
-        """Status line and stored fields with the real Content-Length, without the final blank line."""
-        fields = policy.without(headers, ("content-length", "age", policy.OWN_TARGETED_FIELD))
+        """Status line and stored fields with the real Content-Length, without the final blank line
+        (response_head's work in one pass: a miss's answer waits for this)."""
+        lines = [f"HTTP/1.1 {entry.status} {entry.reason or reason_phrase(entry.status)}"]
+        lines += [f"{name}: {value}" for name, value in headers if name.lower() not in NOT_REPLAYED]
         if entry.status != 204:  # a server MUST NOT send Content-Length in a 204 (RFC 9110 §8.6)
-            fields.append(("Content-Length", str(len(entry.body))))
-        return response_head(entry.status, entry.reason, fields)[:-2]
+            lines.append(f"Content-Length: {len(entry.body)}")
+        return ("\r\n".join(lines) + "\r\n").encode("latin-1")
 
     async def _stream(self, request: Request, response: OriginResponse, prefix: list[bytes], label: str,
                       writer: asyncio.StreamWriter) -> bool:
