@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -20,6 +21,15 @@ from .ports import LOOPBACK, wait_for_port
 
 # The repository root: children run from here so `python -m Concept.module` resolves.
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _thread_state(stat: Path) -> str:
+    """The one-letter state in a /proc/<pid>/task/<tid>/stat file; "" if the thread is gone."""
+    try:
+        # The command name (field 2) is in parentheses and may contain spaces: split after it.
+        return stat.read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
 
 
 class SpawnError(RuntimeError):
@@ -63,6 +73,23 @@ class ChildProcess:
         """Send a signal (SIGKILL, SIGSTOP, SIGCONT ...) if the child is still there."""
         if self.alive():
             os.kill(self.pid, signum)
+
+    def pause(self, timeout: float = 10.0) -> None:
+        """SIGSTOP, and return once every thread of the child is stopped (state T in /proc).
+
+        kill() returns when the signal is queued, not when it has acted: each thread stops on its own
+        way back to user space. A test that pauses a server and at once sends it a request must not
+        let a thread that is still finishing its last answer (a ThreadingHTTPServer handler) serve
+        the new one too. Without /proc (not Linux), it returns after sending the signal."""
+        self.signal(signal.SIGSTOP)
+        tasks = Path(f"/proc/{self.pid}/task")
+        if not tasks.is_dir():
+            return
+        deadline = time.monotonic() + timeout
+        while not all(_thread_state(stat) in ("T", "t", "Z", "X", "") for stat in tasks.glob("*/stat")):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.description} (pid {self.pid}) did not stop within {timeout:g}s")
+            time.sleep(0.001)
 
     def kill(self) -> None:
         """SIGKILL and reap: the crash no handler can intercept."""

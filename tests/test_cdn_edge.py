@@ -94,7 +94,7 @@ def test_stale_if_error_when_the_origin_hangs_sigstop(spawn):
     origin.script("/paused-strict", [("Cache-Control", "max-age=10"), ("Age", "20")], body="x")
     request(edge, "/paused")
     request(edge, "/paused-strict")
-    origin.child.signal(signal.SIGSTOP)
+    origin.child.pause()  # SIGSTOP, and wait until every origin thread has stopped
     try:
         rescued = request(edge, "/paused")
         assert (rescued.status, rescued.x_cache, rescued.body) == (200, "STALE", b"kept")

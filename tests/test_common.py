@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -157,6 +158,32 @@ def test_spawn_waits_for_the_port_and_stop_escalates_to_sigkill(tmp_path):
     assert child.stop(grace=0.5) == -signal.SIGKILL
     assert not child.alive()
     assert "listening" in child.output()
+
+
+def test_pause_returns_only_once_every_thread_of_the_child_is_stopped(tmp_path):
+    # Four busy threads: kill(SIGSTOP) returns before they have all stopped; pause() must not.
+    program = (
+        "import threading\n"
+        "def spin():\n"
+        "    while True: pass\n"
+        "for _ in range(4): threading.Thread(target=spin, daemon=True).start()\n"
+        "print('spinning', flush=True)\n"
+        "threading.Event().wait()\n"
+    )
+    child = spawn_command([sys.executable, "-c", program], log_dir=tmp_path)
+    try:
+        deadline = time.monotonic() + 20
+        while "spinning" not in child.output():  # the threads have started
+            assert time.monotonic() < deadline and child.alive(), child.output()
+            time.sleep(0.01)
+        for _ in range(20):
+            child.pause()
+            states = [Path(stat).read_text().rsplit(")", 1)[1].split()[0]
+                      for stat in Path(f"/proc/{child.pid}/task").glob("*/stat")]
+            assert len(states) == 5 and set(states) == {"T"}, states
+            child.signal(signal.SIGCONT)
+    finally:
+        child.stop()
 
 
 def test_a_log_in_the_system_temp_dir_is_removed_at_stop_and_its_text_kept():
