@@ -167,14 +167,23 @@ def run(workdir: str, args: argparse.Namespace) -> str:
         say(f"  order 4 ({crashed['txid']}): {crashed['outcome']}, acked by {', '.join(crashed['acked'])}")
 
         say("\n== order 5 while John is out (delivery votes no); the coordinator dies before deciding")
-        cluster.processes["coordinator"].stop()
-        cluster.start("coordinator", crash_at="before-decision-logged")
-        try:
-            order(cluster, {"item": "pizza", "quantity": 1, "address": "5 Birch Ct"})
-        except Unreachable:
-            say("  the client gets no answer; the coordinator died with both votes in its memory only")
-        cluster.wait_dead("coordinator", timeout=10)
-        wait_for_line(cluster, "inventory", "cooperative termination", timeout=15)
+        for _attempt in range(3):
+            cluster.processes["coordinator"].stop()
+            cluster.start("coordinator", crash_at="before-decision-logged")
+            try:
+                order(cluster, {"item": "pizza", "quantity": 1, "address": "5 Birch Ct"})
+            except Unreachable:
+                say("  the client gets no answer; the coordinator died with both votes in its memory only")
+            cluster.wait_dead("coordinator", timeout=10)
+            if wait_for_line(cluster, "inventory", "cooperative termination", timeout=15):
+                break
+            # The coordinator stops collecting votes at the first "no" (delivery's): on a busy machine
+            # it can die before its prepare to the inventory has left. The inventory then reserved
+            # nothing and has nothing to resolve - correct, but not the scene this part shows.
+            say("  (this time the coordinator died before its prepare reached the inventory, which so "
+                "reserved nothing; the scene is played again)")
+        else:
+            raise RuntimeError("the inventory never became in doubt about order 5 in three tries")
         line = next(line for line in cluster.processes["inventory"].output().splitlines()
                     if "cooperative termination" in line)
         say(f"  inventory log: {line}")
